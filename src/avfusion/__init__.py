@@ -1,0 +1,16 @@
+"""avfusion: audio-visual transformers (MBT attention bottlenecks, Zorro masked fusion)."""
+
+from avfusion.models import (
+    AVModel,
+    ModelConfig,
+    ModelOutput,
+    build_model,
+    create_model,
+    get_model_config,
+    list_models,
+)
+
+__version__ = "0.1.0"
+
+__all__ = ["AVModel", "ModelConfig", "ModelOutput", "build_model", "create_model", "get_model_config",
+           "list_models", "__version__"]

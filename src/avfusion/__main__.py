@@ -1,0 +1,5 @@
+import sys
+
+from avfusion.cli import main
+
+sys.exit(main())

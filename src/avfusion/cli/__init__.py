@@ -1,0 +1,42 @@
+"""The `avfusion` command line: one module per subcommand, each with `main(argv) -> int`.
+
+Subcommands are imported lazily so that `avfusion models` does not pay for PyAV or the
+training stack, and each `main(argv)` can be called directly from tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line help). A subcommand is listed here only once it works.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("avfusion.cli.models", "list the registered models"),
+    "flops": ("avfusion.cli.flops", "parameters and GFLOPs of one forward pass"),
+    "demo": ("avfusion.cli.demo", "the end-to-end demo"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: avfusion <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`avfusion <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"avfusion: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

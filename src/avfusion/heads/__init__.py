@@ -1,0 +1,5 @@
+"""Output heads: Zorro's masked readout (classifiers are plain Linear layers in each family)."""
+
+from avfusion.heads.readout import OUTPUTS, Readout
+
+__all__ = ["OUTPUTS", "Readout"]

@@ -1,0 +1,13 @@
+"""Building blocks shared by every fusion scheme."""
+
+from avfusion.layers.attention import ATTN_IMPLS, Attention, CrossAttention, attend
+from avfusion.layers.block import Block, CrossBlock, DropPath, Mlp, drop_path_rates
+from avfusion.layers.masks import RULES, Segment, TokenMask, TokenType, segments_of, self_mask
+from avfusion.layers.patch_embed import SpectrogramEmbed, TubeletEmbed
+from avfusion.layers.pos_embed import resample_pos_embed
+
+__all__ = [
+    "ATTN_IMPLS", "Attention", "CrossAttention", "attend", "Block", "CrossBlock", "DropPath",
+    "Mlp", "drop_path_rates", "RULES", "Segment", "TokenMask", "TokenType", "segments_of",
+    "self_mask", "SpectrogramEmbed", "TubeletEmbed", "resample_pos_embed",
+]

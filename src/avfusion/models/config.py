@@ -1,0 +1,169 @@
+"""Typed model configuration: everything needed to rebuild a model and its preprocessing.
+
+A model directory's ``config.json`` is ``ModelConfig.to_dict()``; ``ModelConfig.from_dict``
+rebuilds it (unknown keys are an error, so a typo never passes silently).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+MODALITIES: tuple[str, ...] = ("audio", "video")
+
+# Fusion schemes per family (DESIGN.md section 3).
+STREAM_FUSIONS = ("bottleneck", "xattn", "concat")  # family "streams": MBT and scenic's variants
+MASKED_FUSIONS = ("zorro", "bottleneck_mask", "all", "unimodal")  # family "masked": Zorro + ablations
+FAMILIES = ("streams", "masked")
+
+
+@dataclass
+class PreprocessConfig:
+    """How raw clips become model inputs; travels with the weights (DESIGN.md section 5).
+
+    Defaults are MBT's AudioSet setting: Kaldi fbank (25 ms Hann window, 10 ms shift, 128 HTK
+    mel bins, no dither), normalised with mean 1.102 / std 2.762; frames in scenic's [-1, 1].
+    """
+
+    sample_rate: int = 16000
+    num_mel_bins: int = 128
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    audio_norm: str = "mbt"  # named preset: mean 1.102, std 2.762
+    audio_mean: float = 1.102
+    audio_std: float = 2.762
+    fps: float = 25.0
+    frame_stride: int = 2  # take every 2nd frame at `fps`
+    video_norm: str = "scenic"  # [-1, 1]; "imagenet" for ImageNet mean / std
+    short_side: int = 256  # resize before cropping
+
+
+@dataclass
+class ModelConfig:
+    """Architecture, sizes, classes and preprocessing of one model.
+
+    Families:
+      - ``streams``: one transformer stack per modality (or one shared with ``share_weights``);
+        ``fusion`` is how streams meet from ``fusion_layer`` on: ``bottleneck`` (MBT),
+        ``xattn`` (scenic's "vanilla" cross-attention mid fusion) or ``concat`` (shared weights,
+        all tokens attend to all). ``fusion_layer == depth`` is late fusion.
+      - ``masked``: one stack with shared weights over [audio; video; fusion tokens]; ``fusion``
+        names the routing rule used from ``fusion_layer`` on (``zorro``, ``bottleneck_mask``,
+        ``all`` = input-level fusion, ``unimodal`` = independent streams), then Zorro's readout.
+    """
+
+    name: str = "custom"
+    family: str = "streams"
+    fusion: str = "bottleneck"
+    share_weights: bool = False
+    # classes
+    num_classes: int = 527
+    class_names: list[str] | None = None
+    class_splits: dict[str, int] | None = None  # multi-head tasks, e.g. {"verb": 97, "noun": 300}
+    # transformer (ViT-B by default)
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    qkv_bias: bool = True
+    ln_eps: float = 1e-6  # official MBT / flax
+    gelu: str = "tanh"  # flax's default GELU is the tanh approximation; "none" = exact erf
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    # inputs
+    num_frames: int = 32
+    image_size: tuple[int, int] = (224, 224)
+    tubelet: tuple[int, int, int] = (2, 16, 16)  # (t, h, w)
+    spec_size: tuple[int, int] = (800, 128)  # (time frames, mel bins)
+    spec_patch: tuple[int, int] = (16, 16)  # (time, mel)
+    # fusion
+    fusion_layer: int = 8
+    num_bottlenecks: int = 4
+    # scenic adds one more bottleneck token when the classifier is 'token'; we follow the
+    # official code so released checkpoints load (docs/fusion.md).
+    bottleneck_extra_token: bool = True
+    num_fusion_tokens: int = 8
+    eval_output: str = "fusion"  # masked family: which readout output `logits` reports
+    head_zero_init: bool = True  # scenic initialises the classifier to zeros
+    attn_impl: str = "auto"
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def __post_init__(self) -> None:
+        self.image_size = tuple(self.image_size)  # type: ignore[assignment]
+        self.tubelet = tuple(self.tubelet)  # type: ignore[assignment]
+        self.spec_size = tuple(self.spec_size)  # type: ignore[assignment]
+        self.spec_patch = tuple(self.spec_patch)  # type: ignore[assignment]
+        if isinstance(self.preprocess, dict):
+            self.preprocess = PreprocessConfig(**self.preprocess)
+        if self.class_splits is not None:
+            self.class_splits = dict(self.class_splits)
+            total = sum(self.class_splits.values())
+            if total != self.num_classes:
+                raise ValueError(
+                    f"model config {self.name!r}: class_splits {self.class_splits} sum to {total}, "
+                    f"but num_classes is {self.num_classes}; set both"
+                )
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(msg: str) -> ValueError:
+            return ValueError(f"model config {self.name!r}: {msg}")
+
+        if self.family not in FAMILIES:
+            raise bad(f"family must be one of {FAMILIES}, got {self.family!r}")
+        allowed = STREAM_FUSIONS if self.family == "streams" else MASKED_FUSIONS
+        if self.fusion not in allowed:
+            raise bad(f"fusion for family {self.family!r} must be one of {allowed}, got {self.fusion!r}")
+        if self.family == "streams" and self.fusion == "concat" and not self.share_weights:
+            raise bad("fusion='concat' runs all tokens through one block: it needs share_weights=True")
+        if not 0 <= self.fusion_layer <= self.depth:
+            raise bad(f"fusion_layer must be in [0, depth={self.depth}], got {self.fusion_layer}")
+        if self.embed_dim % self.num_heads:
+            raise bad(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.num_bottlenecks < 0 or self.num_fusion_tokens < 0 or self.num_classes < 1:
+            raise bad("num_bottlenecks and num_fusion_tokens must be >= 0 and num_classes >= 1")
+        if self.family == "streams" and self.fusion == "bottleneck" and self.fusion_layer < self.depth:
+            if self.num_bottlenecks + int(self.bottleneck_extra_token) == 0:
+                raise bad("bottleneck fusion needs at least one bottleneck token")
+        if self.family == "masked" and self.fusion != "unimodal" and self.num_fusion_tokens == 0:
+            if self.fusion in ("zorro", "bottleneck_mask"):
+                raise bad(f"fusion={self.fusion!r} needs num_fusion_tokens >= 1")
+        if self.gelu not in ("tanh", "none"):
+            raise bad(f"gelu must be 'tanh' or 'none', got {self.gelu!r}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise bad(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        from avfusion.layers.attention import check_attn_impl
+
+        check_attn_impl(self.attn_impl)
+
+    # -- (de)serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        return cls(**_checked_kwargs(cls, d))
+
+    def replace(self, **overrides: Any) -> "ModelConfig":
+        """A copy with ``overrides`` applied; unknown keys raise with the list of valid ones."""
+        d = self.to_dict()
+        pre = dict(d.pop("preprocess"))
+        for k, v in overrides.items():
+            if k.startswith("preprocess."):
+                key = k.split(".", 1)[1]
+                _checked_kwargs(PreprocessConfig, {key: v})
+                pre[key] = v
+            else:
+                d[k] = v
+        d["preprocess"] = pre
+        return ModelConfig.from_dict(d)
+
+
+def _checked_kwargs(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {sorted(names)}")
+    return dict(d)

@@ -1,0 +1,50 @@
+"""Model registry: one small function per named variant, returning its ModelConfig.
+
+Variant functions only set sizes (timm's habit); ``create_model`` builds the right family.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from typing import Any
+
+from avfusion.models.config import ModelConfig
+
+_REGISTRY: dict[str, Callable[[], ModelConfig]] = {}
+
+
+def register_model(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
+    name = fn.__name__
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    _REGISTRY[name] = fn
+    return fn
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted; ``pattern`` is a shell-style filter like ``'*_tiny'``."""
+    names = sorted(_REGISTRY)
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def get_model_config(name: str, **overrides: Any) -> ModelConfig:
+    """The named variant's config with ``overrides`` (any ModelConfig field) applied."""
+    if name not in _REGISTRY:
+        close = [n for n in _REGISTRY if name.split("_")[0] in n][:8]
+        raise KeyError(f"unknown model {name!r}; e.g. {close or list_models()[:8]} (`avfusion models` lists all)")
+    cfg = _REGISTRY[name]()
+    cfg.name = name
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def build_model(cfg: ModelConfig):  # -> AVModel
+    """Build the model a config describes (random initialisation)."""
+    from avfusion.fusion import MaskedFusion, StreamFusion
+
+    return {"streams": StreamFusion, "masked": MaskedFusion}[cfg.family](cfg)
+
+
+def create_model(name: str, **overrides: Any):  # -> AVModel
+    """``create_model('mbt_base', num_classes=309, fusion_layer=10)``."""
+    return build_model(get_model_config(name, **overrides))
