@@ -48,7 +48,7 @@ class StreamFusion(AVModel):
 
         stacks = ("shared",) if cfg.share_weights else MODALITIES
         self.blocks = nn.ModuleDict({name: stack() for name in stacks})
-        if cfg.fusion == "bottleneck":
+        if cfg.fusion == "bottleneck" and cfg.fusion_layer < cfg.depth:  # late fusion has none
             n = cfg.num_bottlenecks + int(cfg.bottleneck_extra_token)
             self.bottleneck = nn.Parameter(torch.randn(1, n, D) * 0.02)  # no position embedding
         self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)  # scenic's encoder_norm, shared by modalities
