@@ -102,3 +102,17 @@ def test_stream_models_run_the_present_stream_unimodally(name, randomize):
     if model.cfg.fusion_layer < model.cfg.depth:
         assert (both.outputs["audio"] - late(x).outputs["audio"]).abs().max() > 1e-3
     torch.testing.assert_close(both.logits, (both.outputs["audio"] + both.outputs["video"]) / 2)
+
+
+def test_test_with_bottlenecks_false_runs_unimodally_in_eval(randomize):
+    model = randomize(avfusion.create_model("mbt_tiny", test_with_bottlenecks=False))
+    late = avfusion.create_model("mbt_tiny", fusion_layer=4).eval()
+    late.load_state_dict(model.state_dict(), strict=False)
+    x = model.example_inputs(2)
+    with torch.no_grad():
+        ev = model.eval()(x)
+        tr = model.train()(x)
+        ref = late(x)
+    torch.testing.assert_close(ev.logits, ref.logits, rtol=1e-5, atol=1e-5)
+    assert "test_with_bottlenecks=False" in ev.notes[0]
+    assert (tr.logits - ref.logits).abs().max() > 1e-3  # training still fuses

@@ -74,6 +74,9 @@ class StreamFusion(AVModel):
         notes: list[str] = []
         x = {m: self.tokens(m, inputs[m]) for m in present}  # m -> (B, 1 + N_m, D)
         fused = len(present) == 2 and cfg.fusion_layer < cfg.depth
+        if fused and cfg.fusion == "bottleneck" and not (self.training or cfg.test_with_bottlenecks):
+            fused = False
+            notes.append("test_with_bottlenecks=False: streams ran unimodally in eval mode, as scenic does")
         if len(present) == 1:
             absent = next(m for m in MODALITIES if m not in present)
             notes.append(
