@@ -6,21 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
-
-
-def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["fusion_layer=4", "image_size=[160,160]"]`` -> {"fusion_layer": 4, "image_size": [160, 160]}.
-
-    Values are parsed as YAML scalars / lists, so numbers, booleans and lists come out typed.
-    """
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"override {pair!r} is not key=value")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+from avfusion.utils.dataclass_config import parse_overrides  # noqa: F401  (re-exported for subcommands)
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
