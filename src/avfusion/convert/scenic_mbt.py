@@ -156,7 +156,8 @@ def _check_sizes(layout: ScenicMBTLayout, num_frames: int, image_size: tuple[int
             hint = (f"; with --image-size {H} {W} that is --num-frames {layout.num_video_tokens // per_frame * ft}"
                     if layout.num_video_tokens % per_frame == 0 else "")
             errors.append(f"--num-frames {num_frames} --image-size {H} {W} give {n} video tokens but the RGB "
-                          f"position embedding has {layout.num_video_tokens}{hint}")
+                          f"position embedding has {layout.num_video_tokens} (T/{ft} x H/{fh} x W/{fw} must equal "
+                          f"{layout.num_video_tokens}){hint}")
     pt, pf = layout.spec_patch
     T, F = spec_size
     if T % pt or F % pf:
