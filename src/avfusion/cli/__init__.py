@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("avfusion.cli.models", "list the registered models"),
     "flops": ("avfusion.cli.flops", "parameters and GFLOPs of one forward pass"),
     "demo": ("avfusion.cli.demo", "the end-to-end demo"),
+    "convert": ("avfusion.cli.convert", "official MBT / ImageNet ViT weights -> an avfusion model directory"),
 }
 
 
