@@ -218,8 +218,17 @@ def test_pre_logits_is_refused(tmp_path: Path) -> None:
 
 def test_gap_classifier_is_refused(tmp_path: Path) -> None:
     params = random_mbt_params(np.random.default_rng(1))
-    del params["cls"]
-    with pytest.raises(ValueError, match="classifier='token'"):
+    del params["cls"], params["clsspectrogram"]
+    with pytest.raises(ValueError, match="classifier='gap'"):
+        convert_scenic_mbt(_write(tmp_path, params), 1, **SIZES)
+
+
+@pytest.mark.parametrize("drop", ["rgb", "spectrogram"])
+def test_unimodal_checkpoint_is_refused(drop: str, tmp_path: Path) -> None:
+    params = random_mbt_params(np.random.default_rng(1))
+    suffix = "" if drop == "rgb" else "_spectrogram"
+    del params[f"embedding{suffix}"], params["Transformer"][f"posembed_input{suffix}"]
+    with pytest.raises(ValueError, match=f"unimodal MBT checkpoint \\({'spectrogram' if drop == 'rgb' else 'RGB'} only"):
         convert_scenic_mbt(_write(tmp_path, params), 1, **SIZES)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.ndimage
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -84,10 +85,16 @@ def check_streams_model(model: torch.nn.Module, vit: dict[str, torch.Tensor], in
     pv = sd["tokens.pos_embed.video"][0, 1:].reshape(4, G, G, D)
     for ti in range(4):
         assert torch.equal(pv[ti], grid)
-    # spectrogram grid (12, 4) = (time, mel): bilinear from 4x4, align_corners=False (timm / big_vision)
-    expect = F.interpolate(grid.permute(2, 0, 1)[None], size=(12, 4), mode="bilinear", align_corners=False)
+    # spectrogram grid (12, 4) = (time, mel): what scenic computes, scipy.ndimage.zoom(order=1)
+    expect = scipy.ndimage.zoom(grid.double().numpy(), (12 / G, 4 / G, 1), order=1)
     pa = sd["tokens.pos_embed.audio"][0, 1:].reshape(12, 4, D)
-    torch.testing.assert_close(pa, expect[0].permute(1, 2, 0))
+    np.testing.assert_allclose(pa.numpy(), expect, rtol=0, atol=1e-5)
+    # scenic starts the bottleneck from the positions: [CLS ; 4 tokens = the 4x4 grid zoomed to 2x2],
+    # which (corner-aligned) are exactly the grid's corners
+    if cfg.fusion == "bottleneck":
+        bn = sd["bottleneck"][0]
+        assert torch.equal(bn[0], vit["pos_embed"][0, 0])
+        torch.testing.assert_close(bn[1:], torch.stack([grid[0, 0], grid[0, -1], grid[-1, 0], grid[-1, -1]]))
     assert torch.count_nonzero(sd["head.weight"]) == 0  # the classifier is not the ViT's
 
 
@@ -98,9 +105,7 @@ def test_timm_safetensors_into_mbt(name: str, vit: dict, vit_file: Path, caplog:
     check_streams_model(model, vit)
     text = caplog.text
     assert "unexpected (ViT tensors not used): head.bias, head.weight\n" in text
-    assert "missing (kept at random init):" in text and "head.weight" in text.split("missing")[1]
-    if name == "mbt_tiny":
-        assert "bottleneck" in text.split("missing")[1].split("unexpected")[0]
+    assert "missing (kept at random init): head.weight, head.bias\n" in text
 
 
 def test_average_inflation_and_pth(vit: dict, tmp_path: Path) -> None:
@@ -108,6 +113,17 @@ def test_average_inflation_and_pth(vit: dict, tmp_path: Path) -> None:
     model = avfusion.create_model("mbt_tiny", pretrained_backbone=tmp_path / "vit.pth",
                                   pretrained_backbone_inflate="average")
     check_streams_model(model, vit, inflate="average")
+
+
+def test_timm_position_resampling_option(vit: dict, vit_file: Path) -> None:
+    model = avfusion.create_model("mbt_tiny")
+    init_from_vit(model, vit_file, pos_resample="timm")
+    grid = vit["pos_embed"][0, 1:].reshape(G, G, D)
+    expect = F.interpolate(grid.permute(2, 0, 1)[None], size=(12, 4), mode="bilinear", align_corners=False)
+    pa = model.state_dict()["tokens.pos_embed.audio"][0, 1:].reshape(12, 4, D)
+    torch.testing.assert_close(pa, expect[0].permute(1, 2, 0))
+    with pytest.raises(ValueError, match="pos_resample must be one of"):
+        init_from_vit(model, vit_file, pos_resample="nearest")
 
 
 def test_static_clip_embeds_like_the_image(vit: dict, vit_file: Path) -> None:

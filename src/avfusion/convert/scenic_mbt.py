@@ -100,10 +100,16 @@ def infer_layout(flat: dict[str, np.ndarray]) -> ScenicMBTLayout:
     if "pre_logits/kernel" in flat:
         raise ValueError("checkpoint has a 'pre_logits' layer (representation_size is set): "
                          "avfusion's MBT has no pre-logits layer, so it cannot be converted exactly")
-    for key in ("cls", "clsspectrogram"):
-        if key not in flat:
-            raise ValueError(f"checkpoint has no {key!r} token: only scenic's classifier='token' "
-                             "(the released MBT setting) is supported")
+    has_rgb, has_spec = "embedding/kernel" in flat, "embedding_spectrogram/kernel" in flat
+    if has_rgb != has_spec:
+        raise ValueError(
+            f"this is a unimodal MBT checkpoint ({'RGB' if has_rgb else 'spectrogram'} only, "
+            "modality_fusion of one modality): avfusion's MBT models are audio-visual and cannot hold "
+            "it without inventing weights for the other stream; convert an RGB+spectrogram checkpoint")
+    if "cls" not in flat and "clsspectrogram" not in flat:
+        raise ValueError("checkpoint has no CLS tokens ('cls', 'clsspectrogram'): it was trained with "
+                         "classifier='gap' / 'gmp' / 'gsp' (pooling over all tokens), which avfusion's MBT "
+                         "head does not implement; only classifier='token' (the released MBT models) is supported")
     emb = _shape(flat, "embedding/kernel")
     if len(emb) != 5:
         raise ValueError(f"'embedding/kernel' has shape {emb}; a 3D tubelet kernel (ft, fh, fw, 3, d) "

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from avfusion.convert.keymaps import (
     ORIGINAL_VIT_BLOCK,
@@ -190,6 +191,28 @@ def flax_vit_to_timm(arrays: dict[str, np.ndarray], source: str) -> ViTWeights:
 
 
 # -- mapping onto a model ------------------------------------------------------------------------------
+POS_RESAMPLE = ("scenic", "timm")
+
+
+def resample_grid(grid: torch.Tensor, old: tuple[int, int], new: tuple[int, int], how: str = "scenic") -> torch.Tensor:
+    """(1, old_h * old_w, D) -> (1, new_h * new_w, D), bilinear.
+
+    'scenic': corner-aligned, which is what scenic's ``interpolate_positional_embeddings`` computes
+    with ``scipy.ndimage.zoom(order=1)`` (output i reads input i * (old - 1) / (new - 1)).
+    'timm': half-pixel centres (``align_corners=False``), as timm's ``resample_abs_pos_embed``.
+    """
+    if how == "timm":
+        return resample_pos_embed(grid, old, new, 0)
+    if how != "scenic":
+        raise ValueError(f"pos_resample must be one of {POS_RESAMPLE}, got {how!r}")
+    if tuple(old) == tuple(new):
+        return grid
+    D = grid.shape[-1]
+    g = grid.reshape(1, *old, D).permute(0, 3, 1, 2).float()  # (1, D, h, w)
+    g = F.interpolate(g, size=tuple(new), mode="bilinear", align_corners=True)
+    return g.permute(0, 2, 3, 1).reshape(1, -1, D).to(grid.dtype)
+
+
 def _square_grid(n: int, what: str) -> tuple[int, int]:
     g = math.isqrt(n)
     if g * g != n:
@@ -201,6 +224,7 @@ def vit_to_avfusion(
     weights: ViTWeights | dict[str, torch.Tensor],
     model: torch.nn.Module,
     inflate: str = "central",
+    pos_resample: str = "scenic",
     source: str = "ViT",
 ) -> tuple[dict[str, torch.Tensor], ViTInitReport]:
     """The model tensors a timm-layout ViT (a state dict or :class:`ViTWeights`) initialises, and a report.
@@ -261,25 +285,35 @@ def vit_to_avfusion(
         pe = vit["pos_embed"]
         n_patch = pe.shape[1] - num_prefix_tokens
         old = _square_grid(n_patch, "the ViT position embedding")
-        grid, cls_pos = pe[:, num_prefix_tokens:], pe[:, :1] if num_prefix_tokens else None
-        grid = grid.reshape(1, n_patch, -1)
+        grid = pe[:, num_prefix_tokens:].reshape(1, n_patch, -1)  # (1, g*g, D)
+        # big_vision adds positions before prepending CLS: then the CLS slot starts at zero.
+        cls_pos = pe[:, :1] if num_prefix_tokens else torch.zeros_like(pe[:, :1])
         has_cls = "tokens.cls_token.video" in own
         for m in ("video", "audio"):
             mgrid = model.tokens.grid(m)  # type: ignore[attr-defined]  # video (T', H', W'), audio (T', F')
-            spatial = mgrid[-2:]
-            pos = resample_pos_embed(grid, old, spatial, 0)  # (1, prod(spatial), D), bilinear
+            pos = resample_grid(grid, old, mgrid[-2:], pos_resample)  # (1, H'W' or T'F', D)
             if m == "video":  # tokens are t-major: the same spatial table for every tubelet time step
                 pos = pos.repeat(1, mgrid[0], 1)
             if has_cls:
-                cls = cls_pos if cls_pos is not None else torch.zeros_like(pe[:, :1])
-                pos = torch.cat([cls, pos], dim=1)
+                pos = torch.cat([cls_pos, pos], dim=1)
             put(f"tokens.pos_embed.{m}", pos, "pos_embed")
         report.notes.append(
-            f"position grid {old} resampled to video {model.tokens.grid('video')[-2:]} (tiled over "  # type: ignore[attr-defined]
-            f"{model.tokens.grid('video')[0]} time steps) and spectrogram {model.tokens.grid('audio')}"  # type: ignore[attr-defined]
+            f"position grid {old} resampled ({pos_resample}) to video {model.tokens.grid('video')[-2:]}, tiled over "  # type: ignore[attr-defined]
+            f"{model.tokens.grid('video')[0]} time steps, and to spectrogram {model.tokens.grid('audio')}"  # type: ignore[attr-defined]
             + ("" if has_cls or not num_prefix_tokens else "; the ViT's CLS position is not used (no CLS token)")
-            + ("; the ViT has no CLS position (big_vision), so the CLS slot starts at zero"
+            + ("; the ViT has no CLS position (big_vision), so the CLS slots start at zero"
                if has_cls and not num_prefix_tokens else ""))
+        # scenic (init_posemb(..., 'bottleneck')) also starts MBT's bottleneck tokens from the ViT's
+        # positions: [CLS position ; the grid resampled to n tokens as a gh x gw grid, gh = isqrt(n)].
+        if "bottleneck" in own and cfg.bottleneck_extra_token:
+            n = cfg.num_bottlenecks
+            gh = max(math.isqrt(n), 1)
+            if gh * (n // gh) == n:
+                parts = [cls_pos] + ([resample_grid(grid, old, (gh, n // gh), pos_resample)] if n else [])
+                put("bottleneck", torch.cat(parts, dim=1), "pos_embed")
+                report.notes.append(f"bottleneck tokens start from the ViT's CLS position and its grid resampled to "
+                                    f"{gh} x {n // gh}, as scenic does")
+
     if "cls_token" in vit and "tokens.cls_token.video" in own:
         for m in ("video", "audio"):
             put(f"tokens.cls_token.{m}", vit["cls_token"], "cls_token")
@@ -290,10 +324,17 @@ def vit_to_avfusion(
     return out, report
 
 
-def init_from_vit(model: torch.nn.Module, path: str | os.PathLike, inflate: str = "central") -> ViTInitReport:
+def init_from_vit(model: torch.nn.Module, path: str | os.PathLike, inflate: str = "central",
+                  pos_resample: str = "scenic") -> ViTInitReport:
     """Initialise ``model``'s transformer from an ImageNet ViT checkpoint, in place; logs and
-    returns the report of loaded, missing and unexpected tensors."""
-    values, report = vit_to_avfusion(load_vit_state_dict(path), model, inflate, source=os.fspath(path))
+    returns the report of loaded, missing and unexpected tensors.
+
+    ``inflate``: 'central' (scenic's default) or 'average' tubelet inflation.
+    ``pos_resample``: 'scenic' (corner-aligned bilinear, scipy.ndimage.zoom(order=1) as in scenic's
+    MBT) or 'timm' (half-pixel bilinear, align_corners=False, as timm / big_vision resize).
+    """
+    values, report = vit_to_avfusion(load_vit_state_dict(path), model, inflate, pos_resample,
+                                     source=os.fspath(path))
     with torch.no_grad():
         own = model.state_dict()  # shares storage with the parameters
         for k, v in values.items():

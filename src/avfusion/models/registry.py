@@ -53,7 +53,8 @@ def create_model(name: str, *, pretrained_backbone: str | os.PathLike | None = N
     ``pretrained_backbone``: an ImageNet ViT checkpoint (timm / Hugging Face ``.safetensors`` or
     ``.pth``, original ViT or big_vision ``.npz``) to initialise the transformer from, as MBT and
     Zorro do; ``pretrained_backbone_inflate`` ('central' or 'average') sets how the 2D patch
-    kernel becomes the video tubelet. See avfusion.convert.vit and docs/convert.md.
+    kernel becomes the video tubelet. ``avfusion.convert.vit.init_from_vit`` has every option;
+    docs/convert.md explains them.
     """
     model = build_model(get_model_config(name, **overrides))
     if pretrained_backbone is not None:
