@@ -36,7 +36,8 @@ def run_avfusion(model: torch.nn.Module, rgb_nthwc: np.ndarray, spec_ntf: np.nda
 
 
 def max_diffs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
-    return {k: float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in ("logits", "logits_rgb", "logits_spectrogram")}
+    keys = ("logits", "logits_rgb", "logits_spectrogram")
+    return {k: float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in keys}
 
 
 # -- the official fixture ------------------------------------------------------------------------
@@ -228,7 +229,8 @@ def test_unimodal_checkpoint_is_refused(drop: str, tmp_path: Path) -> None:
     params = random_mbt_params(np.random.default_rng(1))
     suffix = "" if drop == "rgb" else "_spectrogram"
     del params[f"embedding{suffix}"], params["Transformer"][f"posembed_input{suffix}"]
-    with pytest.raises(ValueError, match=f"unimodal MBT checkpoint \\({'spectrogram' if drop == 'rgb' else 'RGB'} only"):
+    kept = "spectrogram" if drop == "rgb" else "RGB"
+    with pytest.raises(ValueError, match=f"unimodal MBT checkpoint \\({kept} only"):
         convert_scenic_mbt(_write(tmp_path, params), 1, **SIZES)
 
 

@@ -32,7 +32,10 @@ def _read_labels(path: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="avfusion convert", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="avfusion convert", description="Turn released weights into an avfusion model directory.",
+        epilog="example (the released MBT AudioSet model, docs/convert.md): avfusion convert scenic-mbt "
+               "mbtb32_as-500k_rgb-spec --fusion-layer 8 --labels class_labels_indices.csv --out models/mbt_as500k")
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
     p = sub.add_parser(
         "scenic-mbt", help="an official scenic MBT checkpoint (flax msgpack)",
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                    + (f", {c.num_bottlenecks} (+1) bottleneck tokens" if c.fusion == "bottleneck" else "")),
         ("weights", "shared by both modalities" if c.share_weights else "per modality"),
         ("width", f"{c.embed_dim}, {c.num_heads} heads, MLP {c.mlp_dim}"),
-        ("video", f"{c.num_frames} x {c.image_size[0]} x {c.image_size[1]} in {'x'.join(map(str, c.tubelet))} tubelets"),
+        ("video", f"{c.num_frames} x {c.image_size[0]} x {c.image_size[1]} frames "
+                  f"in {'x'.join(map(str, c.tubelet))} tubelets"),
         ("audio", f"{c.spec_size[0]} x {c.spec_size[1]} log-mel in {'x'.join(map(str, c.spec_patch))} patches"),
         ("classes", f"{c.num_classes}" + ("" if c.class_names else " (no names; pass --labels)")),
         ("parameters", f"{model.num_params():,}"),
@@ -94,9 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-    summary = {k: v for k, v in rows}
-    (out / "convert.json").write_text(json.dumps({"source": "scenic-mbt", "checkpoint": str(args.checkpoint),
-                                                   **summary}, indent=2) + "\n")
+    record = {"source": "scenic-mbt", "checkpoint": str(args.checkpoint), "fusion_layer": c.fusion_layer, **dict(rows)}
+    (out / "convert.json").write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 

@@ -225,7 +225,8 @@ def scenic_mbt_state_dict(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict
         "tokens.embed.video.proj.weight": conv3d(r.get("embedding/kernel", ndim=5)),  # (d, 3, ft, fh, fw)
         "tokens.embed.video.proj.bias": t(r.get("embedding/bias")),
         # (d, Cin, fh, fw) -> (d, 1, fh, fw): scenic feeds the 1-channel spectrogram tiled to Cin channels
-        "tokens.embed.audio.proj.weight": fold_rgb_to_one_channel(conv2d(r.get("embedding_spectrogram/kernel", ndim=4))),
+        "tokens.embed.audio.proj.weight": fold_rgb_to_one_channel(
+            conv2d(r.get("embedding_spectrogram/kernel", ndim=4))),
         "tokens.embed.audio.proj.bias": t(r.get("embedding_spectrogram/bias")),
         "tokens.cls_token.video": t(r.get("cls", ndim=3)),
         "tokens.cls_token.audio": t(r.get("clsspectrogram", ndim=3)),

@@ -161,8 +161,8 @@ def flax_vit_to_timm(arrays: dict[str, np.ndarray], source: str) -> ViTWeights:
             for i in range(depth):
                 flat[k.replace("encoderblock/", f"encoderblock_{i}/")] = v[i]
     r = ParamReader(flat, f"ViT checkpoint {source!r}")
-    names: FlaxBlockNames = (ORIGINAL_VIT_BLOCK if "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"
-                             in flat else SCENIC_BLOCK)
+    original = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel" in flat
+    names: FlaxBlockNames = ORIGINAL_VIT_BLOCK if original else SCENIC_BLOCK
     sd: dict[str, torch.Tensor] = {
         "patch_embed.proj.weight": conv2d(r.get("embedding/kernel", ndim=4)),  # (D, 3, p, p)
         "patch_embed.proj.bias": t(r.get("embedding/bias")),
@@ -274,8 +274,9 @@ def vit_to_avfusion(
         w2d = vit["patch_embed.proj.weight"]
         put("tokens.embed.video.proj.weight", inflate_2d_to_3d(w2d, cfg.tubelet[0], inflate), "patch_embed.proj.weight")
         put("tokens.embed.audio.proj.weight", fold_rgb_to_one_channel(w2d), "patch_embed.proj.weight")
-        report.notes.append(f"patch kernel {tuple(w2d.shape[2:])} inflated to the {cfg.tubelet} tubelet "
-                            f"({inflate} frame{'s' if inflate == 'average' else ''}) and summed over RGB for the spectrogram")
+        how = "central frame" if inflate == "central" else "averaged over frames"
+        report.notes.append(f"patch kernel {tuple(w2d.shape[2:])} inflated to the {cfg.tubelet} tubelet ({how}) "
+                            "and summed over RGB for the spectrogram")
     if "patch_embed.proj.bias" in vit:
         for m in ("video", "audio"):
             put(f"tokens.embed.{m}.proj.bias", vit["patch_embed.proj.bias"], "patch_embed.proj.bias")
