@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.ndimage
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import avfusion
-from avfusion.convert.vit import init_from_vit, load_vit_state_dict
+from avfusion.convert.vit import init_from_vit, load_vit_state_dict, resample_grid
 
 D, DEPTH, HEADS, MLP, P, G = 64, 4, 4, 128, 8, 4  # matches the *_tiny models (tubelet (2, 8, 8))
 BLOCK = ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
@@ -85,10 +84,11 @@ def check_streams_model(model: torch.nn.Module, vit: dict[str, torch.Tensor], in
     pv = sd["tokens.pos_embed.video"][0, 1:].reshape(4, G, G, D)
     for ti in range(4):
         assert torch.equal(pv[ti], grid)
-    # spectrogram grid (12, 4) = (time, mel): what scenic computes, scipy.ndimage.zoom(order=1)
-    expect = scipy.ndimage.zoom(grid.double().numpy(), (12 / G, 4 / G, 1), order=1)
+    # spectrogram grid (12, 4) = (time, mel): corner-aligned bilinear, as scenic's scipy zoom
+    # (test_scenic_resampling_is_scipy_zoom checks that equivalence)
+    expect = F.interpolate(grid.permute(2, 0, 1)[None], size=(12, 4), mode="bilinear", align_corners=True)
     pa = sd["tokens.pos_embed.audio"][0, 1:].reshape(12, 4, D)
-    np.testing.assert_allclose(pa.numpy(), expect, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pa, expect[0].permute(1, 2, 0))
     # scenic starts the bottleneck from the positions: [CLS ; 4 tokens = the 4x4 grid zoomed to 2x2],
     # which (corner-aligned) are exactly the grid's corners
     if cfg.fusion == "bottleneck":
@@ -113,6 +113,16 @@ def test_average_inflation_and_pth(vit: dict, tmp_path: Path) -> None:
     model = avfusion.create_model("mbt_tiny", pretrained_backbone=tmp_path / "vit.pth",
                                   pretrained_backbone_inflate="average")
     check_streams_model(model, vit, inflate="average")
+
+
+@pytest.mark.parametrize("new", [(50, 8), (12, 4), (2, 2), (3, 7), (1, 5)])
+def test_scenic_resampling_is_scipy_zoom(new: tuple[int, int]) -> None:
+    """scenic's interpolate_positional_embeddings is scipy.ndimage.zoom(grid, order=1)."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    grid = torch.randn(1, 14 * 14, 6, dtype=torch.float64)
+    ours = resample_grid(grid, (14, 14), new).reshape(*new, 6).numpy()
+    theirs = ndimage.zoom(grid.reshape(14, 14, 6).numpy(), (new[0] / 14, new[1] / 14, 1), order=1)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10)
 
 
 def test_timm_position_resampling_option(vit: dict, vit_file: Path) -> None:
@@ -187,7 +197,7 @@ def to_flax_vit(sd: dict[str, torch.Tensor], style: str) -> dict[str, np.ndarray
            "embedding/bias": n["patch_embed.proj.bias"], "cls": n["cls_token"],
            "Transformer/encoder_norm/scale": n["norm.weight"], "Transformer/encoder_norm/bias": n["norm.bias"],
            "head/kernel": n["head.weight"].T, "head/bias": n["head.bias"]}
-    if style == "vit":
+    if style == "vit":  # positions cover the CLS slot
         out["Transformer/posembed_input/pos_embedding"] = n["pos_embed"]
     else:
         out["pos_embedding"] = n["pos_embed"][:, 1:]
@@ -205,18 +215,27 @@ def to_flax_vit(sd: dict[str, torch.Tensor], style: str) -> dict[str, np.ndarray
         out[f"{ln2}/scale"], out[f"{ln2}/bias"] = n[b + "norm2.weight"], n[b + "norm2.bias"]
         out[f"{mlp}/Dense_0/kernel"], out[f"{mlp}/Dense_0/bias"] = n[b + "mlp.fc1.weight"].T, n[b + "mlp.fc1.bias"]
         out[f"{mlp}/Dense_1/kernel"], out[f"{mlp}/Dense_1/bias"] = n[b + "mlp.fc2.weight"].T, n[b + "mlp.fc2.bias"]
-    if style == "big_vision":
+    if style.startswith("big_vision"):
         out = {f"params/{k}": v for k, v in out.items()}
+    if style == "big_vision_scan":  # nn.scan stores one stacked array per block parameter
+        blocks = [k for k in out if "/encoderblock_" in k]
+        for k in [k for k in blocks if "/encoderblock_0/" in k]:
+            out[k.replace("encoderblock_0", "encoderblock")] = np.stack(
+                [out[k.replace("encoderblock_0", f"encoderblock_{i}")] for i in range(DEPTH)])
+        for k in blocks:
+            del out[k]
     return out
 
 
-@pytest.mark.parametrize("style", ["vit", "big_vision"])
+@pytest.mark.parametrize("style", ["vit", "big_vision", "big_vision_scan"])
 def test_flax_npz_equals_timm(style: str, vit: dict, vit_file: Path, tmp_path: Path) -> None:
-    np.savez(tmp_path / "vit.npz", **to_flax_vit(vit, style))
+    flax_arrays = to_flax_vit(vit, style)
+    assert any("encoderblock/" in k for k in flax_arrays) == (style == "big_vision_scan")
+    np.savez(tmp_path / "vit.npz", **flax_arrays)
     w = load_vit_state_dict(tmp_path / "vit.npz")
     assert w.num_heads == HEADS and w.num_prefix_tokens == (1 if style == "vit" else 0)
     for k in vit:
-        if k == "pos_embed" and style == "big_vision":
+        if k == "pos_embed" and style != "vit":
             torch.testing.assert_close(w.state_dict[k], vit[k][:, 1:])
         else:
             torch.testing.assert_close(w.state_dict[k], vit[k], rtol=0, atol=0, msg=k)
@@ -225,10 +244,10 @@ def test_flax_npz_equals_timm(style: str, vit: dict, vit_file: Path, tmp_path: P
     for k in a:
         if k.startswith("head.") or k == "bottleneck":  # random init in both models
             continue
-        if style == "big_vision" and k.startswith("tokens.pos_embed"):  # checked below
+        if style != "vit" and k.startswith("tokens.pos_embed"):  # checked below
             continue
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
-    if style == "big_vision":  # no CLS position in big_vision: the CLS slot starts at zero
+    if style != "vit":  # no CLS position in big_vision: the CLS slot starts at zero
         assert torch.count_nonzero(a["tokens.pos_embed.video"][:, 0]) == 0
         torch.testing.assert_close(a["tokens.pos_embed.video"][:, 1:], b["tokens.pos_embed.video"][:, 1:])
 

@@ -13,7 +13,8 @@ All are first brought to timm's layout (``*_to_timm``); then :func:`vit_to_avfus
 model: blocks into every modality stream (or the one shared stack), the 2D patch kernel inflated to
 the video tubelet (central frame as scenic's ``central_frame_initializer``, or averaged) and folded to
 one channel for the spectrogram, position embeddings resampled (bilinear for the spectrogram grid;
-for video resampled to the frame grid then tiled over time), CLS copied to each modality.
+for video resampled to the frame grid then tiled over time), CLS copied to each modality, and MBT's
+bottleneck tokens started from the positions as scenic does. docs/convert.md has the details.
 """
 
 from __future__ import annotations
@@ -106,10 +107,14 @@ def load_vit_state_dict(path: str | os.PathLike) -> ViTWeights:
     if "pos_embed" not in sd or "patch_embed.proj.weight" not in sd:
         raise ValueError(f"{p!r} is not a ViT state dict: no 'pos_embed' / 'patch_embed.proj.weight' "
                          f"(first keys: {sorted(sd)[:6]})")
-    # Slots before the grid: a square length has none (timm's no_embed_class); else CLS (+ registers).
-    n = sd["pos_embed"].shape[1]
-    n_prefix = 0 if math.isqrt(n) ** 2 == n else n - math.isqrt(n) ** 2
-    return ViTWeights(sd, n_prefix)
+    return ViTWeights(sd, _num_prefix_tokens(sd["pos_embed"]))
+
+
+def _num_prefix_tokens(pos_embed: torch.Tensor) -> int:
+    """Slots before the square grid of a (1, P + g*g, D) position embedding: none when the length is
+    square (timm's no_embed_class), else the CLS position (and any register tokens')."""
+    n = pos_embed.shape[1]
+    return n - math.isqrt(n) ** 2
 
 
 def hf_vit_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -208,7 +213,7 @@ def resample_grid(grid: torch.Tensor, old: tuple[int, int], new: tuple[int, int]
     if tuple(old) == tuple(new):
         return grid
     D = grid.shape[-1]
-    g = grid.reshape(1, *old, D).permute(0, 3, 1, 2).float()  # (1, D, h, w)
+    g = grid.reshape(1, *old, D).permute(0, 3, 1, 2).double()  # (1, D, h, w); small, so in float64
     g = F.interpolate(g, size=tuple(new), mode="bilinear", align_corners=True)
     return g.permute(0, 2, 3, 1).reshape(1, -1, D).to(grid.dtype)
 
@@ -239,7 +244,8 @@ def vit_to_avfusion(
     out: dict[str, torch.Tensor] = {}
 
     if not isinstance(weights, ViTWeights):
-        weights = ViTWeights(dict(weights), 1 if "cls_token" in weights else 0)
+        sd = dict(weights)
+        weights = ViTWeights(sd, _num_prefix_tokens(sd["pos_embed"]) if "pos_embed" in sd else 0)
     vit, num_prefix_tokens = weights.state_dict, weights.num_prefix_tokens
     if weights.num_heads is not None and weights.num_heads != cfg.num_heads:
         raise ValueError(f"{source}: the ViT has {weights.num_heads} attention heads, the model {cfg.num_heads}: "
