@@ -78,8 +78,8 @@ def conv_patches(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndar
 
 
 def mbt_forward(params: Params, rgb: np.ndarray, spectrogram: np.ndarray, fusion_layer: int,
-                share_encoder: bool, use_bottleneck: bool) -> dict[str, np.ndarray]:
-    """scenic MBT, classifier='token', modality_fusion=('spectrogram', 'rgb'), eval with bottlenecks.
+                share_encoder: bool, use_bottleneck: bool, test_with_bottlenecks: bool = True) -> dict[str, np.ndarray]:
+    """scenic MBT, classifier='token', modality_fusion=('spectrogram', 'rgb'), eval mode.
 
     rgb (N, T, H, W, 3); spectrogram (N, time, mel), tiled to 3 channels as the official input.
     Returns logits_rgb, logits_spectrogram (per-modality heads) and logits (their mean).
@@ -108,7 +108,7 @@ def mbt_forward(params: Params, rgb: np.ndarray, spectrogram: np.ndarray, fusion
 
     combined = None
     for lyr in range(depth):
-        if lyr < fusion_layer:
+        if lyr < fusion_layer or (use_bottleneck and not test_with_bottlenecks):
             for m in order:
                 x[m] = encoder_block(x[m], enc(m, lyr))
         elif use_bottleneck:

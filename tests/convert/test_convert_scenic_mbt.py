@@ -166,6 +166,22 @@ def test_configuration_matches_official_semantics(name: str, tmp_path: Path) -> 
     assert np.abs(ref["logits_rgb"] - ref["logits_spectrogram"]).max() > 1e-2
 
 
+def test_test_without_bottlenecks_is_late_fusion(tmp_path: Path) -> None:
+    """scenic's test_with_bottlenecks=False (eval with every layer unimodal) is reproduced by
+    converting with --fusion-layer = number of layers (docs/convert.md)."""
+    rng = np.random.default_rng(7)
+    params = random_mbt_params(rng)
+    ckpt = tmp_path / "c.msgpack"
+    ckpt.write_bytes(to_flax_msgpack(train_state(params)))
+    rgb = rng.uniform(-1, 1, size=(2, 4, 16, 16, 3)).astype(np.float32)
+    spec = rng.standard_normal((2, 32, 16)).astype(np.float32)
+    ref = mbt_forward(params, rgb, spec, fusion_layer=1, share_encoder=False, use_bottleneck=True,
+                      test_with_bottlenecks=False)
+    model = convert_scenic_mbt(ckpt, 3, num_frames=4, image_size=(16, 16), spec_size=(32, 16))
+    diffs = max_diffs(run_avfusion(model, rgb, spec), ref)
+    assert max(diffs.values()) < TOL, diffs
+
+
 @pytest.mark.parametrize("layout", ["optimizer", "params", "bare"])
 def test_train_state_layouts(layout: str, tmp_path: Path) -> None:
     """Older scenic states keep PARAMS under optimizer/target, newer ones under params; a bare
@@ -239,3 +255,28 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
     p.write_bytes(to_flax_msgpack({"foo": {"bar": np.zeros(3, np.float32)}}))
     with pytest.raises(ValueError, match="not a scenic MBT checkpoint"):
         convert_scenic_mbt(p, 1, **SIZES)
+
+
+def test_released_audioset_layout_needs_only_the_fusion_layer(tmp_path: Path) -> None:
+    """A checkpoint with the released MBT-B/16x2 AudioSet token counts (3136 + 1 RGB, 400 + 1
+    spectrogram, 4 + 1 bottlenecks, 527 classes; narrow and random here) converts with the
+    documented command and gives avfusion's mbt_base geometry."""
+    params = random_mbt_params(np.random.default_rng(5), hidden=8, heads=2, mlp=16, depth=12,
+                               patches=(16, 16, 2), rgb_thw=(32, 224, 224), spec_tf=(800, 128), classes=527)
+    ckpt = tmp_path / "mbtb32_as-500k_rgb-spec"  # the release's file name has no extension
+    ckpt.write_bytes(to_flax_msgpack(train_state(params)))
+    assert convert_main(["scenic-mbt", str(ckpt), "--fusion-layer", "8", "--out", str(tmp_path / "m")]) == 0
+    got = avfusion.load_pretrained(tmp_path / "m").cfg
+    ref = avfusion.get_model_config("mbt_base")
+    for field in ("fusion", "share_weights", "depth", "fusion_layer", "num_bottlenecks", "bottleneck_extra_token",
+                  "num_frames", "image_size", "tubelet", "spec_size", "spec_patch", "num_classes", "ln_eps", "gelu"):
+        assert getattr(got, field) == getattr(ref, field), field
+
+
+def test_cli_label_count_mismatch(scenic_fixture: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "names.txt").write_text("a\nb\n")
+    args = ["scenic-mbt", str(scenic_fixture / "checkpoint.msgpack"), "--fusion-layer", "1", "--out",
+            str(tmp_path / "m"), "--num-frames", "4", "--image-size", "16", "16", "--spec-size", "32", "16",
+            "--labels", str(tmp_path / "names.txt")]
+    assert convert_main(args) == 1
+    assert "2 class names for 5 classes" in capsys.readouterr().err

@@ -108,7 +108,7 @@ def infer_layout(flat: dict[str, np.ndarray]) -> ScenicMBTLayout:
             "it without inventing weights for the other stream; convert an RGB+spectrogram checkpoint")
     if "cls" not in flat and "clsspectrogram" not in flat:
         raise ValueError("checkpoint has no CLS tokens ('cls', 'clsspectrogram'): it was trained with "
-                         "classifier='gap' / 'gmp' / 'gsp' (pooling over all tokens), which avfusion's MBT "
+                         "classifier='gap' / 'gmp' / 'gsp' (pooling over all tokens) or '0', which avfusion's MBT "
                          "head does not implement; only classifier='token' (the released MBT models) is supported")
     emb = _shape(flat, "embedding/kernel")
     if len(emb) != 5:
