@@ -95,7 +95,7 @@ def test_cli_wrong_sizes_say_what_to_pass(scenic_fixture: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture) -> None:
     args = ["scenic-mbt", str(scenic_fixture / "checkpoint.msgpack"), "--fusion-layer", "1",
             "--out", str(tmp_path / "x"), "--image-size", "16", "16"]
-    assert convert_main(args) == 1
+    assert convert_main(args) == 2
     err = capsys.readouterr().err
     assert "--num-frames 4" in err and "--spec-size 4 128" in err  # 32 tokens each
     assert not (tmp_path / "x").exists()
@@ -104,7 +104,7 @@ def test_cli_wrong_sizes_say_what_to_pass(scenic_fixture: Path, tmp_path: Path,
 def test_cli_fusion_layer_out_of_range(scenic_fixture: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = ["scenic-mbt", str(scenic_fixture / "checkpoint.msgpack"), "--fusion-layer", "4", "--out",
             str(tmp_path / "x"), "--num-frames", "4", "--image-size", "16", "16", "--spec-size", "32", "16"]
-    assert convert_main(args) == 1
+    assert convert_main(args) == 2
     assert "--fusion-layer must be in [0, 3]" in capsys.readouterr().err
 
 
@@ -166,9 +166,8 @@ def test_configuration_matches_official_semantics(name: str, tmp_path: Path) -> 
     assert np.abs(ref["logits_rgb"] - ref["logits_spectrogram"]).max() > 1e-2
 
 
-def test_test_without_bottlenecks_is_late_fusion(tmp_path: Path) -> None:
-    """scenic's test_with_bottlenecks=False (eval with every layer unimodal) is reproduced by
-    converting with --fusion-layer = number of layers (docs/convert.md)."""
+def test_test_without_bottlenecks(tmp_path: Path) -> None:
+    """scenic's test_with_bottlenecks=False (eval with every layer unimodal): --test-without-bottlenecks."""
     rng = np.random.default_rng(7)
     params = random_mbt_params(rng)
     ckpt = tmp_path / "c.msgpack"
@@ -177,9 +176,15 @@ def test_test_without_bottlenecks_is_late_fusion(tmp_path: Path) -> None:
     spec = rng.standard_normal((2, 32, 16)).astype(np.float32)
     ref = mbt_forward(params, rgb, spec, fusion_layer=1, share_encoder=False, use_bottleneck=True,
                       test_with_bottlenecks=False)
-    model = convert_scenic_mbt(ckpt, 3, num_frames=4, image_size=(16, 16), spec_size=(32, 16))
+    out = tmp_path / "m"
+    assert convert_main(["scenic-mbt", str(ckpt), "--fusion-layer", "1", "--test-without-bottlenecks", "--out",
+                         str(out), "--num-frames", "4", "--image-size", "16", "16", "--spec-size", "32", "16"]) == 0
+    model = avfusion.load_pretrained(out)
+    assert model.cfg.fusion_layer == 1 and not model.cfg.test_with_bottlenecks
     diffs = max_diffs(run_avfusion(model, rgb, spec), ref)
     assert max(diffs.values()) < TOL, diffs
+    with_bottlenecks = mbt_forward(params, rgb, spec, fusion_layer=1, share_encoder=False, use_bottleneck=True)
+    assert np.abs(with_bottlenecks["logits"] - ref["logits"]).max() > 1e-3  # the option matters
 
 
 @pytest.mark.parametrize("layout", ["optimizer", "params", "bare"])
@@ -278,5 +283,5 @@ def test_cli_label_count_mismatch(scenic_fixture: Path, tmp_path: Path, capsys: 
     args = ["scenic-mbt", str(scenic_fixture / "checkpoint.msgpack"), "--fusion-layer", "1", "--out",
             str(tmp_path / "m"), "--num-frames", "4", "--image-size", "16", "16", "--spec-size", "32", "16",
             "--labels", str(tmp_path / "names.txt")]
-    assert convert_main(args) == 1
+    assert convert_main(args) == 2
     assert "2 class names for 5 classes" in capsys.readouterr().err

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"log-mel frames x mel bins (default {DEFAULT_SPEC_SIZE[0]} {DEFAULT_SPEC_SIZE[1]})")
     p.add_argument("--labels", default=None,
                    help="class names: class_labels_indices.csv (index,mid,display_name) or one name per line")
+    p.add_argument("--test-without-bottlenecks", action="store_true",
+                   help="scenic's test_with_bottlenecks=False: evaluate a bottleneck model with every layer "
+                        "unimodal (the released models use the default, with bottlenecks)")
     p.add_argument("--name", default="mbt_scenic", help="model name stored in config.json")
     p.add_argument("--force", action="store_true", help="overwrite an existing model directory")
     return parser
@@ -76,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.fusion_layer, num_frames=args.num_frames,
             image_size=tuple(args.image_size) if args.image_size else None,
             spec_size=tuple(args.spec_size) if args.spec_size else None,
-            name=args.name, class_names=class_names,
+            name=args.name, class_names=class_names, test_with_bottlenecks=not args.test_without_bottlenecks,
         )
     except (ValueError, KeyError, FileNotFoundError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"avfusion convert: {msg}", file=sys.stderr)
-        return 1
+        return 2  # bad input, as the avfusion CLI reports it
     save_pretrained(model, out, metadata={"source": "scenic-mbt", "checkpoint": Path(args.checkpoint).name})
     c = model.cfg
     rows = [
