@@ -91,14 +91,15 @@ def check_streams_model(model: torch.nn.Module, vit: dict[str, torch.Tensor], in
     torch.testing.assert_close(pa, expect[0].permute(1, 2, 0))
     # scenic starts the bottleneck from the positions: [CLS ; 4 tokens = the 4x4 grid zoomed to 2x2],
     # which (corner-aligned) are exactly the grid's corners
-    if cfg.fusion == "bottleneck":
+    assert ("bottleneck" in sd) == (cfg.fusion == "bottleneck" and cfg.fusion_layer < cfg.depth)
+    if "bottleneck" in sd:
         bn = sd["bottleneck"][0]
         assert torch.equal(bn[0], vit["pos_embed"][0, 0])
         torch.testing.assert_close(bn[1:], torch.stack([grid[0, 0], grid[0, -1], grid[-1, 0], grid[-1, -1]]))
     assert torch.count_nonzero(sd["head.weight"]) == 0  # the classifier is not the ViT's
 
 
-@pytest.mark.parametrize("name", ["mbt_tiny", "mbt_tiny_shared"])
+@pytest.mark.parametrize("name", ["mbt_tiny", "mbt_tiny_shared", "mbt_tiny_late", "mbt_tiny_xattn", "mbt_tiny_early"])
 def test_timm_safetensors_into_mbt(name: str, vit: dict, vit_file: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="avfusion.convert.vit"):
         model = avfusion.create_model(name, pretrained_backbone=vit_file)
