@@ -1,0 +1,42 @@
+"""Evaluation: metrics (mAP, AUC / d-prime, top-k, EPIC action), multi-view averaging, plots.
+
+Definitions are in ``docs/evaluation.md``.
+"""
+
+from __future__ import annotations
+
+from avfusion.eval.metrics import (
+    SCORE_TYPES,
+    TASK_KINDS,
+    auc_and_d_prime,
+    average_precision,
+    classification_report,
+    confusion_matrix,
+    d_prime,
+    epic_metrics,
+    json_safe,
+    mean_average_precision,
+    mean_class_accuracy,
+    report_per_output,
+    roc_auc,
+    single_label_metrics,
+    topk_accuracy,
+)
+
+__all__ = [
+    "SCORE_TYPES",
+    "TASK_KINDS",
+    "auc_and_d_prime",
+    "average_precision",
+    "classification_report",
+    "confusion_matrix",
+    "d_prime",
+    "epic_metrics",
+    "json_safe",
+    "mean_average_precision",
+    "mean_class_accuracy",
+    "report_per_output",
+    "roc_auc",
+    "single_label_metrics",
+    "topk_accuracy",
+]
