@@ -5,6 +5,7 @@ Definitions are in ``docs/evaluation.md``.
 
 from __future__ import annotations
 
+from avfusion.eval.aggregate import AVERAGE_MODES, VideoPredictions, average_views
 from avfusion.eval.metrics import (
     SCORE_TYPES,
     TASK_KINDS,
@@ -24,10 +25,13 @@ from avfusion.eval.metrics import (
 )
 
 __all__ = [
+    "AVERAGE_MODES",
     "SCORE_TYPES",
     "TASK_KINDS",
+    "VideoPredictions",
     "auc_and_d_prime",
     "average_precision",
+    "average_views",
     "classification_report",
     "confusion_matrix",
     "d_prime",
