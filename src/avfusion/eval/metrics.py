@@ -26,13 +26,16 @@ ArrayLike = torch.Tensor | np.ndarray | Sequence[Any]
 
 TASK_KINDS = ("multilabel", "single", "multihead")
 SCORE_TYPES = ("logits", "probs")
-_EPIC_CHUNK = 512  # rows of the (N, Cv * Cn) joint action scores held at once
+_EPIC_CHUNK = 256  # rows of the (N, Cv * Cn) joint action scores held at once
+_CLASS_CHUNK = 64  # classes ranked at once: AudioSet's 20k x 527 would otherwise need ~1 GB
 
 
 def _as_float64(x: ArrayLike, name: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    t = t.detach().to("cpu", torch.float64)
-    if t.is_complex() or not torch.isfinite(t).all():
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu()
+    if t.is_complex():
+        raise ValueError(f"{name} must be real")
+    t = t.to(torch.float64)
+    if not torch.isfinite(t).all():
         raise ValueError(f"{name} holds NaN or infinite values; metrics need finite scores")
     return t
 
@@ -53,62 +56,65 @@ def _as_binary(x: ArrayLike, name: str) -> torch.Tensor:
 
 
 # -- ranking metrics: AP and ROC AUC, vectorised over classes ------------------------------------
-def _tie_groups(sorted_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """First and last position of each entry's run of equal values along dim 0.
+def _ap_auc_rows(scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class AP and ROC AUC from one sort, as scikit-learn defines them.
 
-    sorted_scores: (N, C) sorted along dim 0. Returns (first, last), both (N, C) int64.
+    scores, targets: (C, N), one row per class. Returns (ap, auc), each (C,); AP is NaN without
+    positives, AUC without positives or without negatives.
+
+    scikit-learn builds its curves on the distinct scores taken as thresholds, high to low: a run
+    of tied scores is a single threshold. With TP_k / FP_k the counts at threshold k and k-1 the
+    previous threshold,
+      AP  = sum_k (TP_k - TP_{k-1}) / P * TP_k / (TP_k + FP_k)        (step-wise, no interpolation)
+      AUC = sum_k (FP_k - FP_{k-1}) / Neg * (TP_{k-1} + TP_k) / (2 P)  (trapezoids)
     """
-    n = sorted_scores.shape[0]
-    pos = torch.arange(n).unsqueeze(1).expand_as(sorted_scores)
-    differs = sorted_scores[1:] != sorted_scores[:-1]  # (N-1, C): a new run starts below
-    edge = torch.ones_like(sorted_scores[:1], dtype=torch.bool)  # (1, C)
-    is_first = torch.cat([edge, differs], dim=0)
-    is_last = torch.cat([differs, edge], dim=0)
-    first = torch.where(is_first, pos, torch.zeros_like(pos)).cummax(dim=0).values
-    # The last of a run is the nearest run end at or below: a cummin from the bottom.
-    last = torch.where(is_last, pos, torch.full_like(pos, n)).flip(0).cummin(dim=0).values.flip(0)
-    return first, last
+    c, n = scores.shape
+    s, order = scores.sort(dim=1, descending=True)  # (C, N)
+    y = targets.gather(1, order)
+    tp = y.cumsum(dim=1)  # (C, N) counts at every cut, of which only run ends are thresholds
+    fp = torch.arange(1, n + 1, dtype=torch.float64) - tp
+    is_end = torch.cat([s[:, 1:] != s[:, :-1], torch.ones(c, 1, dtype=torch.bool)], dim=1)
 
+    def at_previous_threshold(counts: torch.Tensor) -> torch.Tensor:
+        # Counts only grow, so a running max over the run ends is the latest threshold's value.
+        ends = torch.where(is_end, counts, torch.zeros_like(counts)).cummax(dim=1).values
+        return torch.cat([torch.zeros(c, 1, dtype=torch.float64), ends[:, :-1]], dim=1)
 
-def _ranked(scores: torch.Tensor, targets: torch.Tensor):
-    """Scores sorted high to low per class, the targets in that order, and tie runs. All (N, C)."""
-    order = scores.argsort(dim=0, descending=True, stable=True)
-    s = scores.gather(0, order)
-    y = targets.gather(0, order)
-    first, last = _tie_groups(s)
-    return y, first, last
-
-
-def _average_precision_columns(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-column AP, (N, C) -> (C,); NaN where a column has no positive.
-
-    scikit-learn sums (R_k - R_{k-1}) * P_k over distinct thresholds k. A run of tied scores is
-    one threshold, so each positive in it adds P(threshold) / num_positives, where the threshold's
-    precision counts the whole run: true positives up to the run's last row / (last + 1).
-    """
-    y, _, last = _ranked(scores, targets)
-    tps = y.cumsum(dim=0)  # (N, C)
-    precision_at_run_end = tps.gather(0, last) / (last + 1).to(torch.float64)
-    num_pos = y.sum(dim=0)
-    ap = (y * precision_at_run_end).sum(dim=0) / num_pos
-    return torch.where(num_pos > 0, ap, torch.full_like(ap, math.nan))
-
-
-def _roc_auc_columns(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-column ROC AUC, (N, C) -> (C,); NaN where a column lacks positives or negatives.
-
-    The trapezoidal area under scikit-learn's ROC curve equals the Mann-Whitney statistic with
-    ties counted one half: (sum of the positives' average ascending ranks - P(P+1)/2) / (P * Neg).
-    """
-    n = scores.shape[0]
-    y, first, last = _ranked(scores, targets)
-    # Descending positions first..last are ascending ranks n-last..n-first (1-based).
-    avg_rank = n - (first + last).to(torch.float64) / 2
-    num_pos = y.sum(dim=0)
+    tp_prev, fp_prev = at_previous_threshold(tp), at_previous_threshold(fp)
+    num_pos = tp[:, -1]
     num_neg = n - num_pos
-    auc = ((y * avg_rank).sum(dim=0) - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg)
-    defined = (num_pos > 0) & (num_neg > 0)
-    return torch.where(defined, auc, torch.full_like(auc, math.nan))
+    ap = (is_end * (tp - tp_prev) * tp / (tp + fp)).sum(dim=1) / num_pos
+    auc = (is_end * (fp - fp_prev) * (tp_prev + tp)).sum(dim=1) / (2 * num_pos * num_neg)
+    nan = torch.full_like(ap, math.nan)
+    return torch.where(num_pos > 0, ap, nan), torch.where((num_pos > 0) & (num_neg > 0), auc, nan)
+
+
+def _ap_auc(scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_ap_auc_rows`` for (N, C) inputs, a group of classes at a time to bound memory."""
+    s, y = scores.T.contiguous(), targets.T.contiguous()  # (C, N): sorting runs along rows
+    parts = [_ap_auc_rows(a, b) for a, b in zip(s.split(_CLASS_CHUNK), y.split(_CLASS_CHUNK))]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _map_summary(ap: torch.Tensor) -> dict[str, Any]:
+    evaluated = ~ap.isnan()
+    return {
+        "mAP": float(ap[evaluated].mean()) if evaluated.any() else math.nan,
+        "per_class_ap": ap.tolist(),
+        "num_classes_evaluated": int(evaluated.sum()),
+        "classes_without_positives": (~evaluated).nonzero().flatten().tolist(),
+    }
+
+
+def _auc_summary(auc: torch.Tensor) -> dict[str, Any]:
+    defined = ~auc.isnan()
+    mean_auc = float(auc[defined].mean()) if defined.any() else math.nan
+    return {
+        "AUC": mean_auc,
+        "d_prime": d_prime(mean_auc),
+        "per_class_auc": auc.tolist(),
+        "num_classes_auc": int(defined.sum()),
+    }
 
 
 def _check_1d_pair(scores: ArrayLike, targets: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,13 +140,13 @@ def average_precision(scores: ArrayLike, targets: ArrayLike) -> float:
     (scikit-learn warns and returns 0 there; see ``mean_average_precision`` for why NaN).
     """
     s, y = _check_1d_pair(scores, targets)
-    return float(_average_precision_columns(s[:, None], y[:, None])[0])
+    return float(_ap_auc_rows(s[None], y[None])[0][0])
 
 
 def roc_auc(scores: ArrayLike, targets: ArrayLike) -> float:
     """ROC AUC of one class, equal to ``sklearn.metrics.roc_auc_score``; NaN if only one class is present."""
     s, y = _check_1d_pair(scores, targets)
-    return float(_roc_auc_columns(s[:, None], y[:, None])[0])
+    return float(_ap_auc_rows(s[None], y[None])[1][0])
 
 
 def d_prime(auc: float) -> float:
@@ -164,15 +170,7 @@ def mean_average_precision(scores: ArrayLike, targets: ArrayLike) -> dict[str, A
     Returns ``mAP`` (NaN if no class has a positive), ``per_class_ap`` (list of C floats),
     ``num_classes_evaluated`` and ``classes_without_positives``.
     """
-    s, y = _check_2d_pair(scores, targets)
-    ap = _average_precision_columns(s, y)  # (C,)
-    evaluated = ~ap.isnan()
-    return {
-        "mAP": float(ap[evaluated].mean()) if evaluated.any() else math.nan,
-        "per_class_ap": ap.tolist(),
-        "num_classes_evaluated": int(evaluated.sum()),
-        "classes_without_positives": (~evaluated).nonzero().flatten().tolist(),
-    }
+    return _map_summary(_ap_auc(*_check_2d_pair(scores, targets))[0])
 
 
 def auc_and_d_prime(scores: ArrayLike, targets: ArrayLike) -> dict[str, Any]:
@@ -182,16 +180,7 @@ def auc_and_d_prime(scores: ArrayLike, targets: ArrayLike) -> dict[str, Any]:
     classes that have both positives and negatives (others are undefined and left out);
     ``d_prime`` is ``sqrt(2) * Phi^-1(AUC)`` of that mean (not a mean of per-class d-primes).
     """
-    s, y = _check_2d_pair(scores, targets)
-    auc = _roc_auc_columns(s, y)  # (C,)
-    defined = ~auc.isnan()
-    mean_auc = float(auc[defined].mean()) if defined.any() else math.nan
-    return {
-        "AUC": mean_auc,
-        "d_prime": d_prime(mean_auc),
-        "per_class_auc": auc.tolist(),
-        "num_classes_auc": int(defined.sum()),
-    }
+    return _auc_summary(_ap_auc(*_check_2d_pair(scores, targets))[1])
 
 
 # -- accuracy metrics ----------------------------------------------------------------------------
@@ -335,10 +324,10 @@ def classification_report(kind: str, scores: ArrayLike, targets: Any,
     score_type: "logits" or "probs"; only the EPIC action scores depend on it.
     """
     if kind == "multilabel":
-        report = mean_average_precision(scores, targets)
-        auc = auc_and_d_prime(scores, targets)
-        report.update(AUC=auc["AUC"], d_prime=auc["d_prime"], num_classes_auc=auc["num_classes_auc"])
-        return report
+        ap, auc = _ap_auc(*_check_2d_pair(scores, targets))
+        auc_summary = _auc_summary(auc)
+        del auc_summary["per_class_auc"]  # keep the report to one per-class list
+        return {**_map_summary(ap), **auc_summary}
     if kind == "single":
         return single_label_metrics(scores, targets)
     if kind == "multihead":
