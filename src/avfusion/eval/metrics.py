@@ -163,9 +163,10 @@ def mean_average_precision(scores: ArrayLike, targets: ArrayLike) -> dict[str, A
 
     A class without positives has no defined AP (recall is 0 / 0), so it is left out of the
     mean and reported by index in ``classes_without_positives``; its ``per_class_ap`` entry is
-    NaN. This is the AudioSet evaluation convention (a mean over classes with labels, as scenic's
-    ``np.nanmean`` over AP did with scikit-learn < 1.1). Current scikit-learn instead warns and
-    scores such a class 0, which would lower mAP for a reason unrelated to the model.
+    NaN. On the full AudioSet evaluation set every class has positives, so this changes nothing
+    there; on subsets it keeps mAP a mean over classes that can be scored, as scenic's
+    ``np.nanmean`` over per-class AP intends. Current scikit-learn instead warns and scores such
+    a class 0, which would lower mAP for a reason unrelated to the model.
 
     Returns ``mAP`` (NaN if no class has a positive), ``per_class_ap`` (list of C floats),
     ``num_classes_evaluated`` and ``classes_without_positives``.
