@@ -64,7 +64,8 @@ def test_integer_ids_sort_numerically():
 def test_softmax_mode_is_per_head_and_sigmoid_mode_averages_probabilities():
     logits = torch.tensor([[0.0, 2.0, 1.0, -1.0, 0.5], [1.0, 0.0, 0.0, 3.0, 0.0]])
     out = average_views(logits, ["x", "x"], [0, 1], mode="softmax", class_splits={"verb": 2, "noun": 3})
-    expected = torch.cat([logits[:, :2].softmax(1), logits[:, 2:].softmax(1)], dim=1).double().mean(0, keepdim=True)
+    per_head = torch.cat([logits[:, :2].softmax(1), logits[:, 2:].softmax(1)], dim=1)  # (2, 5)
+    expected = per_head.double().mean(0, keepdim=True)
     torch.testing.assert_close(out.scores, expected)
     torch.testing.assert_close(out.scores[:, :2].sum(), torch.tensor(1.0, dtype=torch.float64))
     torch.testing.assert_close(out.scores[:, 2:].sum(), torch.tensor(1.0, dtype=torch.float64))

@@ -123,6 +123,8 @@ def test_inputs_are_checked():
         topk_accuracy(torch.zeros(2, 3), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="kind"):
         classification_report("regression", torch.zeros(2, 3), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="score_type"):
+        classification_report("single", torch.zeros(2, 3), torch.tensor([0, 1]), score_type="softmax")
 
 
 # -- top-k and mean class accuracy ---------------------------------------------------------------
@@ -134,7 +136,8 @@ def test_topk_by_hand_and_clipping():
     ])
     labels = torch.tensor([3, 2, 0])
     r = topk_accuracy(scores, labels, ks=(1, 2, 3, 5))
-    assert r == {"top1": pytest.approx(1 / 3), "top2": pytest.approx(1 / 3), "top3": pytest.approx(2 / 3), "top5": 1.0}
+    third = pytest.approx(1 / 3)
+    assert r == {"top1": third, "top2": third, "top3": pytest.approx(2 / 3), "top5": 1.0}
 
 
 def test_topk_ties_break_to_the_lower_class_index():
@@ -204,7 +207,8 @@ def test_multihead_report_splits_concatenated_logits():
     with pytest.raises(ValueError, match="class_splits"):
         classification_report("multihead", logits, {"verb": VERB, "noun": NOUN})
     with pytest.raises(ValueError, match=r"\(N, 6\)"):
-        classification_report("multihead", logits, {"verb": VERB, "noun": NOUN}, class_splits={"verb": 3, "noun": 3, "x": 0})
+        classification_report("multihead", logits, {"verb": VERB, "noun": NOUN},
+                              class_splits={"verb": 3, "noun": 3, "x": 0})
 
 
 def test_reports_per_kind_and_json_safety():
@@ -213,7 +217,8 @@ def test_reports_per_kind_and_json_safety():
     y = (rng.random((20, 5)) < 0.4).astype(int)
     y[:, 0] = 0
     r = classification_report("multilabel", s, y)
-    assert {"mAP", "AUC", "d_prime", "per_class_ap", "num_classes_evaluated", "classes_without_positives"} <= set(r)
+    expected_keys = {"mAP", "AUC", "d_prime", "per_class_ap", "num_classes_evaluated", "classes_without_positives"}
+    assert expected_keys <= set(r)
     safe = json_safe(r)
     assert safe["per_class_ap"][0] is None and safe["mAP"] == r["mAP"]
     labels = rng.integers(0, 5, 20)

@@ -101,7 +101,7 @@ def average_views(scores: torch.Tensor | np.ndarray, clip_ids: Sequence[Hashable
             raise ValueError(f"{len(vi)} view indices for {v} views")
         seen: set[tuple[Hashable, int]] = set()
         keep = []
-        for row, key in enumerate(zip(ids, vi)):
+        for row, key in enumerate(zip(ids, vi, strict=True)):
             if key not in seen:
                 seen.add(key)
                 keep.append(row)

@@ -42,9 +42,8 @@ def _as_float64(x: ArrayLike, name: str) -> torch.Tensor:
 
 def _as_labels(x: ArrayLike, name: str) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu()
-    if t.is_floating_point():
-        if not torch.equal(t, t.round()):
-            raise ValueError(f"{name} must hold integer class indices")
+    if t.is_floating_point() and not torch.equal(t, t.round()):
+        raise ValueError(f"{name} must hold integer class indices")
     return t.long()
 
 
@@ -92,7 +91,7 @@ def _ap_auc_rows(scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 def _ap_auc(scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``_ap_auc_rows`` for (N, C) inputs, a group of classes at a time to bound memory."""
     s, y = scores.T.contiguous(), targets.T.contiguous()  # (C, N): sorting runs along rows
-    parts = [_ap_auc_rows(a, b) for a, b in zip(s.split(_CLASS_CHUNK), y.split(_CLASS_CHUNK))]
+    parts = [_ap_auc_rows(a, b) for a, b in zip(s.split(_CLASS_CHUNK), y.split(_CLASS_CHUNK), strict=True)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
@@ -129,7 +128,8 @@ def _check_2d_pair(scores: ArrayLike, targets: ArrayLike) -> tuple[torch.Tensor,
     s = _as_float64(scores, "scores")
     y = _as_binary(targets, "targets")
     if s.ndim != 2 or s.shape != y.shape or s.shape[0] == 0:
-        raise ValueError(f"scores and targets must be non-empty (N, C) each, got {tuple(s.shape)}, {tuple(y.shape)}")
+        raise ValueError(f"scores and targets must be non-empty (N, C) each, got {tuple(s.shape)}, "
+                         f"{tuple(y.shape)}")
     return s, y
 
 
@@ -324,6 +324,8 @@ def classification_report(kind: str, scores: ArrayLike, targets: Any,
 
     score_type: "logits" or "probs"; only the EPIC action scores depend on it.
     """
+    if score_type not in SCORE_TYPES:
+        raise ValueError(f"score_type must be one of {SCORE_TYPES}, got {score_type!r}")
     if kind == "multilabel":
         ap, auc = _ap_auc(*_check_2d_pair(scores, targets))
         auc_summary = _auc_summary(auc)
@@ -337,13 +339,15 @@ def classification_report(kind: str, scores: ArrayLike, targets: Any,
         s = _as_float64(scores, "scores")
         sizes = list(class_splits.values())
         if s.ndim != 2 or s.shape[1] != sum(sizes):
-            raise ValueError(f"scores must be (N, {sum(sizes)}) for class_splits {dict(class_splits)}, got {tuple(s.shape)}")
+            raise ValueError(f"scores must be (N, {sum(sizes)}) for class_splits {dict(class_splits)}, "
+                             f"got {tuple(s.shape)}")
         names = list(class_splits)
-        heads = dict(zip(names, s.split(sizes, dim=1)))
+        heads = dict(zip(names, s.split(sizes, dim=1), strict=True))
         labels = _split_targets(targets, names)
         report: dict[str, Any] = {k: single_label_metrics(heads[k], labels[k]) for k in names}
         if "verb" in heads and "noun" in heads:
-            epic = epic_metrics(heads["verb"], heads["noun"], labels["verb"], labels["noun"], score_type=score_type)
+            epic = epic_metrics(heads["verb"], heads["noun"], labels["verb"], labels["noun"],
+                                score_type=score_type)
             report["action"] = epic["action"]
         return report
     raise ValueError(f"kind must be one of {TASK_KINDS}, got {kind!r}")
