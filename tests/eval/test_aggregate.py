@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avfusion.eval import average_views
+from avfusion.eval import average_views, classification_report
 
 
 def _views(num_videos: int = 3, clips: int = 2, crops: int = 3, classes: int = 4):
@@ -91,3 +91,23 @@ def test_errors_name_the_problem():
         average_views(scores, ids[:-1])
     with pytest.raises(ValueError, match="mode"):
         average_views(scores, ids, mode="mean")
+
+
+def test_multihead_probability_average_feeds_the_epic_report():
+    # Two views per segment whose logits differ by a per-head constant have the same softmax, so
+    # the per-head probability average is exactly that softmax, and the report on it (as
+    # probabilities) must equal the report on one view's logits.
+    g = torch.Generator().manual_seed(2)
+    splits = {"verb": 3, "noun": 4}
+    logits = torch.randn(6, 7, generator=g, dtype=torch.float64)
+    targets = {"verb": torch.randint(0, 3, (6,), generator=g), "noun": torch.randint(0, 4, (6,), generator=g)}
+    shifted = logits + torch.tensor([5.0] * 3 + [-2.0] * 4, dtype=torch.float64)
+    ids = [f"seg{i}" for i in range(6)] * 2
+    agg = average_views(torch.cat([shifted, logits]), ids, [0] * 6 + [1] * 6, mode="softmax", class_splits=splits)
+    probs = torch.cat([logits[:, :3].softmax(1), logits[:, 3:].softmax(1)], dim=1)
+    torch.testing.assert_close(agg.scores, probs)
+    from_probs = classification_report("multihead", agg.scores, targets, splits, score_type="probs")
+    assert from_probs == classification_report("multihead", logits, targets, splits)
+    # Treating the averaged probabilities as logits would softmax them twice: a different joint.
+    twice = torch.cat([agg.scores[:, :3].softmax(1), agg.scores[:, 3:].softmax(1)], dim=1)
+    assert not torch.allclose(twice, probs)
