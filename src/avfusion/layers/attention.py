@@ -4,16 +4,28 @@ Paths (selected by ``attn_impl``):
 
 - ``"dense"``: the reference. ``scaled_dot_product_attention`` over all keys with the full
   boolean mask materialised from the :class:`~avfusion.layers.masks.TokenMask`.
-- ``"auto"`` (default): the block-sparse path. A block-structured mask runs as one SDPA call per
-  query group over only its allowed keys, so masked blocks cost nothing; a full mask runs as a
-  plain unmasked call. Equal to ``"dense"`` within float tolerance (tests/layers/test_attention.py).
+- ``"split"``: the block-sparse path on any device. A block-structured mask runs as one SDPA
+  call per query group over only its allowed keys, so masked blocks cost nothing.
+- ``"flex"``: FlexAttention (``torch.nn.attention.flex_attention``) with a ``BlockMask`` built
+  from the TokenMask (cached per layout and device); tiles with no allowed pair are skipped.
+  Compiled on CUDA; eager on CPU, where FlexAttention has a forward but no backward pass, so
+  use it there for inference only. FlexAttention has no attention dropout: with
+  ``dropout_p > 0`` this path runs the split path instead.
+- ``"auto"`` (default): ``"flex"`` on CUDA when FlexAttention is available (and no attention
+  dropout), ``"split"`` everywhere else. If compiling FlexAttention fails, ``auto`` says so once
+  and keeps to the split path.
 
-Without a mask both paths are the same unmasked SDPA call.
+A full mask (every query reads every key) and no mask run as one plain unmasked SDPA call on
+every path. All paths equal ``"dense"`` within float tolerance (tests/layers/test_attention.py,
+tests/layers/test_flex.py).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,14 +33,66 @@ from torch import nn
 
 from avfusion.layers.masks import TokenMask
 
-AttnImpl = Literal["auto", "dense"]
-ATTN_IMPLS: tuple[str, ...] = ("auto", "dense")
+AttnImpl = Literal["auto", "dense", "split", "flex"]
+ATTN_IMPLS: tuple[str, ...] = ("auto", "dense", "split", "flex")
 
 
 def check_attn_impl(impl: str) -> str:
     if impl not in ATTN_IMPLS:
         raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {impl!r}")
     return impl
+
+
+def flex_available() -> bool:
+    """True when this torch has FlexAttention (torch >= 2.5)."""
+    try:
+        import torch.nn.attention.flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_FLEX_COMPILED: Callable[..., torch.Tensor] | None = None
+_FLEX_FAILED: str | None = None  # why compiled FlexAttention is off for 'auto', once it failed
+
+
+def _flex_fn(device: torch.device) -> Callable[..., torch.Tensor]:
+    """Compiled FlexAttention on CUDA (the fused kernel); eager elsewhere (forward only on CPU)."""
+    global _FLEX_COMPILED
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device.type != "cuda":
+        return _eager_flex
+    if _FLEX_COMPILED is None:
+        _FLEX_COMPILED = torch.compile(flex_attention, dynamic=False)
+    return _FLEX_COMPILED
+
+
+def _eager_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: Any) -> torch.Tensor:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    with warnings.catch_warnings():  # eager flex warns that it is unfused; we know, it is the CPU path
+        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+        return flex_attention(q, k, v, block_mask=block_mask)
+
+
+def _flex_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: TokenMask) -> torch.Tensor:
+    block_mask = mask.flex_block_mask(q.device)
+    return _flex_fn(q.device)(q, k, v, block_mask=block_mask)  # (B, h, Lq, hd)
+
+
+def _split_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: TokenMask,
+                  dropout_p: float) -> torch.Tensor:
+    """One SDPA call per query group over only its allowed keys; blocks tile the queries in order."""
+    out = []
+    for block in mask.blocks:
+        if len(block.k) == 1:  # contiguous allowed keys: a view, no copy
+            kb, vb = k[:, :, block.k[0]], v[:, :, block.k[0]]
+        else:  # non-contiguous allowed keys: gather them once for this query group
+            kb = torch.cat([k[:, :, s] for s in block.k], dim=2)
+            vb = torch.cat([v[:, :, s] for s in block.k], dim=2)
+        out.append(F.scaled_dot_product_attention(q[:, :, block.q], kb, vb, dropout_p=dropout_p))
+    return out[0] if len(out) == 1 else torch.cat(out, dim=2)
 
 
 def attend(
@@ -40,20 +104,22 @@ def attend(
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
     """Multi-head attention core. q (B, h, Lq, hd), k/v (B, h, Lk, hd) -> (B, h, Lq, hd)."""
+    global _FLEX_FAILED
     if mask is None or mask.is_full:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     if impl == "dense":
         m = mask.dense(q.device)  # (Lq, Lk), broadcast over (B, h)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=m, dropout_p=dropout_p)
-    out = []
-    for block in mask.blocks:
-        if len(block.k) == 1:
-            kb, vb = k[:, :, block.k[0]], v[:, :, block.k[0]]
-        else:  # non-contiguous allowed keys: gather them once for this query group
-            kb = torch.cat([k[:, :, s] for s in block.k], dim=2)
-            vb = torch.cat([v[:, :, s] for s in block.k], dim=2)
-        out.append(F.scaled_dot_product_attention(q[:, :, block.q], kb, vb, dropout_p=dropout_p))
-    return torch.cat(out, dim=2)  # blocks tile the queries in order
+    if impl == "flex" and dropout_p == 0.0:
+        return _flex_attend(q, k, v, mask)
+    if impl == "auto" and dropout_p == 0.0 and q.is_cuda and _FLEX_FAILED is None and flex_available():
+        try:
+            return _flex_attend(q, k, v, mask)
+        except Exception as e:  # an optimisation: say why it is off, once, and keep to the split path
+            _FLEX_FAILED = f"{type(e).__name__}: {e}"
+            print(f"attn_impl='auto': FlexAttention unavailable ({_FLEX_FAILED}); using the split path",
+                  file=sys.stderr)
+    return _split_attend(q, k, v, mask, dropout_p)
 
 
 class Attention(nn.Module):

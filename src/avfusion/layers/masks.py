@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import torch
 
@@ -115,9 +116,49 @@ class TokenMask:
                 m[b.q, k] = True
         return m
 
+    @property
+    def key(self) -> tuple:
+        """A hashable identity of this mask (layouts + rule): equal keys mean equal masks."""
+        rule = tuple(sorted((int(t), tuple(sorted(int(k) for k in ks))) for t, ks in self.rule.items()))
+        return (self.q_segments, self.k_segments, rule)
+
+    def flex_block_mask(self, device: torch.device | str) -> Any:
+        """A FlexAttention ``BlockMask`` for this mask on ``device``, built once per layout + device.
+
+        The mask function looks the (query, key) pair up in :meth:`dense`, so it is the reference
+        mask by construction; FlexAttention then skips every (128 x 128) tile that has no allowed
+        pair. Cached module-wide, because the models rebuild their TokenMask objects every forward.
+        """
+        return flex_block_mask(self, device)
+
     def __repr__(self) -> str:
         q = [f"{s.type.name.lower()}:{s.stop - s.start}" for s in self.q_segments]
         return f"TokenMask(q={q}, blocks={len(self.blocks)}, full={self.is_full})"
+
+
+_FLEX_CACHE: dict[tuple, Any] = {}
+_FLEX_CACHE_SIZE = 64
+
+
+def flex_block_mask(mask: TokenMask, device: torch.device | str) -> Any:
+    """See :meth:`TokenMask.flex_block_mask`. Raises ImportError without FlexAttention."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    device = torch.device(device)
+    cache_key = (mask.key, str(device))
+    hit = _FLEX_CACHE.get(cache_key)
+    if hit is not None:
+        return hit
+    allowed = mask.dense(device)  # (Lq, Lk) bool
+
+    def mask_mod(b, h, q_idx, kv_idx):  # noqa: ANN001, ANN202  (FlexAttention's signature)
+        return allowed[q_idx, kv_idx]
+
+    block_mask = create_block_mask(mask_mod, None, None, mask.len_q, mask.len_k, device=device)
+    if len(_FLEX_CACHE) >= _FLEX_CACHE_SIZE:  # layouts are few; keep the cache bounded anyway
+        _FLEX_CACHE.pop(next(iter(_FLEX_CACHE)))
+    _FLEX_CACHE[cache_key] = block_mask
+    return block_mask
 
 
 def self_mask(segments: tuple[Segment, ...], rule: Rule) -> TokenMask:

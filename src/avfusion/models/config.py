@@ -89,7 +89,7 @@ class ModelConfig:
     num_fusion_tokens: int = 8
     eval_output: str = "fusion"  # masked family: which readout output `logits` reports
     head_zero_init: bool = True  # scenic initialises the classifier to zeros
-    attn_impl: str = "auto"
+    attn_impl: str = "auto"  # auto | dense | split | flex (layers/attention.py)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self) -> None:
