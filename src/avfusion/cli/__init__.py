@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flops": ("avfusion.cli.flops", "parameters and GFLOPs of one forward pass"),
     "demo": ("avfusion.cli.demo", "the end-to-end demo"),
     "convert": ("avfusion.cli.convert", "official MBT / ImageNet ViT weights -> an avfusion model directory"),
+    "bench": ("avfusion.cli.bench", "speed, peak memory, FLOPs and MFU per model"),
 }
 
 

@@ -1,0 +1,224 @@
+"""Benchmark one model: forward and forward + backward clips/s, peak memory, FLOPs and MFU.
+
+Conventions:
+- ``gflops``: model FLOPs of one forward pass per clip from :func:`avfusion.models.flops.count_flops`
+  (one multiply-add = one FLOP, the ViViT / MBT convention), counted on the split attention
+  path: the *useful* work, masked blocks excluded, whatever ``attn_impl`` runs. ``gflops_run``
+  is the count for the path that ran (``dense`` computes the masked blocks too).
+- A training step (``fwdbwd``) is 3x the forward FLOPs (backward = 2x forward); recomputation
+  under gradient checkpointing is not counted (MFU, not hardware FLOPs utilisation).
+- ``tflops`` (achieved) uses the hardware convention, 2 FLOPs per multiply-add, so that it can
+  be divided by the datasheet peak (:mod:`avfusion.bench.peaks`) to give ``mfu``.
+- The loss of a training step is the sum over every output head (as Zorro trains), so every
+  head's backward is paid for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from avfusion.bench.memory import measure_peak
+from avfusion.bench.peaks import device_name, matmul_precision, mfu
+from avfusion.bench.timing import load_average, time_fn
+from avfusion.models.config import ModelConfig
+from avfusion.models.flops import count_flops
+from avfusion.models.registry import build_model, get_model_config
+
+MODES = ("fwd", "fwdbwd")
+
+
+@dataclass
+class BenchConfig:
+    batch_size: int = 2
+    modes: tuple[str, ...] = MODES
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    compile: bool = False  # torch.compile, eager fallback if it fails
+    grad_checkpointing: bool = False
+    attn_impl: str | None = None  # None: the model's own
+    optimizer: str = "none"  # none | sgd | adamw: add an optimizer step to fwdbwd
+    fused: bool | None = None  # fused optimizer kernels (None: on CUDA)
+    device: str = "auto"  # auto | cpu | cuda
+    warmup: int = 1
+    repeats: int = 5
+    memory: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.modes = tuple(self.modes)
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ValueError(f"modes must be among {MODES}, got {self.modes}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.optimizer not in ("none", "sgd", "adamw"):
+            raise ValueError(f"optimizer must be none, sgd or adamw, got {self.optimizer!r}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _trim_cpu_heap() -> None:
+    """Return freed heap pages to the OS (glibc), so an RSS baseline is the live set, not caches."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def model_gflops(cfg: ModelConfig) -> tuple[float, float]:
+    """(useful GFLOPs per clip on the split path, GFLOPs of the path ``cfg.attn_impl`` runs)."""
+    useful = count_flops(cfg.replace(attn_impl="split")).gflops
+    run = useful if cfg.attn_impl != "dense" else count_flops(cfg).gflops
+    return useful, run
+
+
+def bench_model(name: str | ModelConfig, bc: BenchConfig | None = None, **overrides: Any) -> list[dict[str, Any]]:
+    """Benchmark one model under ``bc``; one result row per mode."""
+    bc = bc or BenchConfig()
+    cfg = name if isinstance(name, ModelConfig) else get_model_config(name, **overrides)
+    if isinstance(name, ModelConfig) and overrides:
+        cfg = cfg.replace(**overrides)
+    if bc.attn_impl is not None:
+        cfg = cfg.replace(attn_impl=bc.attn_impl)
+    device = resolve_device(bc.device)
+    torch.manual_seed(bc.seed)
+    model = build_model(cfg).to(device)
+    model.set_grad_checkpointing(bc.grad_checkpointing)
+    inputs = model.example_inputs(bc.batch_size, device=device)
+    gflops, gflops_run = model_gflops(cfg)
+    autocast: Callable[[], Any] = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bc.precision == "bf16"
+        else contextlib.nullcontext
+    )
+    opt = _optimizer(model, bc, device)
+    compiled: Any = torch.compile(model) if bc.compile else model
+    compile_note = "on" if bc.compile else "off"
+
+    def run_fn(mode: str) -> Callable[[], Any]:
+        if mode == "fwd":
+            def fwd() -> Any:
+                with torch.inference_mode(), autocast():
+                    return compiled(inputs).logits
+            return fwd
+
+        def step() -> None:
+            with autocast():
+                out = compiled(inputs)
+                loss = sum(o.float().mean() for o in out.outputs.values())
+            loss.backward()
+            if opt is not None:
+                opt.step()
+            model.zero_grad(set_to_none=True)
+        return step
+
+    rows = []
+    dev_name = device_name(device)
+    for mode in bc.modes:
+        model.train(mode == "fwdbwd")
+        fn = run_fn(mode)
+        if bc.compile:
+            try:
+                fn()  # compiles here; an error means torch.compile cannot handle this setting
+            except Exception as e:  # an optimisation: say why it is off and measure eagerly
+                print(f"torch.compile failed for {cfg.name} {mode} ({type(e).__name__}: {e}); "
+                      "measuring eagerly", file=sys.stderr)
+                compiled, compile_note = model, f"failed ({type(e).__name__})"
+                fn = run_fn(mode)
+        timing = time_fn(fn, warmup=bc.warmup, repeats=bc.repeats, device=device)
+        peak = None
+        if bc.memory:
+            if device.type == "cpu":
+                _trim_cpu_heap()
+            peak = measure_peak(fn, device)
+        sec = timing.median
+        step_gflops = gflops * bc.batch_size * (3 if mode == "fwdbwd" else 1)
+        tflops = 2 * step_gflops / sec / 1e3  # hardware convention: 2 FLOPs per multiply-add
+        util = mfu(tflops, dev_name, matmul_precision(bc.precision)) if device.type == "cuda" else None
+        rows.append({
+            "model": cfg.name, "mode": mode, "attn_impl": cfg.attn_impl, "batch_size": bc.batch_size,
+            "precision": bc.precision, "compile": compile_note, "grad_checkpointing": bc.grad_checkpointing,
+            "optimizer": bc.optimizer if mode == "fwdbwd" else "none",
+            "ms_per_step": 1e3 * sec, "iqr_ms": 1e3 * timing.iqr, "clips_per_s": bc.batch_size / sec,
+            "peak_mem_mib": None if peak is None else round(peak.mib, 1),
+            "mem_method": None if peak is None else peak.method,
+            "gflops": round(gflops, 3), "gflops_run": round(gflops_run, 3),
+            "tflops": tflops, "mfu": util,
+            "family": cfg.family, "fusion": cfg.fusion, "fusion_layer": cfg.fusion_layer,
+            "tokens": _token_counts(cfg),
+            "device": dev_name, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "load_avg": load_average(), "times_s": [round(t, 5) for t in timing.times],
+            "config": {"bench": asdict(bc), "overrides": overrides},
+        })
+    return rows
+
+
+def _optimizer(model: torch.nn.Module, bc: BenchConfig, device: torch.device) -> torch.optim.Optimizer | None:
+    if bc.optimizer == "none":
+        return None
+    fused = bc.fused if bc.fused is not None else device.type == "cuda"
+    if bc.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, fused=fused or None)
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None)
+
+
+def _token_counts(cfg: ModelConfig) -> dict[str, int]:
+    t, h, w = cfg.tubelet
+    video = (cfg.num_frames // t) * (cfg.image_size[0] // h) * (cfg.image_size[1] // w)
+    audio = (cfg.spec_size[0] // cfg.spec_patch[0]) * (cfg.spec_size[1] // cfg.spec_patch[1])
+    return {"audio": audio, "video": video}
+
+
+# -- ratio tables ------------------------------------------------------------------------------
+_SETTING = ("mode", "batch_size", "precision", "compile", "grad_checkpointing", "optimizer")
+
+
+def _role(r: dict[str, Any]) -> str | None:
+    if r["family"] == "streams" and r["fusion"] == "bottleneck":
+        return "mbt"
+    if r["family"] == "streams" and r["fusion"] == "concat" and r["fusion_layer"] == 0:
+        return "early"
+    if r["family"] == "masked" and r["fusion"] == "zorro":
+        return "zorro"
+    return None
+
+
+def attn_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Dense-mask time / efficient-path time per model and setting, beside the FLOP ratio."""
+    out = []
+    for r in rows:
+        if r["attn_impl"] == "dense":
+            continue
+        for d in rows:
+            if (d["attn_impl"] == "dense" and d["model"] == r["model"]
+                    and all(d[k] == r[k] for k in _SETTING)):
+                out.append({"model": r["model"], "mode": r["mode"], "impl": r["attn_impl"],
+                            "dense_ms": d["ms_per_step"], "impl_ms": r["ms_per_step"],
+                            "speedup": d["ms_per_step"] / r["ms_per_step"],
+                            "flop_ratio": d["gflops_run"] / r["gflops_run"]})
+    return out
+
+
+def scheme_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Time ratio against FLOP ratio for early fusion / MBT and Zorro / MBT (same setting)."""
+    out = []
+    for a_role, b_role in (("early", "mbt"), ("zorro", "mbt")):
+        for a in rows:
+            if _role(a) != a_role or a["attn_impl"] == "dense":
+                continue
+            for b in rows:
+                if (_role(b) == b_role and all(a[k] == b[k] for k in _SETTING)
+                        and a["tokens"] == b["tokens"] and a["attn_impl"] == b["attn_impl"]):
+                    out.append({"pair": f"{a['model']} / {b['model']}", "mode": a["mode"],
+                                "time_ratio": a["ms_per_step"] / b["ms_per_step"],
+                                "flop_ratio": a["gflops_run"] / b["gflops_run"]})
+    return out
