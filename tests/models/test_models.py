@@ -129,7 +129,7 @@ def test_config_json_round_trip():
 
 def test_input_errors_are_clear():
     model = avfusion.create_model("mbt_tiny")
-    with pytest.raises(ValueError, match="neither 'audio' nor 'video'"):
+    with pytest.raises(ValueError, match="none of this model.s modalities"):
         model({})
     with pytest.raises(ValueError, match="unknown input key"):
         model({"rgb": torch.zeros(1)})

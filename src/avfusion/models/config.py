@@ -55,6 +55,9 @@ class ModelConfig:
 
     name: str = "custom"
     family: str = "streams"
+    # The modalities the model has streams for; one modality gives a unimodal baseline
+    # (the released MBT "Spec-only" / "RGB-only" models; the demo's audio-only / video-only models).
+    modalities: tuple[str, ...] = MODALITIES
     fusion: str = "bottleneck"
     share_weights: bool = False
     # classes
@@ -93,6 +96,7 @@ class ModelConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self) -> None:
+        self.modalities = tuple(m for m in MODALITIES if m in self.modalities)  # canonical order
         self.image_size = tuple(self.image_size)  # type: ignore[assignment]
         self.tubelet = tuple(self.tubelet)  # type: ignore[assignment]
         self.spec_size = tuple(self.spec_size)  # type: ignore[assignment]
@@ -115,6 +119,10 @@ class ModelConfig:
 
         if self.family not in FAMILIES:
             raise bad(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if not self.modalities:
+            raise bad(f"modalities must name at least one of {MODALITIES}")
+        if len(self.modalities) == 1 and self.family != "streams":
+            raise bad("a unimodal model is built by the 'streams' family (one stream, no fusion)")
         allowed = STREAM_FUSIONS if self.family == "streams" else MASKED_FUSIONS
         if self.fusion not in allowed:
             raise bad(f"fusion for family {self.family!r} must be one of {allowed}, got {self.fusion!r}")

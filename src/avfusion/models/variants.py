@@ -80,6 +80,27 @@ def mbt_tiny_shared() -> ModelConfig:
     return _mbt(_TINY, fusion="concat", share_weights=True, fusion_layer=2)
 
 
+# Unimodal baselines: one ViT stream (MBT's "Spec-only" / "RGB-only" models).
+@register_model
+def mbt_base_audio() -> ModelConfig:
+    return _mbt({**_VIT_B, **_MBT_INPUTS}, modalities=("audio",), fusion_layer=12)
+
+
+@register_model
+def mbt_tiny_audio() -> ModelConfig:
+    return _mbt(_TINY, modalities=("audio",), fusion_layer=4)
+
+
+@register_model
+def mbt_base_video() -> ModelConfig:
+    return _mbt({**_VIT_B, **_MBT_INPUTS}, modalities=("video",), fusion_layer=12)
+
+
+@register_model
+def mbt_tiny_video() -> ModelConfig:
+    return _mbt(_TINY, modalities=("video",), fusion_layer=4)
+
+
 # --- Zorro-ViT: one ViT-B/16 stack with Zorro's masks, 8 fusion tokens, four-output readout ---
 # Inputs match mbt_base so the schemes are compared at equal token counts (docs/models.md).
 @register_model
