@@ -37,9 +37,10 @@ def make_media(
     pix_fmt: str = "yuv420p",
     acodec: str = "aac",
     clicks: tuple[float, ...] = (),
+    faststart: bool = False,
 ) -> Path:
     path = Path(path)
-    c = av.open(str(path), "w")
+    c = av.open(str(path), "w", options={"movflags": "faststart"} if faststart else None)
     vs = as_ = None
     if video:
         vs = c.add_stream(vcodec, rate=fps)

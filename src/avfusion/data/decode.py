@@ -170,18 +170,16 @@ def decode_video(
         # A truncated tail: keep what decoded, the rest is padding below.
     if prev is None:
         raise DecodeError(f"{c.name}: no video frame could be decoded")
-    # Times at or after the last frame: the last frame is shown until the stream's end; beyond
-    # the end it is padding.
-    end = None
-    if info is not None and info.video_duration:
-        end = info.video_start + info.video_duration
+    # Times at or after the last decoded frame: it stays on screen for one frame duration
+    # (real), later times are padding (the stream ended, or the file is truncated).
+    frame_dur = 1.0 / info.fps if info is not None and info.fps else 0.04
     valid = k
     last = None
     while k < len(times):
         if last is None:
             last = _frame_rgb(prev, short_side)
         out[k] = last
-        if end is None or times[k] < end - _SLACK:
+        if times[k] < prev_t + frame_dur - _SLACK:
             valid += 1
         k += 1
     return np.stack(out), valid  # type: ignore[arg-type]

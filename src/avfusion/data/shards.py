@@ -96,6 +96,12 @@ def encode_row(row: Row, labels: LabelMap, cfg: ClipConfig) -> dict[str, Any]:
         raise ValueError(f"segment end {end} <= start {start} (file duration {info.duration:.3f} s)")
     d = decode(row.path, grid_times(start, end, p.fps), (start, end), fps=p.fps,
                sample_rate=p.sample_rate, short_side=p.short_side)
+    # A truncated file decodes less than its header promises: a failure, not silent padding.
+    real_end = min(end, info.duration) - start
+    if d.video is not None and d.video_valid < int(real_end * p.fps) - 2:
+        raise DecodeError(f"video decodes {d.video_valid / p.fps:.3f} s of {real_end:.3f} s (truncated?)")
+    if d.audio is not None and d.audio_valid < 0.9 * real_end * p.sample_rate:
+        raise DecodeError(f"audio decodes {d.audio_valid / p.sample_rate:.3f} s of {real_end:.3f} s (truncated?)")
     meta = {
         "id": row.id, "labels": row.labels, "start": start, "end": end, "fps": p.fps,
         "sample_rate": p.sample_rate, "short_side": p.short_side,
