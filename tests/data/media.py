@@ -1,7 +1,7 @@
 """Synthetic media for the data tests, written with PyAV.
 
 Video frames encode their index: red = 8 * (i % 32), green = 8 * (i // 32), so a test can read
-back which source frame the decoder picked. Audio is a 440 Hz sine (plus optional clicks).
+back which source frame the decoder picked. Audio is a 440 Hz sine over faint noise (plus optional clicks).
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def make_media(
         n = int(round(duration * rate))
         ch = av.AudioLayout(layout).nb_channels
         t = np.arange(n) / rate
-        x = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        # a -60 dB noise floor, like real recordings (a bare sine leaves mel bins at the log floor)
+        noise = np.random.default_rng(0).normal(0, 1e-3, n)
+        x = (0.3 * np.sin(2 * np.pi * 440 * t) + noise).astype(np.float32)
         for ct in clicks:
             k = int(round(ct * rate))
             x[k : k + 8] = 0.9
