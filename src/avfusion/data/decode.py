@@ -152,13 +152,17 @@ def decode_video(
     prev: av.VideoFrame | None = None
     prev_t = -math.inf
     k = 0
+    before = 0  # times before the first frame: shown with the first frame, counted as padding
     try:
         for frame in c.decode(vs):
             ft = frame.time if frame.time is not None else prev_t + 1e-6
             # every target time before this frame's timestamp is shown by the previous frame
             while k < len(times) and times[k] + _SLACK < ft:
                 if prev is None:  # before the first frame: show the first frame
-                    prev = frame
+                    before += 1
+                    out[k] = _frame_rgb(frame, short_side)
+                    k += 1
+                    continue
                 out[k] = _frame_rgb(prev, short_side)
                 k += 1
             if k >= len(times):
@@ -173,7 +177,7 @@ def decode_video(
     # Times at or after the last decoded frame: it stays on screen for one frame duration
     # (real), later times are padding (the stream ended, or the file is truncated).
     frame_dur = 1.0 / info.fps if info is not None and info.fps else 0.04
-    valid = k
+    valid = k - before
     last = None
     while k < len(times):
         if last is None:
