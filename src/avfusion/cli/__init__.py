@@ -7,6 +7,7 @@ training stack, and each `main(argv)` can be called directly from tests.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). A subcommand is listed here only once it works.
@@ -16,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("avfusion.cli.demo", "the end-to-end demo"),
     "validate": ("avfusion.cli.validate", "check a manifest's rows: files, streams, durations, labels, ids"),
     "prepare": ("avfusion.cli.prepare", "decode a manifest once into WebDataset .tar shards"),
+    "convert": ("avfusion.cli.convert", "official MBT / ImageNet ViT weights -> an avfusion model directory"),
 }
 
 
@@ -37,7 +39,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avfusion: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        # Bad input (an unknown model, a wrong override, a missing file): one clear line, exit 2.
+        # AVFUSION_DEBUG=1 shows the traceback instead.
+        if os.environ.get("AVFUSION_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"avfusion {name}: error: {msg}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
