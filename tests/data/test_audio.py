@@ -108,3 +108,25 @@ def test_freq_jitter_shifts_bins():
     shift = 8 - int(y[0, 0, 8])  # y[j] = x[j - shift]
     assert abs(shift) <= 3
     assert torch.equal(y[0, :, 5:11], x[0, :, 5 - shift : 11 - shift])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fbank_on_gpu_matches_cpu():
+    x = torch.randn(4, 16000) * 0.1
+    assert torch.allclose(fbank(x.cuda()).cpu(), fbank(x), atol=1e-3)
+
+
+def test_waveform_output_and_batched_features(corpus, small_cfg):
+    import dataclasses
+
+    from avfusion.data.clips import ClipProcessor, FileSegment, audio_features
+
+    cfg = dataclasses.replace(small_cfg, audio_output="waveform")
+    seg = FileSegment(str(corpus.files["good_a"]), None, None, cfg)
+    s = ClipProcessor(cfg, train=False)(seg)
+    assert s["audio"].shape == (6, cfg.audio_samples)
+    feats = audio_features(s["audio"], cfg)  # what a GPU loop does on the batch
+    ref = ClipProcessor(small_cfg, train=False)(seg)["audio"]
+    assert feats.shape == ref.shape == (6, 100, 128)
+    assert torch.allclose(feats, ref, atol=1e-5)

@@ -22,6 +22,13 @@ def test_to_float_and_normalise_presets():
     assert im[0].abs().max() < 1e-6
     with pytest.raises(ValueError):
         V.normalize(s, "nope")
+    u8 = torch.randint(0, 256, (4, 3, 5, 6), dtype=torch.uint8)
+    for preset in ("scenic", "imagenet"):
+        ref = V.normalize(u8.transpose(0, 1).float() / 255, preset)
+        assert torch.allclose(V.tchw_to_normalized(u8, preset), ref, atol=1e-5)
+    # uint8 and float resize agree within one grey level
+    big = torch.randint(0, 256, (2, 3, 40, 60), dtype=torch.uint8)
+    assert (V.resize(big, (20, 30)).float() - V.resize(big.float(), (20, 30))).abs().max() <= 1.01
 
 
 def test_resize_and_crops():

@@ -190,23 +190,27 @@ class ClipProcessor:
 
     # -- transforms ----------------------------------------------------------------------------
     def video_views(self, clips: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 (K, T, H, W, 3) -> train: (3, T, h, w); eval: (K * crops, 3, T, h, w)."""
+        """uint8 (K, T, H, W, 3) -> train: (3, T, h, w); eval: (K * crops, 3, T, h, w).
+
+        Geometry runs on uint8 (T, 3, H, W) views; conversion to float happens at crop size."""
         cfg, p = self.cfg, self.cfg.preprocess
         size = tuple(cfg.image_size)
         if self.train:
-            x = V.to_float(clips[0])  # (3, T, H, W)
+            x = V.frames_tchw(clips[0])  # (T, 3, H, W) uint8
             if min(x.shape[-2:]) != p.short_side:
                 x = V.resize_short_side(x, p.short_side)
             a = cfg.augment
-            x = V.random_resized_crop(x, size, a.crop_scale, a.crop_ratio, generator)
+            box = V.random_resized_box(x.shape[-2], x.shape[-1], size, a.crop_scale, a.crop_ratio, generator)
+            x = V.resize(V.crop(x, *box), size)
             if a.flip and float(torch.rand(1, generator=generator)) < a.flip:
                 x = V.hflip(x)
-            if a.color_jitter:
-                x = V.color_jitter(x, a.color_jitter, a.color_jitter, a.color_jitter, generator)
-            return V.normalize(x, p.video_norm)
+            if not a.color_jitter:
+                return V.tchw_to_normalized(x, p.video_norm)  # (3, T, h, w)
+            y = V.color_jitter(V.tchw_to_float(x), a.color_jitter, a.color_jitter, a.color_jitter, generator)
+            return V.normalize(y, p.video_norm)
         views = []
         for clip in clips:
-            x = V.to_float(clip)
+            x = V.frames_tchw(clip)
             if cfg.eval_crops == 3:
                 # Three-crop: short side to the crop size, crops along the long side.
                 views += V.three_crop(V.resize_short_side(x, min(size)), size)
@@ -216,7 +220,7 @@ class ClipProcessor:
                 views.append(V.center_crop(x, size))
             else:
                 raise ValueError(f"eval_crops must be 1 or 3, got {cfg.eval_crops}")
-        return V.normalize(torch.stack(views, 1), p.video_norm).transpose(0, 1).contiguous()
+        return torch.stack([V.tchw_to_normalized(v, p.video_norm) for v in views])  # (V, 3, T, h, w)
 
     def audio_views(self, wav: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(K, N) waveform -> train: (T_a, F) (or (N,) waveform); eval: (K * crops, T_a, F).

@@ -28,13 +28,13 @@ class SampleError(RuntimeError):
 class VideoDataset(Dataset):
     """Decodes each manifest row's file on access (PyAV), one sample per row.
 
-    ``train=True``: one random clip, augmented. ``train=False``: ``eval_clips`` x ``eval_crops``
+    ``train=True``: one random clip, augmented (random draws: see ``seed``). ``train=False``: ``eval_clips`` x ``eval_crops``
     views stacked on a leading view axis. Rows whose file is missing raise at construction
     (``missing="error"``) or are left out and listed in ``self.missing`` (``missing="skip"``).
     """
 
     def __init__(self, rows: Sequence[Row], labels: LabelMap, cfg: ClipConfig, train: bool,
-                 missing: str = "error", seed: int = 0, threads: int = 0) -> None:
+                 missing: str = "error", seed: int | None = None, threads: int = 0) -> None:
         present, self.missing = split_missing(rows)
         if self.missing and missing == "error":
             names = ", ".join(f"{r.id} ({r.path})" for r in self.missing[:5])
@@ -55,8 +55,12 @@ class VideoDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.rows[i]
-        # Deterministic per (seed, epoch, index) in training; fixed views in evaluation.
-        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF) if self.train else None
+        # Training draws: from the global torch RNG when seed is None (the train loop seeds it per
+        # (seed, epoch, index): avfusion.train.loop.SeededSamples), else from (seed, epoch, index).
+        # Evaluation views are fixed.
+        g = None
+        if self.train and self.seed is not None:
+            g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
         try:
             seg = FileSegment(row.path, row.start, row.end, self.cfg, self.threads)
             sample = self.proc(seg, g)
