@@ -127,12 +127,15 @@ def fit(
     batch_transform: Callable[[dict, torch.Generator], dict] | None = None,
     sample_weights: torch.Tensor | None = None,
     on_log: Callable[[dict[str, float]], None] | None = None,
+    stop_at: int | None = None,
 ) -> FitResult:
     """Train ``task`` (a Task: model + loss) on ``train_set`` per ``cfg``; returns where it wrote.
 
     ``batch_transform(batch, generator)`` runs on the device batch (mixup, GPU feature
     augmentation) with a generator seeded from (seed, step), so it is resumable too.
     The final model directory (model.safetensors + config.json) is written to ``cfg.run.out``.
+    ``stop_at`` ends the run early at that step (after checkpointing), inside the full schedule:
+    for jobs split over several allocations.
     """
     run = cfg.run
     out = Path(run.out)
@@ -169,6 +172,7 @@ def fit(
         sched.load_state_dict(state["scheduler"])
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         history = [dict(h) for h in state.get("history", [])]
+        _check_same_config(json.loads(state["config"]), to_plain(cfg))
         set_rng_state(state["rng"])
         resumed_from = step
         if info.is_main:
@@ -243,14 +247,15 @@ def fit(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{row.get('clips_per_s', 0):.1f}")
-            if info.is_main and (step % run.save_every == 0 or step == total):
+            stopping = step >= total or (stop_at is not None and step >= stop_at)
+            if info.is_main and (step % run.save_every == 0 or stopping):
                 state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
                          "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rng": rng_state(),
                          "history": history, "config": json.dumps(to_plain(cfg))}
                 save_checkpoint(out, model, extra, state)
-            if step >= total:
+            if stopping:
                 break
-        if step >= total:
+        if step >= total or (stop_at is not None and step >= stop_at):
             break
         epoch, batch_in_epoch = epoch + 1, 0
 
@@ -258,9 +263,34 @@ def fit(
         bar.close()
     if tb is not None:
         tb.close()
-    if info.is_main:
+    if info.is_main and step >= total:
         save_pretrained(model, out)
     return FitResult(out=out, steps=step, history=history, resumed_from=resumed_from)
+
+
+# Keys that may differ between a run and its resumption (where it runs, how it reports).
+_RESUME_FREE = {"run.out", "run.device", "run.progress", "run.tensorboard", "run.log_every", "run.save_every",
+                "data.num_workers", "data.pin_memory", "data.persistent_workers", "data.prefetch_factor",
+                "data.train", "data.val", "data.labels", "run.compile", "run.grad_checkpointing"}
+
+
+def _check_same_config(saved: dict, current: dict) -> None:
+    """Resuming under another config would silently train a different run: refuse, naming the keys."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k != "model_overrides":
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(saved), flat(current)
+    diff = sorted(k for k in set(a) | set(b) if k not in _RESUME_FREE and a.get(k) != b.get(k))
+    if diff:
+        details = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff)
+        raise ValueError(f"the checkpoint in this --out was written with another config ({details}); "
+                         "use a new --out, or the same settings to resume")
 
 
 def _progress(total: int, initial: int, enabled: bool):
