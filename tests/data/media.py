@@ -78,7 +78,12 @@ def make_media(
         data = np.tile(x, (ch, 1))
         fs = as_.codec_context.frame_size or 1024
         for i in range(0, n, fs):
-            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, i : i + fs]), format="fltp", layout=layout)
+            chunk = np.ascontiguousarray(data[:, i : i + fs])
+            if acodec == "pcm_s16le":  # packed int16 frames (WAV)
+                pcm = (chunk.T.reshape(1, -1) * 32767).astype(np.int16)
+                fr = av.AudioFrame.from_ndarray(pcm, format="s16", layout=layout)
+            else:
+                fr = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
             fr.sample_rate = rate
             fr.pts = i
             for p in as_.encode(fr):

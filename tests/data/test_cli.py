@@ -138,3 +138,37 @@ def test_shard_and_file_give_same_eval_views(prepared, corpus, small_cfg):
     diff = (s_file["audio"] - s_shard["audio"]).abs()
     assert diff.mean() < 0.01 and diff.max() < 0.15
     assert torch.equal(s_file["label"], s_shard["label"])
+
+
+def test_cli_usage_and_unreadable_inputs(corpus, tmp_path, capsys):
+    assert cli_main(["--help"]) == 0
+    usage = capsys.readouterr().out
+    assert "validate" in usage and "prepare" in usage
+    assert validate_main([str(corpus.manifest), "--labels", str(tmp_path / "nope.csv")]) == 2
+    assert prepare_main([str(tmp_path / "nope.csv"), "--labels", str(corpus.labels), "--out", str(tmp_path / "o")]) == 2
+    assert "avfusion prepare:" in capsys.readouterr().err
+
+
+def test_validate_probe_only_misses_truncation(corpus, capsys):
+    rc = validate_main([str(corpus.manifest), "--labels", str(corpus.labels), "--json", "--no-decode", *SMALL])
+    errors = {p["id"] for p in json.loads(capsys.readouterr().out)["problems"] if p["severity"] == "error"}
+    assert rc == 1 and errors == corpus.expected_errors - {"truncated"}  # the header looks fine
+
+
+def test_prepare_text_summary(corpus, tmp_path, capsys):
+    rc = prepare_main([str(corpus.manifest), "--labels", str(corpus.labels), "--out", str(tmp_path / "s"), *SMALL])
+    out = capsys.readouterr().out
+    assert rc == 0 and "7 rows written" in out and "7 failed" in out and "missing: FileNotFoundError" in out
+
+
+def test_shard_shuffle_buffer_and_epochs(prepared, corpus, small_cfg):
+    _, summary, out = prepared
+    labels = LabelMap.read(corpus.labels)
+    ordered = [s["id"] for s in ShardDataset(out, labels, small_cfg, train=False)]
+    ds = ShardDataset(out, labels, small_cfg, train=True, shuffle=4, seed=0)
+    e0 = [s["id"] for s in ds]
+    ds.set_epoch(1)
+    e1 = [s["id"] for s in ds]
+    assert sorted(e0) == sorted(e1) == sorted(ordered)
+    assert e0 != ordered and e0 != e1
+    assert [s["id"] for s in ShardDataset(out, labels, small_cfg, train=True, shuffle=4, seed=0)] == e0

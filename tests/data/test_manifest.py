@@ -109,3 +109,21 @@ def test_esc50_adapter(tmp_path):
     rows, lm = adapters.esc50(f, root=tmp_path, folds=[2])
     assert [r.id for r in rows] == ["1-100038-A-14"] and rows[0].path == str(tmp_path / "audio" / "1-100038-A-14.wav")
     assert lm.encode(rows[0].labels) == 1
+
+
+def test_esc50_wav_end_to_end(tmp_path, small_cfg):
+    """ESC-50 annotations -> rows -> dataset: a 44.1 kHz WAV decodes as audio-only."""
+    from media import make_media
+
+    from avfusion.data.datasets import VideoDataset, collate
+
+    (tmp_path / "audio").mkdir()
+    make_media(tmp_path / "audio" / "1-100032-A-0.wav", duration=1.2, video=False, acodec="pcm_s16le", layout="mono")
+    meta = _write(tmp_path / "esc50.csv", "filename,fold,target,category,esc10,src_file,take\n"
+                  "1-100032-A-0.wav,1,0,dog,True,100032,A\n")
+    rows, lm = adapters.esc50(meta, root=tmp_path)
+    s = VideoDataset(rows, lm, small_cfg, train=True, seed=0)[0]
+    assert s["has_video"] is False and "video" not in s
+    assert s["audio"].shape == (100, 128) and s["label"] == 0
+    batch = collate([s])
+    assert "video" not in batch and batch["label"].tolist() == [0]
