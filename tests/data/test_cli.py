@@ -172,3 +172,11 @@ def test_shard_shuffle_buffer_and_epochs(prepared, corpus, small_cfg):
     assert sorted(e0) == sorted(e1) == sorted(ordered)
     assert e0 != ordered and e0 != e1
     assert [s["id"] for s in ShardDataset(out, labels, small_cfg, train=True, shuffle=4, seed=0)] == e0
+
+
+def test_prepare_empty_manifest(corpus, tmp_path, capsys):
+    m = tmp_path / "empty.csv"
+    m.write_text("id,path,start,end,labels\n")
+    rc = prepare_main([str(m), "--labels", str(corpus.labels), "--out", str(tmp_path / "s"), "--json", *SMALL])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and (out["ok"], out["failed"], out["failures"], out["shards"]) == (0, 0, [], [])

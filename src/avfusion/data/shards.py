@@ -151,6 +151,9 @@ def write_shards(
             sample["__key__"] = f"{res.ok:09d}"
             sink.write(sample)
             res.ok += 1
+    if res.ok == 0:  # ShardWriter opens its first tar eagerly: leave no empty shard behind
+        for p in out.glob("shard-*.tar"):
+            p.unlink()
     res.shards = sorted(str(p) for p in out.glob("shard-*.tar"))
     with open(out / "prepare.json", "w") as f:
         json.dump(res.to_dict(), f, indent=1)
