@@ -10,6 +10,7 @@ Three paths over the same clips (MBT's AudioSet sizes by default: 32 frames ever
   the short side, random resized crop, flip, fbank, normalisation, SpecAugment.
 - ``shards``: ``ShardDataset`` (train mode) over shards made by ``avfusion prepare``: JPEG
   decoding of the needed frames only + the same transforms.
+- ``shards-h264``: the same over ``--video-format h264`` shards (256p H.264, 16-frame GOPs).
 
 Usage::
 
@@ -148,24 +149,29 @@ def main(argv: list[str] | None = None) -> int:
             w, h = (int(x) for x in a.size.split("x"))
             rows, labels = make_clips(root, a.clips, a.seconds, (w, h)), LabelMap.from_names(["a"])
         res = write_shards(rows, labels, cfg, root / "shards", max_count=64)
-        assert res.failed == 0, res.failures
+        res264 = write_shards(rows, labels, cfg, root / "shards264", max_count=64, video_format="h264")
+        assert res.failed == 0 and res264.failed == 0, res.failures + res264.failures
         n = len(rows) * a.repeat
         ds = VideoDataset(rows, labels, cfg, train=True, seed=0)
         sds = ShardDataset(root / "shards", labels, cfg, train=True, shuffle=0)
+        sds264 = ShardDataset(root / "shards264", labels, cfg, train=True, shuffle=0)
         results = [
             run("pyav-floor", lambda: [pyav_floor(rows, cfg, s) for s in range(a.repeat)], n),
             run("mp4", lambda: [ds[i % len(ds)] for i in range(n)], n),
             run("shards", lambda: [s for _ in range(a.repeat) for s in sds], n),
+            run("shards-h264", lambda: [s for _ in range(a.repeat) for s in sds264], n),
         ]
         shard_mb = sum(os.path.getsize(s) for s in res.shards) / 1e6
+        shard264_mb = sum(os.path.getsize(s) for s in res264.shards) / 1e6
         src_mb = sum(os.path.getsize(r.path) for r in rows) / 1e6
     info = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "torch": torch.__version__, "av": av.__version__, "clip": "32 frames / 2 @ 25 fps, 224^2, 800x128 fbank",
-            "source_MB": round(src_mb, 1), "shards_MB": round(shard_mb, 1), "results": results}
+            "source_MB": round(src_mb, 1), "shards_MB": round(shard_mb, 1),
+            "shards_h264_MB": round(shard264_mb, 1), "results": results}
     print(f"{'path':<12} {'clips':>6} {'seconds':>8} {'clips/s/worker':>15}")
     for r in results:
         print(f"{r['path']:<12} {r['clips']:>6} {r['seconds']:>8.2f} {r['clips_per_s']:>15.2f}")
-    print(f"source {src_mb:.1f} MB, shards {shard_mb:.1f} MB; {info['machine']}")
+    print(f"source {src_mb:.1f} MB, shards {shard_mb:.1f} MB (jpeg), {shard264_mb:.1f} MB (h264); {info['machine']}")
     if a.json:
         Path(a.json).write_text(json.dumps(info, indent=1))
     return 0

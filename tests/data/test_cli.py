@@ -180,3 +180,21 @@ def test_prepare_empty_manifest(corpus, tmp_path, capsys):
     rc = prepare_main([str(m), "--labels", str(corpus.labels), "--out", str(tmp_path / "s"), "--json", *SMALL])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and (out["ok"], out["failed"], out["failures"], out["shards"]) == (0, 0, [], [])
+
+
+def test_h264_shards_round_trip(corpus, tmp_path, small_cfg, capsys):
+    from media import read_index
+
+    rc = prepare_main([str(corpus.good_manifest), "--labels", str(corpus.labels), "--out", str(tmp_path / "h"),
+                       "--json", "--video-format", "h264", *SMALL])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0 and summary["ok"] == 7 and summary["failed"] == 0
+    by_id = {ShardSegment(s).meta["id"]: ShardSegment(s) for url in summary["shards"] for s in _group(url)}
+    frames, v = by_id["good_a"].frames(grid_times(0, 3, 25))
+    assert frames.shape == (75, 64, 84, 3) and v == 75  # 85 columns cropped to even
+    assert [read_index(f) for f in frames] == list(range(75))
+    frames, _ = by_id["odd"].frames(np.array([0.5, 0.1, 0.5]))  # any order, repeats
+    assert [read_index(f) for f in frames] == [12, 2, 12]
+    labels = LabelMap.read(corpus.labels)
+    s = next(iter(ShardDataset(tmp_path / "h", labels, small_cfg, train=True)))
+    assert s["video"].shape == (3, 4, 48, 48)

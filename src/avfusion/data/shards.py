@@ -4,8 +4,11 @@ One tar member group per row (key = zero-padded running number; the row's id is 
 since WebDataset keys cannot hold dots):
 - ``<key>.json``: id, labels (strings), segment start / end, fps, sample_rate, presence flags,
   number of real frames / samples;
-- ``<key>.frames.msgpack``: list of JPEG bytes, the segment's frames on the ``fps`` grid, short
-  side resized to ``short_side`` (MJPEG through PyAV, no image library needed);
+- video, the segment's frames on the ``fps`` grid, short side resized to ``short_side``, as either
+  ``<key>.frames.msgpack`` (``video_format="jpeg"``, default: a list of JPEG bytes, MJPEG through
+  PyAV; a clip decodes only its own frames: fastest) or ``<key>.frames.mp4``
+  (``video_format="h264"``: H.264 crf 23, 16-frame GOPs, odd sizes cropped by one pixel to even;
+  about 10x smaller than JPEG, slower to read);
 - ``<key>.audio.pcm``: the segment's audio, 16 kHz mono int16 little-endian (PCM: 96 dB of range,
   far below the noise floor of compressed source audio; half of float32).
 
@@ -33,9 +36,10 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from avfusion.data.clips import ClipConfig, ClipProcessor
-from avfusion.data.decode import DecodeError, decode, grid_times, open_container, probe_container
+from avfusion.data.decode import DecodeError, decode, decode_video, grid_times, open_container, probe_container
 from avfusion.data.manifest import LabelMap, Row, UnknownLabel
 
+VIDEO_FORMATS = ("jpeg", "h264")
 JPEG_QUALITY = 3  # MJPEG qscale (2 = best .. 31): ~visually lossless at a few KB per 256p frame
 
 
@@ -57,6 +61,29 @@ def encode_jpegs(frames: np.ndarray, qscale: int = JPEG_QUALITY) -> list[bytes]:
         pk = enc.encode(vf)
         out.append(b"".join(bytes(p) for p in pk))
     return out
+
+
+def encode_h264(frames: np.ndarray, fps: float, crf: int = 23, gop: int = 16) -> bytes:
+    """uint8 (T, H, W, 3) -> an in-memory mp4; frame j has pts j at time base 1 / fps.
+
+    4:2:0 needs even sizes: an odd last row / column is dropped."""
+    t, h, w = frames.shape[:3]
+    h2, w2 = h - h % 2, w - w % 2
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as c:
+        rate = Fraction(fps).limit_denominator(1001)
+        s = c.add_stream("libx264", rate=rate)
+        s.width, s.height, s.pix_fmt = w2, h2, "yuv420p"
+        s.time_base = 1 / rate
+        s.options = {"preset": "veryfast", "crf": str(crf), "g": str(gop), "bf": "0"}
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[:h2, :w2]), format="rgb24")
+            vf.pts = i
+            for pk in s.encode(vf):
+                c.mux(pk)
+        for pk in s.encode(None):
+            c.mux(pk)
+    return buf.getvalue()
 
 
 def decode_jpegs(jpegs: Sequence[bytes]) -> np.ndarray:
@@ -82,8 +109,10 @@ class PrepareResult:
         return {"ok": self.ok, "failed": self.failed, "failures": self.failures, "shards": self.shards}
 
 
-def encode_row(row: Row, labels: LabelMap, cfg: ClipConfig) -> dict[str, Any]:
+def encode_row(row: Row, labels: LabelMap, cfg: ClipConfig, video_format: str = "jpeg") -> dict[str, Any]:
     """Decode one row's whole segment into a WebDataset sample (bytes values). Raises on bad input."""
+    if video_format not in VIDEO_FORMATS:
+        raise ValueError(f"video_format must be one of {VIDEO_FORMATS}, got {video_format!r}")
     bad = labels.unknown(row.labels)
     if bad:
         raise UnknownLabel(";".join(bad))
@@ -108,10 +137,13 @@ def encode_row(row: Row, labels: LabelMap, cfg: ClipConfig) -> dict[str, Any]:
         "sample_rate": p.sample_rate, "short_side": p.short_side,
         "has_video": d.video is not None, "has_audio": d.audio is not None,
         "video_valid": d.video_valid, "audio_range": list(d.audio_range),
+        "num_frames": 0 if d.video is None else len(d.video),
     }
     sample: dict[str, Any] = {"json": json.dumps(meta).encode()}
-    if d.video is not None:
+    if d.video is not None and video_format == "jpeg":
         sample["frames.msgpack"] = msgpack.packb(encode_jpegs(d.video))
+    elif d.video is not None:
+        sample["frames.mp4"] = encode_h264(d.video, p.fps)
     if d.audio is not None:
         pcm = np.clip(np.round(d.audio * 32767.0), -32768, 32767).astype("<i2")
         sample["audio.pcm"] = pcm.tobytes()
@@ -126,6 +158,7 @@ def write_shards(
     max_count: int = 256,
     max_size: float = 1e9,
     progress: Callable[[Iterable[Row]], Iterable[Row]] | None = None,
+    video_format: str = "jpeg",
 ) -> PrepareResult:
     """Write ``out_dir/shard-%06d.tar``; each failing row is recorded with its reason, never fatal."""
     out = Path(out_dir)
@@ -142,7 +175,7 @@ def write_shards(
                     raise ValueError(f"duplicate id {row.id!r}")
                 if not os.path.isfile(row.path):
                     raise FileNotFoundError(f"file not found: {row.path}")
-                sample = encode_row(row, labels, cfg)
+                sample = encode_row(row, labels, cfg, video_format)
             except (DecodeError, ValueError, KeyError, FileNotFoundError, av.FFmpegError) as e:
                 res.failed += 1
                 res.failures.append({"id": row.id, "path": row.path, "reason": f"{type(e).__name__}: {e}"})
@@ -173,16 +206,24 @@ class ShardSegment:
         self.start, self.end = float(self.meta["start"]), float(self.meta["end"])
         self.fps, self.sr = float(self.meta["fps"]), int(self.meta["sample_rate"])
         self.has_video, self.has_audio = bool(self.meta["has_video"]), bool(self.meta["has_audio"])
-        self._jpegs = msgpack.unpackb(sample["frames.msgpack"]) if self.has_video else []
+        self._jpegs = msgpack.unpackb(sample["frames.msgpack"]) if "frames.msgpack" in sample else None
+        self._mp4: bytes | None = sample.get("frames.mp4")
+        if self.has_video and self._jpegs is None and self._mp4 is None:
+            raise ValueError(f"shard sample {self.meta['id']!r} has video but no frames member")
         self._pcm = np.frombuffer(sample["audio.pcm"], dtype="<i2") if self.has_audio else None
 
     def frames(self, times: np.ndarray) -> tuple[np.ndarray, int]:
-        n = len(self._jpegs)
+        n = int(self.meta["num_frames"])
         idx = np.floor((np.asarray(times) - self.start) * self.fps + 1e-3).astype(int)  # frame shown at t
         valid = int(((idx >= 0) & (idx < self.meta["video_valid"])).sum())
         idx = idx.clip(0, n - 1)
         uniq, inv = np.unique(idx, return_inverse=True)  # decode each stored frame once
-        return decode_jpegs([self._jpegs[i] for i in uniq])[inv], valid
+        if self._jpegs is not None:
+            return decode_jpegs([self._jpegs[i] for i in uniq])[inv], valid
+        assert self._mp4 is not None
+        with av.open(io.BytesIO(self._mp4)) as c:
+            got, _ = decode_video(c, uniq / self.fps)  # stored frame j sits at j / fps
+        return got[inv], valid
 
     def audio(self, t0: float, t1: float) -> tuple[np.ndarray, int]:
         assert self._pcm is not None
