@@ -33,7 +33,7 @@ class VideoDataset(Dataset):
     (``missing="error"``) or are left out and listed in ``self.missing`` (``missing="skip"``).
     """
 
-    def __init__(self, rows: Sequence[Row], labels: LabelMap, cfg: ClipConfig, train: bool,
+    def __init__(self, rows: Sequence[Row], labels: LabelMap | None, cfg: ClipConfig, train: bool,
                  missing: str = "error", seed: int | None = None, threads: int = 0) -> None:
         present, self.missing = split_missing(rows)
         if self.missing and missing == "error":
@@ -64,7 +64,8 @@ class VideoDataset(Dataset):
         try:
             seg = FileSegment(row.path, row.start, row.end, self.cfg, self.threads)
             sample = self.proc(seg, g)
-            sample["label"] = self.labels.encode(row.labels)
+            if self.labels is not None:  # None: unlabelled use (contrastive pre-training, prediction)
+                sample["label"] = self.labels.encode(row.labels)
         except (DecodeError, ValueError, KeyError) as e:
             raise SampleError(f"row {row.id!r} ({row.path}): {e}") from e
         sample["id"] = row.id
@@ -83,8 +84,12 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
             continue
         ref = next(s[mod] for s in samples if s.get(f"has_{mod}", mod in s))
         batch[mod] = torch.stack([s[mod] if f else torch.zeros_like(ref) for s, f in zip(samples, flag.tolist())])
-    labels = [s["label"] for s in samples]
-    if isinstance(labels[0], dict):
+    labels = [s["label"] for s in samples if "label" in s]
+    if not labels:
+        pass
+    elif len(labels) != len(samples):
+        raise ValueError("collate: some samples have a label and some do not")
+    elif isinstance(labels[0], dict):
         batch["label"] = {k: torch.tensor([lab[k] for lab in labels]) for k in labels[0]}
     elif torch.is_tensor(labels[0]):
         batch["label"] = torch.stack(labels)
@@ -98,13 +103,21 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def split_by_presence(batch: dict[str, Any]) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
     """Yield (indices, sub-batch) per presence pattern; each sub-batch has only its real
     modalities as keys, so a model's missing-modality path is used honestly."""
-    hv = batch.get("has_video", torch.zeros(len(batch["id"]), dtype=torch.bool))
-    ha = batch.get("has_audio", torch.zeros(len(batch["id"]), dtype=torch.bool))
+    n = next(len(batch[m]) for m in ("video", "audio") if batch.get(m) is not None)
+    # Without flags a modality counts as present exactly when its key is in the batch.
+    hv = batch.get("has_video", torch.full((n,), batch.get("video") is not None, dtype=torch.bool))
+    ha = batch.get("has_audio", torch.full((n,), batch.get("audio") is not None, dtype=torch.bool))
+    if batch.get("video") is None:
+        hv = torch.zeros(n, dtype=torch.bool)
+    if batch.get("audio") is None:
+        ha = torch.zeros(n, dtype=torch.bool)
+    if not (hv | ha).all():
+        raise ValueError("a sample in the batch has neither audio nor video")
     for v, a in ((True, True), (True, False), (False, True)):
-        idx = torch.nonzero((hv == v) & (ha == a)).flatten()
+        idx = torch.nonzero((hv.cpu() == v) & (ha.cpu() == a)).flatten()
         if len(idx) == 0:
             continue
-        sub: dict[str, Any] = {"id": [batch["id"][i] for i in idx.tolist()]}
+        sub: dict[str, Any] = {"id": [batch["id"][i] for i in idx.tolist()]} if "id" in batch else {}
         if v:
             sub["video"] = batch["video"][idx]
         if a:

@@ -92,13 +92,17 @@ class AVModel(nn.Module):
         """The classifier layers (name -> Linear); overridden by each family."""
         raise NotImplementedError
 
-    def reset_classifier(self, num_classes: int, class_names: list[str] | None = None) -> None:
+    def reset_classifier(self, num_classes: int, class_names: list[str] | None = None, task: str | None = None,
+                         class_splits: dict[str, int] | None = None) -> None:
         """Replace every classifier head with a fresh one for ``num_classes`` classes."""
         for name, head in self.heads().items():
             new = nn.Linear(head.in_features, num_classes, device=head.weight.device, dtype=head.weight.dtype)
             self._init_head(new)
             self._set_head(name, new)
-        self.cfg = self.cfg.replace(num_classes=num_classes, class_names=class_names, class_splits=None)
+        if task is None:
+            task = "single" if self.cfg.task == "multihead" else self.cfg.task
+        self.cfg = self.cfg.replace(num_classes=num_classes, class_names=class_names, class_splits=class_splits,
+                                    task=task)
 
     def _set_head(self, name: str, head: nn.Linear) -> None:
         raise NotImplementedError

@@ -60,7 +60,8 @@ class ModelConfig:
     modalities: tuple[str, ...] = MODALITIES
     fusion: str = "bottleneck"
     share_weights: bool = False
-    # classes
+    # classes; task says how scores read: "multilabel" (sigmoid), "single" or "multihead" (softmax)
+    task: str = "multilabel"
     num_classes: int = 527
     class_names: list[str] | None = None
     class_splits: dict[str, int] | None = None  # multi-head tasks, e.g. {"verb": 97, "noun": 300}
@@ -140,6 +141,13 @@ class ModelConfig:
         if self.family == "masked" and self.fusion != "unimodal" and self.num_fusion_tokens == 0:
             if self.fusion in ("zorro", "bottleneck_mask"):
                 raise bad(f"fusion={self.fusion!r} needs num_fusion_tokens >= 1")
+        if self.task not in ("multilabel", "single", "multihead"):
+            raise bad(f"task must be multilabel, single or multihead, got {self.task!r}")
+        if (self.task == "multihead") != (self.class_splits is not None):
+            raise bad("task 'multihead' goes with class_splits (and only it)")
+        if self.spec_size[1] != self.preprocess.num_mel_bins:
+            raise bad(f"spec_size {self.spec_size} has {self.spec_size[1]} mel bins but preprocess.num_mel_bins "
+                      f"is {self.preprocess.num_mel_bins}; set both")
         if self.gelu not in ("tanh", "none"):
             raise bad(f"gelu must be 'tanh' or 'none', got {self.gelu!r}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
