@@ -142,7 +142,11 @@ def test_noise_buries_the_word():
 
 def test_deterministic_and_worker_independent(data, tmp_path):
     out, _ = data
-    again = A.generate(tmp_path / "again", N["train"], N["val"], N["test"], seed=1, workers=2, **KW)
+    seen = []
+    again = A.generate(tmp_path / "again", N["train"], N["val"], N["test"], seed=1, workers=2,
+                       progress=lambda done, total: seen.append((done, total)), **KW)
+    total = sum(N.values())
+    assert seen == [(i, total) for i in range(1, total + 1)]
     for path in sorted(out.glob("*/*.mp4")):
         assert path.read_bytes() == (Path(again["out_dir"]) / path.relative_to(out)).read_bytes()
     for name in ("labels.csv", "train.csv", "val.csv", "test.csv"):
