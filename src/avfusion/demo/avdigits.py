@@ -139,11 +139,13 @@ def load_images() -> tuple[np.ndarray, np.ndarray]:
 def _upscale(img: np.ndarray, s: int) -> np.ndarray:
     """Bilinear resize of an (h, w) image to (s, s)."""
     h, w = img.shape
+
     def axis(n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = np.clip((np.arange(s) + 0.5) * n_in / s - 0.5, 0, n_in - 1)
         i0 = np.floor(x).astype(int)
         i1 = np.minimum(i0 + 1, n_in - 1)
         return i0, i1, (x - i0).astype(np.float32)
+
     y0, y1, wy = axis(h)
     x0, x1, wx = axis(w)
     top = img[y0][:, x0] * (1 - wx) + img[y0][:, x1] * wx
