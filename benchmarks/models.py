@@ -3,6 +3,9 @@
 Runs avfusion.bench.bench_model over a fixed list of (model, attn_impl, settings) and prints the
 tables of benchmarks/README.md ("Model speed") as markdown, with the machine and load average.
 
+Timed steps go round-robin over the models of a suite (all held in memory), so load from other
+processes on a shared machine hits every model alike and the ratios stay meaningful.
+
 - ``cpu``: ViT-B widths at reduced inputs so a 2-core CPU finishes: 8 frames of 224 x 224
   (4 x 14 x 14 = 784 video tokens) and an 800 x 128 spectrogram (400 audio tokens), batch 1,
   forward + backward; zorro_vit_base with 'auto' (split) and 'dense' masks, mbt_base and
@@ -22,7 +25,7 @@ from typing import Any
 
 import torch
 
-from avfusion.bench import BenchConfig, attn_ratios, bench_model, load_average, scheme_ratios
+from avfusion.bench import BenchConfig, attn_ratios, bench_models, load_average, scheme_ratios
 
 CPU_INPUTS = {"num_frames": 8}
 
@@ -83,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write every result row as JSON")
     args = p.parse_args(argv)
     start = load_average()
-    rows = []
-    for name, bc, overrides in suite(args.suite, args.repeats):
-        rows += bench_model(name, bc, **overrides)
-        r = rows[-1]
-        print(f"{name} {r['attn_impl']} ckpt={r['grad_checkpointing']}: {r['ms_per_step']:.0f} ms "
-              f"{r['times_s']} load {r['load_avg']}", file=sys.stderr, flush=True)
+    # Round-robin timing (all models held at once) so load drift hits every model alike;
+    # the checkpointing suite runs in turn, so each peak-memory step sees only its own model.
+    rows = bench_models(suite(args.suite, args.repeats), interleave=args.suite != "ckpt")
+    for r in rows:
+        print(f"{r['model']} {r['attn_impl']} ckpt={r['grad_checkpointing']}: {r['ms_per_step']:.0f} ms "
+              f"{r['times_s']} peak {r['peak_mem_mib']} MiB", file=sys.stderr, flush=True)
     end = load_average()
     print(f"machine: {platform.machine()} {rows[0]['device']}, torch {torch.__version__}; "
           f"load average at start {start}, at end {end}\n")

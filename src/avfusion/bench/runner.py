@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,7 +27,7 @@ import torch
 
 from avfusion.bench.memory import measure_peak
 from avfusion.bench.peaks import device_name, matmul_precision, mfu
-from avfusion.bench.timing import load_average, time_fn
+from avfusion.bench.timing import Timing, load_average, synchronize
 from avfusion.models.config import ModelConfig
 from avfusion.models.flops import count_flops
 from avfusion.models.registry import build_model, get_model_config
@@ -82,84 +83,137 @@ def model_gflops(cfg: ModelConfig) -> tuple[float, float]:
     return useful, run
 
 
-def bench_model(name: str | ModelConfig, bc: BenchConfig | None = None, **overrides: Any) -> list[dict[str, Any]]:
-    """Benchmark one model under ``bc``; one result row per mode."""
-    bc = bc or BenchConfig()
-    cfg = name if isinstance(name, ModelConfig) else get_model_config(name, **overrides)
-    if isinstance(name, ModelConfig) and overrides:
-        cfg = cfg.replace(**overrides)
-    if bc.attn_impl is not None:
-        cfg = cfg.replace(attn_impl=bc.attn_impl)
-    device = resolve_device(bc.device)
-    torch.manual_seed(bc.seed)
-    model = build_model(cfg).to(device)
-    model.set_grad_checkpointing(bc.grad_checkpointing)
-    inputs = model.example_inputs(bc.batch_size, device=device)
-    gflops, gflops_run = model_gflops(cfg)
-    autocast: Callable[[], Any] = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bc.precision == "bf16"
-        else contextlib.nullcontext
-    )
-    opt = _optimizer(model, bc, device)
-    compiled: Any = torch.compile(model) if bc.compile else model
-    compile_note = "on" if bc.compile else "off"
+class _Case:
+    """One (model, settings) pair made ready to run: model, inputs, FLOPs, and a step per mode."""
 
-    def run_fn(mode: str) -> Callable[[], Any]:
-        if mode == "fwd":
-            def fwd() -> Any:
-                with torch.inference_mode(), autocast():
-                    return compiled(inputs).logits
-            return fwd
+    def __init__(self, name: str | ModelConfig, bc: BenchConfig, overrides: dict[str, Any]):
+        cfg = name if isinstance(name, ModelConfig) else get_model_config(name, **overrides)
+        if isinstance(name, ModelConfig) and overrides:
+            cfg = cfg.replace(**overrides)
+        if bc.attn_impl is not None:
+            cfg = cfg.replace(attn_impl=bc.attn_impl)
+        self.cfg, self.bc, self.overrides = cfg, bc, overrides
+        self.device = resolve_device(bc.device)
+        torch.manual_seed(bc.seed)
+        self.model = build_model(cfg).to(self.device)
+        self.model.set_grad_checkpointing(bc.grad_checkpointing)
+        self.inputs = self.model.example_inputs(bc.batch_size, device=self.device)
+        self.gflops, self.gflops_run = model_gflops(cfg)
+        self.opt = _optimizer(self.model, bc, self.device)
+        self.compiled: Any = torch.compile(self.model) if bc.compile else self.model
+        self.compile_note = "on" if bc.compile else "off"
 
-        def step() -> None:
-            with autocast():
-                out = compiled(inputs)
+    def _autocast(self) -> Any:
+        if self.bc.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def step_fn(self, mode: str) -> Callable[[], Any]:
+        model, inputs, opt = self.model, self.inputs, self.opt
+
+        def fwd() -> Any:
+            model.eval()
+            with torch.inference_mode(), self._autocast():
+                return self.compiled(inputs).logits
+
+        def fwdbwd() -> None:
+            model.train()
+            with self._autocast():
+                out = self.compiled(inputs)
                 loss = sum(o.float().mean() for o in out.outputs.values())
             loss.backward()
             if opt is not None:
                 opt.step()
             model.zero_grad(set_to_none=True)
-        return step
 
-    rows = []
-    dev_name = device_name(device)
-    for mode in bc.modes:
-        model.train(mode == "fwdbwd")
-        fn = run_fn(mode)
-        if bc.compile:
+        return fwd if mode == "fwd" else fwdbwd
+
+    def warm(self, mode: str) -> None:
+        """The warm-up calls; with compile, the first one compiles (and falls back if it cannot)."""
+        fn = self.step_fn(mode)
+        if self.bc.compile and self.compiled is not self.model:
             try:
-                fn()  # compiles here; an error means torch.compile cannot handle this setting
+                fn()
             except Exception as e:  # an optimisation: say why it is off and measure eagerly
-                print(f"torch.compile failed for {cfg.name} {mode} ({type(e).__name__}: {e}); "
+                print(f"torch.compile failed for {self.cfg.name} {mode} ({type(e).__name__}: {e}); "
                       "measuring eagerly", file=sys.stderr)
-                compiled, compile_note = model, f"failed ({type(e).__name__})"
-                fn = run_fn(mode)
-        timing = time_fn(fn, warmup=bc.warmup, repeats=bc.repeats, device=device)
-        peak = None
-        if bc.memory:
-            if device.type == "cpu":
-                _trim_cpu_heap()
-            peak = measure_peak(fn, device)
+                self.compiled, self.compile_note = self.model, f"failed ({type(e).__name__})"
+        for _ in range(self.bc.warmup):
+            self.step_fn(mode)()
+        synchronize(self.device)
+
+    def row(self, mode: str, times: list[float], peak: Any) -> dict[str, Any]:
+        bc, cfg = self.bc, self.cfg
+        timing = Timing(times, bc.warmup)
         sec = timing.median
-        step_gflops = gflops * bc.batch_size * (3 if mode == "fwdbwd" else 1)
+        step_gflops = self.gflops * bc.batch_size * (3 if mode == "fwdbwd" else 1)
         tflops = 2 * step_gflops / sec / 1e3  # hardware convention: 2 FLOPs per multiply-add
-        util = mfu(tflops, dev_name, matmul_precision(bc.precision)) if device.type == "cuda" else None
-        rows.append({
+        dev_name = device_name(self.device)
+        util = mfu(tflops, dev_name, matmul_precision(bc.precision)) if self.device.type == "cuda" else None
+        return {
             "model": cfg.name, "mode": mode, "attn_impl": cfg.attn_impl, "batch_size": bc.batch_size,
-            "precision": bc.precision, "compile": compile_note, "grad_checkpointing": bc.grad_checkpointing,
+            "precision": bc.precision, "compile": self.compile_note, "grad_checkpointing": bc.grad_checkpointing,
             "optimizer": bc.optimizer if mode == "fwdbwd" else "none",
             "ms_per_step": 1e3 * sec, "iqr_ms": 1e3 * timing.iqr, "clips_per_s": bc.batch_size / sec,
             "peak_mem_mib": None if peak is None else round(peak.mib, 1),
             "mem_method": None if peak is None else peak.method,
-            "gflops": round(gflops, 3), "gflops_run": round(gflops_run, 3),
+            "gflops": round(self.gflops, 3), "gflops_run": round(self.gflops_run, 3),
             "tflops": tflops, "mfu": util,
             "family": cfg.family, "fusion": cfg.fusion, "fusion_layer": cfg.fusion_layer,
             "tokens": _token_counts(cfg),
             "device": dev_name, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "load_avg": load_average(), "times_s": [round(t, 5) for t in timing.times],
-            "config": {"bench": asdict(bc), "overrides": overrides},
-        })
+            "load_avg": load_average(), "times_s": [round(t, 5) for t in times],
+            "config": {"bench": asdict(bc), "overrides": self.overrides},
+        }
+
+
+def bench_models(specs: list[tuple[str | ModelConfig, BenchConfig, dict[str, Any]]],
+                 interleave: bool = True) -> list[dict[str, Any]]:
+    """Benchmark several (model, settings, overrides); one result row per spec and mode.
+
+    With ``interleave`` the timed steps go round-robin (spec 1, spec 2, ..., spec 1, ...), so a
+    change of load on a shared machine hits every spec alike and their ratios stay meaningful;
+    every model is held in memory at once. Without it each spec is timed in turn.
+    """
+    cases = [_Case(name, bc, dict(ov)) for name, bc, ov in specs]
+    work = [(c, mode) for c in cases for mode in c.bc.modes]
+    times: dict[int, list[float]] = {i: [] for i in range(len(work))}
+
+    def timed(i: int) -> None:
+        c, mode = work[i]
+        fn = c.step_fn(mode)
+        synchronize(c.device)
+        t0 = time.perf_counter()
+        fn()
+        synchronize(c.device)
+        times[i].append(time.perf_counter() - t0)
+
+    if interleave:
+        for c, mode in work:
+            c.warm(mode)
+        for _ in range(max(c.bc.repeats for c in cases)):
+            for i, (c, _mode) in enumerate(work):
+                if len(times[i]) < c.bc.repeats:
+                    timed(i)
+    else:
+        for i, (c, mode) in enumerate(work):
+            c.warm(mode)
+            for _ in range(c.bc.repeats):
+                timed(i)
+    rows = []
+    for i, (c, mode) in enumerate(work):
+        peak = None
+        if c.bc.memory:
+            if c.device.type == "cpu":
+                _trim_cpu_heap()
+            peak = measure_peak(c.step_fn(mode), c.device)
+        rows.append(c.row(mode, times[i], peak))
     return rows
+
+
+def bench_model(name: str | ModelConfig, bc: BenchConfig | None = None, **overrides: Any) -> list[dict[str, Any]]:
+    """Benchmark one model under ``bc``; one result row per mode."""
+    return bench_models([(name, bc or BenchConfig(), overrides)])
 
 
 def _optimizer(model: torch.nn.Module, bc: BenchConfig, device: torch.device) -> torch.optim.Optimizer | None:

@@ -2,7 +2,8 @@
 
 Measures forward (inference mode) and forward + backward (a training step, loss summed over
 every output head) on random inputs at the configured sizes: median ms per step over
-``--repeats`` timed steps after ``--warmup``, clips/s, peak memory of one step (CUDA:
+``--repeats`` timed steps after ``--warmup``, taken round-robin over the models (so load from
+other processes hits all alike), clips/s, peak memory of one step (CUDA:
 max_memory_allocated; CPU: peak RSS delta, see avfusion/bench/memory.py), model GFLOPs per clip
 (one multiply-add = one FLOP), achieved TFLOP/s (2 FLOPs per multiply-add) and MFU against the
 datasheet peak of known GPUs (avfusion/bench/peaks.py). Then ratio tables: dense masks against
@@ -18,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from avfusion.bench.runner import BenchConfig, attn_ratios, bench_model, scheme_ratios
+from avfusion.bench.runner import BenchConfig, attn_ratios, bench_models, scheme_ratios
 from avfusion.bench.timing import load_average
 from avfusion.cli._common import parse_overrides, print_json, print_table
 from avfusion.layers.attention import ATTN_IMPLS
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory step")
+    p.add_argument("--no-interleave", action="store_true",
+                   help="time each model in turn instead of round-robin (round-robin keeps ratios fair "
+                        "on a loaded machine but holds every model in memory at once)")
     p.add_argument("--json", action="store_true", help="end with one JSON line per result and ratio")
     p.add_argument("--out", default=None, help="also write all results as one JSON file")
     args = p.parse_args(argv)
@@ -71,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--attn-impl must be among {ATTN_IMPLS}, got {impl!r}")
     fused = {"auto": None, "on": True, "off": False}[args.fused]
 
-    rows = []
+    specs = []
     for name in names:
         for impl in impls:
             bc = BenchConfig(batch_size=args.batch_size, modes=_MODES[args.mode], precision=args.precision,
                              compile=args.compile, grad_checkpointing=args.grad_checkpointing,
                              attn_impl=impl, optimizer=args.optimizer, fused=fused, device=args.device,
                              warmup=args.warmup, repeats=args.repeats, memory=not args.no_memory)
-            rows += bench_model(name, bc, **overrides)
+            specs.append((name, bc, overrides))
+    rows = bench_models(specs, interleave=not args.no_interleave)
 
     table = [{"model": r["model"], "attn": r["attn_impl"], "mode": r["mode"], "batch": r["batch_size"],
               "ms/step": f"{r['ms_per_step']:.1f}", "iqr ms": f"{r['iqr_ms']:.1f}",
