@@ -63,6 +63,8 @@ def _flex_fn(device: torch.device) -> Callable[..., torch.Tensor]:
 
     if device.type != "cuda":
         return _eager_flex
+    if torch.compiler.is_compiling():  # inside a compiled model: the outer compile fuses it
+        return flex_attention
     if _FLEX_COMPILED is None:
         _FLEX_COMPILED = torch.compile(flex_attention, dynamic=False)
     return _FLEX_COMPILED
