@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -50,6 +51,7 @@ class BenchConfig:
     repeats: int = 5
     memory: bool = True
     seed: int = 0
+    threads: int | None = None  # torch.set_num_threads for the run (None: leave as is)
 
     def __post_init__(self) -> None:
         self.modes = tuple(self.modes)
@@ -142,7 +144,7 @@ class _Case:
             self.step_fn(mode)()
         synchronize(self.device)
 
-    def row(self, mode: str, times: list[float], peak: Any) -> dict[str, Any]:
+    def row(self, mode: str, times: list[float], peak: Any, cpu_times: list[float]) -> dict[str, Any]:
         bc, cfg = self.bc, self.cfg
         timing = Timing(times, bc.warmup)
         sec = timing.median
@@ -154,7 +156,11 @@ class _Case:
             "model": cfg.name, "mode": mode, "attn_impl": cfg.attn_impl, "batch_size": bc.batch_size,
             "precision": bc.precision, "compile": self.compile_note, "grad_checkpointing": bc.grad_checkpointing,
             "optimizer": bc.optimizer if mode == "fwdbwd" else "none",
-            "ms_per_step": 1e3 * sec, "iqr_ms": 1e3 * timing.iqr, "clips_per_s": bc.batch_size / sec,
+            "ms_per_step": 1e3 * sec, "iqr_ms": 1e3 * timing.iqr, "min_ms": 1e3 * timing.min,
+            "clips_per_s": bc.batch_size / sec,
+            # CPU time of the process (all threads) per step: on a CPU shared with other jobs it
+            # measures the work rather than the wait; with 1 thread it is close to contention-free.
+            "cpu_ms_per_step": 1e3 * statistics.median(cpu_times),
             "peak_mem_mib": None if peak is None else round(peak.mib, 1),
             "mem_method": None if peak is None else peak.method,
             "gflops": round(self.gflops, 3), "gflops_run": round(self.gflops_run, 3),
@@ -175,18 +181,25 @@ def bench_models(specs: list[tuple[str | ModelConfig, BenchConfig, dict[str, Any
     change of load on a shared machine hits every spec alike and their ratios stay meaningful;
     every model is held in memory at once. Without it each spec is timed in turn.
     """
+    threads = {bc.threads for _, bc, _ in specs} - {None}
+    if len(threads) > 1:
+        raise ValueError(f"one thread count per run, got {sorted(threads)}")
+    if threads:
+        torch.set_num_threads(threads.pop())
     cases = [_Case(name, bc, dict(ov)) for name, bc, ov in specs]
     work = [(c, mode) for c in cases for mode in c.bc.modes]
     times: dict[int, list[float]] = {i: [] for i in range(len(work))}
+    cpu_times: dict[int, list[float]] = {i: [] for i in range(len(work))}
 
     def timed(i: int) -> None:
         c, mode = work[i]
         fn = c.step_fn(mode)
         synchronize(c.device)
-        t0 = time.perf_counter()
+        t0, p0 = time.perf_counter(), time.process_time()
         fn()
         synchronize(c.device)
         times[i].append(time.perf_counter() - t0)
+        cpu_times[i].append(time.process_time() - p0)
 
     if interleave:
         for c, mode in work:
@@ -207,7 +220,7 @@ def bench_models(specs: list[tuple[str | ModelConfig, BenchConfig, dict[str, Any
             if c.device.type == "cpu":
                 _trim_cpu_heap()
             peak = measure_peak(c.step_fn(mode), c.device)
-        rows.append(c.row(mode, times[i], peak))
+        rows.append(c.row(mode, times[i], peak, cpu_times[i]))
     return rows
 
 
@@ -258,6 +271,8 @@ def attn_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 out.append({"model": r["model"], "mode": r["mode"], "impl": r["attn_impl"],
                             "dense_ms": d["ms_per_step"], "impl_ms": r["ms_per_step"],
                             "speedup": d["ms_per_step"] / r["ms_per_step"],
+                            "speedup_min": d.get("min_ms", 1.0) / r.get("min_ms", 1.0),
+                            "speedup_cpu": d.get("cpu_ms_per_step", 1.0) / r.get("cpu_ms_per_step", 1.0),
                             "flop_ratio": d["gflops_run"] / r["gflops_run"]})
     return out
 
@@ -274,5 +289,7 @@ def scheme_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         and a["tokens"] == b["tokens"] and a["attn_impl"] == b["attn_impl"]):
                     out.append({"pair": f"{a['model']} / {b['model']}", "mode": a["mode"],
                                 "time_ratio": a["ms_per_step"] / b["ms_per_step"],
+                                "time_ratio_min": a.get("min_ms", 1.0) / b.get("min_ms", 1.0),
+                                "time_ratio_cpu": a.get("cpu_ms_per_step", 1.0) / b.get("cpu_ms_per_step", 1.0),
                                 "flop_ratio": a["gflops_run"] / b["gflops_run"]})
     return out

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="add an optimizer step to each training step")
     p.add_argument("--fused", choices=("auto", "on", "off"), default="auto", help="fused optimizer kernels")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory step")
@@ -81,12 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             bc = BenchConfig(batch_size=args.batch_size, modes=_MODES[args.mode], precision=args.precision,
                              compile=args.compile, grad_checkpointing=args.grad_checkpointing,
                              attn_impl=impl, optimizer=args.optimizer, fused=fused, device=args.device,
-                             warmup=args.warmup, repeats=args.repeats, memory=not args.no_memory)
+                             warmup=args.warmup, repeats=args.repeats, memory=not args.no_memory,
+                             threads=args.threads)
             specs.append((name, bc, overrides))
     rows = bench_models(specs, interleave=not args.no_interleave)
 
     table = [{"model": r["model"], "attn": r["attn_impl"], "mode": r["mode"], "batch": r["batch_size"],
-              "ms/step": f"{r['ms_per_step']:.1f}", "iqr ms": f"{r['iqr_ms']:.1f}",
+              "ms/step": f"{r['ms_per_step']:.1f}", "iqr ms": f"{r['iqr_ms']:.1f}", "min ms": f"{r['min_ms']:.1f}",
+              "cpu ms": f"{r['cpu_ms_per_step']:.1f}",
               "clips/s": f"{r['clips_per_s']:.2f}",
               "peak MiB": _fmt(r["peak_mem_mib"], ".0f"), "GFLOPs/clip": f"{r['gflops']:.4g}",
               "TFLOP/s": f"{r['tflops']:.3g}", "MFU": _fmt(None if r["mfu"] is None else 100 * r["mfu"], ".1f")}
