@@ -85,15 +85,22 @@ def _flex_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: TokenM
 
 def _split_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: TokenMask,
                   dropout_p: float) -> torch.Tensor:
-    """One SDPA call per query group over only its allowed keys; blocks tile the queries in order."""
+    """One SDPA call per query group over only its allowed keys; blocks tile the queries in order.
+
+    Cheap in the backward pass too: the query groups come from one ``split`` (its backward is one
+    concatenation, where per-group slices would each allocate and add a zero-filled full-size
+    gradient), and a group that reads every key uses k and v as they are, unsliced.
+    """
+    qs = q.split([b.q.stop - b.q.start for b in mask.blocks], dim=2)  # views, in order
     out = []
-    for block in mask.blocks:
+    for qb, block in zip(qs, mask.blocks):
         if len(block.k) == 1:  # contiguous allowed keys: a view, no copy
-            kb, vb = k[:, :, block.k[0]], v[:, :, block.k[0]]
+            s = block.k[0]
+            kb, vb = (k, v) if s.start == 0 and s.stop == mask.len_k else (k[:, :, s], v[:, :, s])
         else:  # non-contiguous allowed keys: gather them once for this query group
             kb = torch.cat([k[:, :, s] for s in block.k], dim=2)
             vb = torch.cat([v[:, :, s] for s in block.k], dim=2)
-        out.append(F.scaled_dot_product_attention(q[:, :, block.q], kb, vb, dropout_p=dropout_p))
+        out.append(F.scaled_dot_product_attention(qb, kb, vb, dropout_p=dropout_p))
     return out[0] if len(out) == 1 else torch.cat(out, dim=2)
 
 
