@@ -103,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     if ar:
         print("\nmasked attention: dense-mask time / efficient-path time (against the FLOP ratio)")
         print_table([{"model": a["model"], "mode": a["mode"], "impl": a["impl"],
-                      "speedup": f"{a['speedup']:.2f}x", "FLOP ratio": f"{a['flop_ratio']:.2f}x"} for a in ar],
-                    ["model", "mode", "impl", "speedup", "FLOP ratio"])
+                      "speedup": f"{a['speedup']:.2f}x", "min": f"{a['speedup_min']:.2f}x",
+                      "CPU time": f"{a['speedup_cpu']:.2f}x", "FLOP ratio": f"{a['flop_ratio']:.2f}x"} for a in ar],
+                    ["model", "mode", "impl", "speedup", "min", "CPU time", "FLOP ratio"])
     if sr:
         print("\nschemes at the same token counts: time ratio against FLOP ratio")
         print_table([{"pair": s["pair"], "mode": s["mode"], "time ratio": f"{s['time_ratio']:.2f}",
+                      "min": f"{s['time_ratio_min']:.2f}", "CPU time": f"{s['time_ratio_cpu']:.2f}",
                       "FLOP ratio": f"{s['flop_ratio']:.2f}"} for s in sr],
-                    ["pair", "mode", "time ratio", "FLOP ratio"])
+                    ["pair", "mode", "time ratio", "min", "CPU time", "FLOP ratio"])
     if args.json:
         for r in rows:
             print_json({"kind": "result", **r})
