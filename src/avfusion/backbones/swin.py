@@ -160,27 +160,32 @@ class SwinBlock(nn.Module):
             q, k, v = qkv.reshape(B, L, 3, h, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, L, hd)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.dense[self.shifted], dropout_p=drop)
             return self.attn.proj_drop(self.attn.proj(out.transpose(1, 2).reshape(B, L, C)))
+        # split (not slice) so the backward pass concatenates gradients instead of zero-filling.
+        q_all, kv_all = qkv.split([C, 2 * C], dim=-1)  # (B, L, C), (B, L, 2C)
+        lengths = [seg.stop - seg.start for seg in layout.segments]
         outs = []
-        for seg in layout.segments:
+        for seg, q_seg, kv_seg in zip(layout.segments, q_all.split(lengths, 1), kv_all.split(lengths, 1)):
             n = seg.stop - seg.start
             if seg.type == TokenType.FUSION:
                 # Zorro: fusion queries read every present token (all modalities + fusion).
-                q = qkv[:, seg.start:seg.stop, :C].reshape(B, n, h, hd).transpose(1, 2)  # (B, h, n_f, hd)
-                k, v = qkv[:, :, C:].reshape(B, L, 2, h, hd).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, L, hd)
+                q = q_seg.reshape(B, n, h, hd).transpose(1, 2)  # (B, h, n_f, hd)
+                k, v = kv_all.reshape(B, L, 2, h, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, L, hd)
                 o = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, h, n_f, hd)
                 outs.append(o.transpose(1, 2).reshape(B, n, C))
                 continue
             grid = layout.grids[seg.type]
             win, shift = layout.windows[self.shifted][seg.type]
             dims = tuple(range(1, len(grid) + 1))
-            t = qkv[:, seg.start:seg.stop].reshape(B, *grid, 3 * C)  # (B, *grid, 3C)
+            q_seg, kv_seg = q_seg.reshape(B, *grid, C), kv_seg.reshape(B, *grid, 2 * C)
             if any(shift):
-                t = t.roll([-s for s in shift], dims=dims)
-            w = window_partition(t, win)  # (B * nW, n_w, 3C)
-            q, k, v = w.reshape(w.shape[0], w.shape[1], 3, h, hd).permute(2, 0, 3, 1, 4).unbind(0)
+                q_seg, kv_seg = q_seg.roll([-s for s in shift], dims=dims), kv_seg.roll([-s for s in shift], dims=dims)
+            qw, kvw = window_partition(q_seg, win), window_partition(kv_seg, win)  # (B * nW, n_w, C | 2C)
+            Bw, nw = qw.shape[:2]
+            q = qw.reshape(Bw, nw, h, hd).transpose(1, 2)  # (B * nW, h, n_w, hd)
+            k, v = kvw.reshape(Bw, nw, 2, h, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each (B * nW, h, n_w, hd)
             o = F.scaled_dot_product_attention(  # (B * nW, h, n_w, hd); keys: own window only
                 q, k, v, attn_mask=layout.region[self.shifted][seg.type], dropout_p=drop)
-            o = window_reverse(o.transpose(1, 2).reshape(w.shape[0], w.shape[1], C), grid, win)  # (B, *grid, C)
+            o = window_reverse(o.transpose(1, 2).reshape(Bw, nw, C), grid, win)  # (B, *grid, C)
             if any(shift):
                 o = o.roll(list(shift), dims=dims)
             outs.append(o.reshape(B, n, C))

@@ -53,6 +53,8 @@ class ModelConfig:
       - ``masked``: one stack with shared weights over [audio; video; fusion tokens]; ``fusion``
         names the routing rule used from ``fusion_layer`` on (``zorro``, ``bottleneck_mask``,
         ``all`` = input-level fusion, ``unimodal`` = independent streams), then Zorro's readout.
+      - ``swin`` / ``hip``: Zorro's routing (``fusion='zorro'`` from the first block) on a Swin-style
+        or Hierarchical Perceiver backbone, with ``depths`` per stage (docs/zorro_swin_hip.md).
     """
 
     name: str = "custom"
