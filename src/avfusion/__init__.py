@@ -9,8 +9,9 @@ from avfusion.models import (
     get_model_config,
     list_models,
 )
+from avfusion.models.pretrained import load_pretrained, save_pretrained
 
 __version__ = "0.1.0"
 
 __all__ = ["AVModel", "ModelConfig", "ModelOutput", "build_model", "create_model", "get_model_config",
-           "list_models", "__version__"]
+           "list_models", "load_pretrained", "save_pretrained", "__version__"]

@@ -7,6 +7,7 @@ training stack, and each `main(argv)` can be called directly from tests.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). A subcommand is listed here only once it works.
@@ -14,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("avfusion.cli.models", "list the registered models"),
     "flops": ("avfusion.cli.flops", "parameters and GFLOPs of one forward pass"),
     "demo": ("avfusion.cli.demo", "the end-to-end demo"),
+    "convert": ("avfusion.cli.convert", "official MBT / ImageNet ViT weights -> an avfusion model directory"),
 }
 
 
@@ -35,7 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avfusion: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        # Bad input (an unknown model, a wrong override, a missing file): one clear line, exit 2.
+        # AVFUSION_DEBUG=1 shows the traceback instead.
+        if os.environ.get("AVFUSION_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"avfusion {name}: error: {msg}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,7 +48,7 @@ class StreamFusion(AVModel):
 
         stacks = ("shared",) if cfg.share_weights else MODALITIES
         self.blocks = nn.ModuleDict({name: stack() for name in stacks})
-        if cfg.fusion == "bottleneck":
+        if cfg.fusion == "bottleneck" and cfg.fusion_layer < cfg.depth:  # late fusion has none
             n = cfg.num_bottlenecks + int(cfg.bottleneck_extra_token)
             self.bottleneck = nn.Parameter(torch.randn(1, n, D) * 0.02)  # no position embedding
         self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)  # scenic's encoder_norm, shared by modalities
@@ -74,6 +74,9 @@ class StreamFusion(AVModel):
         notes: list[str] = []
         x = {m: self.tokens(m, inputs[m]) for m in present}  # m -> (B, 1 + N_m, D)
         fused = len(present) == 2 and cfg.fusion_layer < cfg.depth
+        if fused and cfg.fusion == "bottleneck" and not (self.training or cfg.test_with_bottlenecks):
+            fused = False
+            notes.append("test_with_bottlenecks=False: streams ran unimodally in eval mode, as scenic does")
         if len(present) == 1:
             absent = next(m for m in MODALITIES if m not in present)
             notes.append(

@@ -88,6 +88,8 @@ class ModelConfig:
     # scenic adds one more bottleneck token when the classifier is 'token'; we follow the
     # official code so released checkpoints load (docs/fusion.md).
     bottleneck_extra_token: bool = True
+    # scenic's test_with_bottlenecks: False runs bottleneck models unimodally in eval mode.
+    test_with_bottlenecks: bool = True
     num_fusion_tokens: int = 8
     eval_output: str = "fusion"  # masked family: which readout output `logits` reports
     head_zero_init: bool = True  # scenic initialises the classifier to zeros

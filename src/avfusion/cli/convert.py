@@ -1,0 +1,104 @@
+"""`avfusion convert`: turn released weights into an avfusion model directory.
+
+    avfusion convert scenic-mbt CKPT --fusion-layer N --out DIR [--num-frames T] [--image-size H W]
+                                     [--spec-size TIME MEL] [--labels class_labels_indices.csv]
+
+Sizes are read from the checkpoint's parameter shapes; the fusion layer (behaviour) must be
+given; input sizes are checked against the position-embedding lengths (docs/convert.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from avfusion.convert.scenic_mbt import DEFAULT_IMAGE_SIZE, DEFAULT_NUM_FRAMES, DEFAULT_SPEC_SIZE
+
+
+def _read_labels(path: str) -> list[str]:
+    """Class names from AudioSet's ``class_labels_indices.csv`` layout (index,mid,display_name)
+    or a plain text file with one name per line."""
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        if not rows or "display_name" not in rows[0] or "index" not in rows[0]:
+            raise ValueError(f"{path}: expected columns index,mid,display_name")
+        return [r["display_name"] for r in sorted(rows, key=lambda r: int(r["index"]))]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avfusion convert", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    p = sub.add_parser(
+        "scenic-mbt", help="an official scenic MBT checkpoint (flax msgpack)",
+        description="Convert an official scenic MBT checkpoint. Hidden size, layers, heads, MLP width, "
+                    "patch/tubelet sizes, bottleneck count, classes and shared/per-modality weights are "
+                    "read from parameter shapes.",
+    )
+    p.add_argument("checkpoint", help="flax msgpack checkpoint (scenic train state or params tree)")
+    p.add_argument("--fusion-layer", type=int, required=True,
+                   help="scenic's model.fusion_layer (Lf): first layer where modalities meet; "
+                        "0 = early fusion, number of layers = late fusion")
+    p.add_argument("--out", required=True, help="output model directory (model.safetensors + config.json)")
+    p.add_argument("--num-frames", type=int, default=None,
+                   help=f"frames per clip the checkpoint was trained on (default {DEFAULT_NUM_FRAMES})")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help=f"frame crop size (default {DEFAULT_IMAGE_SIZE[0]} {DEFAULT_IMAGE_SIZE[1]})")
+    p.add_argument("--spec-size", type=int, nargs=2, metavar=("TIME", "MEL"), default=None,
+                   help=f"log-mel frames x mel bins (default {DEFAULT_SPEC_SIZE[0]} {DEFAULT_SPEC_SIZE[1]})")
+    p.add_argument("--labels", default=None,
+                   help="class names: class_labels_indices.csv (index,mid,display_name) or one name per line")
+    p.add_argument("--name", default="mbt_scenic", help="model name stored in config.json")
+    p.add_argument("--force", action="store_true", help="overwrite an existing model directory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from avfusion.convert.scenic_mbt import convert_scenic_mbt
+    from avfusion.models.pretrained import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
+
+    out = Path(args.out)
+    if (out / WEIGHTS_NAME).exists() and not args.force:
+        print(f"avfusion convert: {out} already holds a model; pass --force to overwrite", file=sys.stderr)
+        return 2
+    try:
+        class_names = _read_labels(args.labels) if args.labels else None
+        model = convert_scenic_mbt(
+            args.checkpoint, args.fusion_layer, num_frames=args.num_frames,
+            image_size=tuple(args.image_size) if args.image_size else None,
+            spec_size=tuple(args.spec_size) if args.spec_size else None,
+            name=args.name, class_names=class_names,
+        )
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"avfusion convert: {msg}", file=sys.stderr)
+        return 1
+    save_pretrained(model, out, metadata={"source": "scenic-mbt", "checkpoint": Path(args.checkpoint).name})
+    c = model.cfg
+    rows = [
+        ("fusion", f"{c.fusion} from layer {c.fusion_layer} of {c.depth}"
+                   + (f", {c.num_bottlenecks} (+1) bottleneck tokens" if c.fusion == "bottleneck" else "")),
+        ("weights", "shared by both modalities" if c.share_weights else "per modality"),
+        ("width", f"{c.embed_dim}, {c.num_heads} heads, MLP {c.mlp_dim}"),
+        ("video", f"{c.num_frames} x {c.image_size[0]} x {c.image_size[1]} in {'x'.join(map(str, c.tubelet))} tubelets"),
+        ("audio", f"{c.spec_size[0]} x {c.spec_size[1]} log-mel in {'x'.join(map(str, c.spec_patch))} patches"),
+        ("classes", f"{c.num_classes}" + ("" if c.class_names else " (no names; pass --labels)")),
+        ("parameters", f"{model.num_params():,}"),
+        ("written", f"{out / WEIGHTS_NAME}, {out / CONFIG_NAME}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    summary = {k: v for k, v in rows}
+    (out / "convert.json").write_text(json.dumps({"source": "scenic-mbt", "checkpoint": str(args.checkpoint),
+                                                   **summary}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""`avfusion models [PATTERN] [--json]`: list the registered models with their scheme and sizes."""
+
+from __future__ import annotations
+
+import argparse
+
+from avfusion.cli._common import print_json, print_table
+from avfusion.models import get_model_config, list_models
+
+
+def describe(name: str) -> dict:
+    c = get_model_config(name)
+    scheme = {"streams": {"bottleneck": "MBT bottleneck", "xattn": "mid fusion, cross-attention",
+                          "concat": "early fusion" if c.fusion_layer == 0 else "mid fusion, shared"},
+              "masked": {"zorro": "Zorro", "bottleneck_mask": "bottleneck masking",
+                         "all": "input-level fusion", "unimodal": "independent streams"}}
+    label = scheme.get(c.family, {}).get(c.fusion, c.fusion)
+    if c.family == "streams" and c.fusion_layer == c.depth:
+        label = "late fusion"
+    return {"model": name, "family": c.family, "scheme": label, "fusion_layer": c.fusion_layer,
+            "width": c.embed_dim, "depth": c.depth, "video": f"{c.num_frames}x{c.image_size[0]}x{c.image_size[1]}",
+            "audio": f"{c.spec_size[0]}x{c.spec_size[1]}", "classes": c.num_classes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="avfusion models", description=__doc__)
+    p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'mbt_*'")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    args = p.parse_args(argv)
+    rows = [describe(n) for n in list_models(args.pattern)]
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["model", "scheme", "fusion_layer", "width", "depth", "video", "audio", "classes"])
+    return 0

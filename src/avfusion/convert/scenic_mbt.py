@@ -1,0 +1,273 @@
+"""Official scenic MBT checkpoints (flax msgpack) -> avfusion ``StreamFusion`` models.
+
+Every size is read from parameter shapes (``infer_layout``); only the fusion layer is behaviour
+that shapes cannot show, and input sizes appear only through the position-embedding lengths, so
+they come from arguments (defaults: MBT's AudioSet setting) and are checked against those lengths.
+
+Official layout and semantics: ``../shared/fixtures/scenic_mbt/README.md`` (summarised in
+docs/convert.md). Mapping onto avfusion:
+
+====================================================  =================================================
+scenic (PARAMS tree)                                  avfusion state dict
+====================================================  =================================================
+embedding/kernel (ft, fh, fw, 3, d)                   tokens.embed.video.proj.weight (d, 3, ft, fh, fw)
+embedding_spectrogram/kernel (fh, fw, 3, d)           tokens.embed.audio.proj.weight (d, 1, fh, fw),
+                                                      channel-summed (input tiled to 3 channels)
+cls, clsspectrogram (1, 1, d)                         tokens.cls_token.video / .audio
+Transformer/posembed_input[_spectrogram]/...          tokens.pos_embed.video / .audio (1, 1 + N, d)
+bottleneck (1, n + 1, d)                              bottleneck (num_bottlenecks = n, extra token on)
+Transformer/encoderblock_{l}                          blocks.video.{l} (blocks.shared.{l} if shared)
+Transformer/encoderblock_{l}_spectrogram              blocks.audio.{l}
+Transformer/encoder_norm                              norm
+output_projection (d, C)                              head (C, d)
+====================================================  =================================================
+
+Fusion: a ``bottleneck`` parameter means ``use_bottleneck`` (fusion='bottleneck'); otherwise
+shared weights mean scenic's concatenation (fusion='concat') and per-modality weights its
+"vanilla" cross-attention (fusion='xattn').
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from avfusion.convert.keymaps import ParamReader, conv2d, conv3d, dense, flax_block, fold_rgb_to_one_channel, t
+from avfusion.convert.safe_load import flatten_tree, load_flax_msgpack
+from avfusion.models.config import ModelConfig, PreprocessConfig
+
+__all__ = ["ScenicMBTLayout", "convert_scenic_mbt", "infer_layout", "scenic_mbt_config",
+           "scenic_mbt_params", "scenic_mbt_state_dict"]
+
+# MBT's AudioSet inputs (scenic configs/audioset): 32 frames of 224 x 224, 800 x 128 log-mel.
+DEFAULT_NUM_FRAMES = 32
+DEFAULT_IMAGE_SIZE = (224, 224)
+DEFAULT_SPEC_SIZE = (800, 128)
+
+_BLOCK_RE = re.compile(r"^Transformer/encoderblock_(\d+)(_spectrogram)?/")
+
+
+@dataclass(frozen=True)
+class ScenicMBTLayout:
+    """What the parameter shapes of a scenic MBT checkpoint say about the model."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    tubelet: tuple[int, int, int]  # (ft, fh, fw)
+    spec_patch: tuple[int, int]  # (time, mel) = scenic's (fh, fw)
+    num_video_tokens: int  # without CLS
+    num_audio_tokens: int
+    shared: bool  # share_encoder
+    bottleneck_tokens: int | None  # length of the `bottleneck` parameter; None = no bottleneck
+    num_classes: int
+
+
+def scenic_mbt_params(tree: dict[str, Any]) -> dict[str, Any]:
+    """The PARAMS tree of a scenic train state: ``optimizer/target`` (older) or ``params`` (newer)."""
+    node = tree
+    for _ in range(3):  # train state -> params (-> flax's own 'params' collection)
+        if "Transformer" in node:
+            return node
+        if isinstance(node.get("optimizer"), dict) and isinstance(node["optimizer"].get("target"), dict):
+            node = node["optimizer"]["target"]
+        elif isinstance(node.get("params"), dict):
+            node = node["params"]
+        else:
+            break
+    if "Transformer" in node:
+        return node
+    raise ValueError(
+        "not a scenic MBT checkpoint: no 'Transformer' parameters under 'optimizer/target' or "
+        f"'params' (top-level keys: {sorted(tree)[:12]})"
+    )
+
+
+def _shape(flat: dict[str, np.ndarray], key: str) -> tuple[int, ...]:
+    if key not in flat:
+        raise ValueError(f"not a scenic MBT checkpoint (or an unsupported variant): parameter {key!r} is missing")
+    return tuple(np.shape(flat[key]))
+
+
+def infer_layout(flat: dict[str, np.ndarray]) -> ScenicMBTLayout:
+    """Read every size from the shapes of a flat ``'a/b' -> array`` PARAMS mapping."""
+    if "pre_logits/kernel" in flat:
+        raise ValueError("checkpoint has a 'pre_logits' layer (representation_size is set): "
+                         "avfusion's MBT has no pre-logits layer, so it cannot be converted exactly")
+    for key in ("cls", "clsspectrogram"):
+        if key not in flat:
+            raise ValueError(f"checkpoint has no {key!r} token: only scenic's classifier='token' "
+                             "(the released MBT setting) is supported")
+    emb = _shape(flat, "embedding/kernel")
+    if len(emb) != 5:
+        raise ValueError(f"'embedding/kernel' has shape {emb}; a 3D tubelet kernel (ft, fh, fw, 3, d) "
+                         "is expected (scenic temporal_encoding '3d_conv')")
+    ft, fh, fw, _, d = emb
+    spec = _shape(flat, "embedding_spectrogram/kernel")
+    if len(spec) != 4 or spec[-1] != d:
+        raise ValueError(f"'embedding_spectrogram/kernel' has shape {spec}; expected (fh, fw, Cin, {d})")
+
+    rgb_layers, spec_layers = set(), set()
+    for key in flat:
+        m = _BLOCK_RE.match(key)
+        if m:
+            (spec_layers if m.group(2) else rgb_layers).add(int(m.group(1)))
+    depth = len(rgb_layers)
+    if depth == 0 or rgb_layers != set(range(depth)):
+        raise ValueError(f"encoder blocks are not numbered 0..L-1: found {sorted(rgb_layers)}")
+    if spec_layers and spec_layers != rgb_layers:
+        raise ValueError(f"spectrogram blocks {sorted(spec_layers)} do not match RGB blocks {sorted(rgb_layers)}")
+
+    q = _shape(flat, "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel")  # (d, h, k)
+    if len(q) != 3 or q[0] != d or q[1] * q[2] != d:
+        raise ValueError(f"attention query kernel has shape {q}; expected (d={d}, heads, d/heads)")
+    mlp = _shape(flat, "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel")
+    n_rgb = _shape(flat, "Transformer/posembed_input/pos_embedding")[1] - 1  # minus the CLS slot
+    n_spec = _shape(flat, "Transformer/posembed_input_spectrogram/pos_embedding")[1] - 1
+    head = _shape(flat, "output_projection/kernel")
+    return ScenicMBTLayout(
+        embed_dim=d, depth=depth, num_heads=q[1], mlp_dim=mlp[1],
+        tubelet=(ft, fh, fw), spec_patch=(spec[0], spec[1]),
+        num_video_tokens=n_rgb, num_audio_tokens=n_spec,
+        shared=not spec_layers,
+        bottleneck_tokens=_shape(flat, "bottleneck")[1] if "bottleneck" in flat else None,
+        num_classes=head[1],
+    )
+
+
+def _check_sizes(layout: ScenicMBTLayout, num_frames: int, image_size: tuple[int, int],
+                 spec_size: tuple[int, int]) -> None:
+    """The token counts implied by the input sizes must equal the position-embedding lengths."""
+    ft, fh, fw = layout.tubelet
+    H, W = image_size
+    errors = []
+    if num_frames % ft or H % fh or W % fw:
+        errors.append(f"video {num_frames} x {H} x {W} is not divisible by the tubelet {layout.tubelet}")
+    else:
+        n = (num_frames // ft) * (H // fh) * (W // fw)
+        if n != layout.num_video_tokens:
+            per_frame = (H // fh) * (W // fw)
+            hint = (f"; with --image-size {H} {W} that is --num-frames {layout.num_video_tokens // per_frame * ft}"
+                    if layout.num_video_tokens % per_frame == 0 else "")
+            errors.append(f"--num-frames {num_frames} --image-size {H} {W} give {n} video tokens but the RGB "
+                          f"position embedding has {layout.num_video_tokens} (T/{ft} x H/{fh} x W/{fw} must equal "
+                          f"{layout.num_video_tokens}){hint}")
+    pt, pf = layout.spec_patch
+    T, F = spec_size
+    if T % pt or F % pf:
+        errors.append(f"spectrogram {T} x {F} is not divisible by the patch {layout.spec_patch}")
+    else:
+        n = (T // pt) * (F // pf)
+        if n != layout.num_audio_tokens:
+            per_row = F // pf
+            hint = (f"; with {F} mel bins that is --spec-size {layout.num_audio_tokens // per_row * pt} {F}"
+                    if layout.num_audio_tokens % per_row == 0 else "")
+            errors.append(f"--spec-size {T} {F} gives {n} spectrogram tokens but the spectrogram position "
+                          f"embedding has {layout.num_audio_tokens}{hint}")
+    if errors:
+        raise ValueError("input sizes do not match the checkpoint:\n  " + "\n  ".join(errors))
+
+
+def scenic_mbt_config(
+    layout: ScenicMBTLayout,
+    fusion_layer: int,
+    num_frames: int | None = None,
+    image_size: tuple[int, int] | None = None,
+    spec_size: tuple[int, int] | None = None,
+    name: str = "mbt_scenic",
+    class_names: list[str] | None = None,
+) -> ModelConfig:
+    """The avfusion ModelConfig of a scenic MBT checkpoint with this layout."""
+    num_frames = DEFAULT_NUM_FRAMES if num_frames is None else int(num_frames)
+    image_size = tuple(image_size or DEFAULT_IMAGE_SIZE)  # type: ignore[assignment]
+    spec_size = tuple(spec_size or DEFAULT_SPEC_SIZE)  # type: ignore[assignment]
+    _check_sizes(layout, num_frames, image_size, spec_size)  # type: ignore[arg-type]
+    if not 0 <= fusion_layer <= layout.depth:
+        raise ValueError(f"--fusion-layer must be in [0, {layout.depth}] for this {layout.depth}-layer checkpoint, "
+                         f"got {fusion_layer}")
+    if layout.bottleneck_tokens is not None:
+        fusion = "bottleneck"
+    else:
+        fusion = "concat" if layout.shared else "xattn"
+    return ModelConfig(
+        name=name, family="streams", fusion=fusion, share_weights=layout.shared,
+        num_classes=layout.num_classes, class_names=class_names,
+        embed_dim=layout.embed_dim, depth=layout.depth, num_heads=layout.num_heads, mlp_dim=layout.mlp_dim,
+        qkv_bias=True, ln_eps=1e-6, gelu="tanh",  # flax LayerNorm default eps, flax.linen.gelu (tanh)
+        num_frames=num_frames, image_size=image_size, tubelet=layout.tubelet,  # type: ignore[arg-type]
+        spec_size=spec_size, spec_patch=layout.spec_patch,  # type: ignore[arg-type]
+        fusion_layer=fusion_layer,
+        # scenic's 'token' classifier adds one bottleneck token to config.n_bottlenecks
+        num_bottlenecks=(layout.bottleneck_tokens - 1) if layout.bottleneck_tokens else 0,
+        bottleneck_extra_token=layout.bottleneck_tokens is not None,
+        head_zero_init=True,
+        # MBT AudioSet preprocessing (fbank, mean 1.102 / std 2.762, frames in [-1, 1]) at this mel count
+        preprocess=PreprocessConfig(num_mel_bins=spec_size[1]),
+    )
+
+
+def scenic_mbt_state_dict(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Map a flat PARAMS mapping onto the avfusion state dict of ``cfg``; every parameter must be used."""
+    r = ParamReader(flat, "scenic MBT checkpoint")
+    sd: dict[str, torch.Tensor] = {
+        "tokens.embed.video.proj.weight": conv3d(r.get("embedding/kernel", ndim=5)),  # (d, 3, ft, fh, fw)
+        "tokens.embed.video.proj.bias": t(r.get("embedding/bias")),
+        # (d, Cin, fh, fw) -> (d, 1, fh, fw): scenic feeds the 1-channel spectrogram tiled to Cin channels
+        "tokens.embed.audio.proj.weight": fold_rgb_to_one_channel(conv2d(r.get("embedding_spectrogram/kernel", ndim=4))),
+        "tokens.embed.audio.proj.bias": t(r.get("embedding_spectrogram/bias")),
+        "tokens.cls_token.video": t(r.get("cls", ndim=3)),
+        "tokens.cls_token.audio": t(r.get("clsspectrogram", ndim=3)),
+        "tokens.pos_embed.video": t(r.get("Transformer/posembed_input/pos_embedding", ndim=3)),
+        "tokens.pos_embed.audio": t(r.get("Transformer/posembed_input_spectrogram/pos_embedding", ndim=3)),
+        "norm.weight": t(r.get("Transformer/encoder_norm/scale")),
+        "norm.bias": t(r.get("Transformer/encoder_norm/bias")),
+        "head.weight": dense(r.get("output_projection/kernel", ndim=2)),  # (C, d)
+        "head.bias": t(r.get("output_projection/bias")),
+    }
+    if cfg.fusion == "bottleneck":
+        sd["bottleneck"] = t(r.get("bottleneck", ndim=3))
+    for layer in range(cfg.depth):
+        streams = {"shared": ""} if cfg.share_weights else {"video": "", "audio": "_spectrogram"}
+        for stream, suffix in streams.items():
+            block = flax_block(r, f"Transformer/encoderblock_{layer}{suffix}")
+            sd.update({f"blocks.{stream}.{layer}.{k}": v for k, v in block.items()})
+    leftover = r.unused()
+    if leftover:
+        raise ValueError(f"scenic MBT checkpoint has parameters this converter does not map: {leftover[:10]}"
+                         + (f" (+{len(leftover) - 10} more)" if len(leftover) > 10 else ""))
+    return sd
+
+
+def convert_scenic_mbt(
+    checkpoint: str | os.PathLike | dict[str, Any],
+    fusion_layer: int,
+    num_frames: int | None = None,
+    image_size: tuple[int, int] | None = None,
+    spec_size: tuple[int, int] | None = None,
+    name: str = "mbt_scenic",
+    class_names: list[str] | None = None,
+):  # -> StreamFusion
+    """Load a scenic MBT checkpoint (path to a flax msgpack, or its decoded tree) as an avfusion
+    model in eval mode. Inputs: video (B, 3, T, H, W) = official NTHWC permuted, in [-1, 1];
+    audio (B, time, mel) = the official spectrogram before it is tiled to 3 channels."""
+    from avfusion.models.registry import build_model
+
+    tree = load_flax_msgpack(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+    flat = flatten_tree(scenic_mbt_params(tree))
+    layout = infer_layout(flat)
+    cfg = scenic_mbt_config(layout, fusion_layer, num_frames, image_size, spec_size, name, class_names)
+    model = build_model(cfg)
+    sd = scenic_mbt_state_dict(flat, cfg)
+    own = model.state_dict()
+    for k, v in sd.items():  # shapes were inferred from the same tensors; this guards the mapping
+        if k not in own or own[k].shape != v.shape:
+            raise AssertionError(f"converter bug: {k!r} {tuple(v.shape)} vs model "
+                                 f"{tuple(own[k].shape) if k in own else 'absent'}")
+    model.load_state_dict(sd, strict=True)
+    return model.eval()

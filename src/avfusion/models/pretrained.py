@@ -1,0 +1,95 @@
+"""Model directories (DESIGN.md section 5): ``model.safetensors`` + ``config.json``.
+
+``config.json`` is ``ModelConfig.to_dict()`` (architecture, classes and preprocessing), so a
+directory is enough to rebuild the model and its input pipeline. Weights are safetensors only:
+nothing here ever unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from avfusion.models.config import ModelConfig
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike,
+                    metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model`` (an AVModel) to ``directory``; returns the directory."""
+    cfg: ModelConfig = model.cfg  # type: ignore[assignment]
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    # safetensors stores plain, unshared, contiguous CPU tensors.
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {"format": "pt", "avfusion_model": cfg.name, **(metadata or {})}
+    _atomic_write(out / WEIGHTS_NAME, lambda p: save_file(state, p, metadata=meta))
+    text = json.dumps(cfg.to_dict(), indent=2) + "\n"
+    _atomic_write(out / CONFIG_NAME, lambda p: Path(p).write_text(text))
+    return out
+
+
+def load_config(path: str | os.PathLike, **overrides: Any) -> ModelConfig:
+    """The ModelConfig of a model directory (``path`` is the directory or its config.json)."""
+    p = Path(path)
+    cfg_path = p / CONFIG_NAME if p.is_dir() else p
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {str(p)!r}: not an avfusion model directory")
+    cfg = ModelConfig.from_dict(json.loads(cfg_path.read_text()))
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    **overrides: Any):  # -> AVModel
+    """Rebuild the model saved in ``path`` by :func:`save_pretrained`, in eval mode.
+
+    ``overrides`` are ModelConfig fields that do not change parameter shapes (e.g.
+    ``attn_impl='dense'``, ``drop_path_rate=0.1``); one that does is refused, naming the tensor.
+    """
+    from avfusion.models.registry import build_model
+
+    directory = Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{str(directory)!r} is not a directory (expected {WEIGHTS_NAME} + {CONFIG_NAME})")
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {str(directory)!r}")
+    cfg = load_config(directory, **overrides)
+    model = build_model(cfg)
+    state = load_file(str(weights), device="cpu")
+    own = model.state_dict()
+    for name, t in state.items():
+        if name in own and own[name].shape != t.shape:
+            raise ValueError(
+                f"{str(weights)!r}: tensor {name!r} has shape {tuple(t.shape)} but the model built "
+                f"from config.json{' with overrides ' + str(overrides) if overrides else ''} expects "
+                f"{tuple(own[name].shape)}"
+            )
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{str(weights)!r} does not match its config: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    return model.to(map_location).eval()
