@@ -3,7 +3,7 @@
 Every model gets the same clip (``--frames`` frames of ``--image-size`` pixels, ``--spec-frames``
 x 128 log-mel) and runs a training step's compute (train mode, forward, backward of the summed
 four outputs; no optimizer). Reported: seconds per clip (median over ``--repeats`` timed steps
-after ``--warmup`` untimed ones), parameters, and forward GFLOPs counted on the meta device.
+after ``--warmup`` untimed ones), parameters, and forward GFLOPs (multiply-adds, as ``avfusion flops``).
 
     python benchmarks/zorro_backbones.py                      # CPU table of benchmarks/README.md
     python benchmarks/zorro_backbones.py --device cuda --frames 32 --spec-frames 800 --batch 8
@@ -18,31 +18,28 @@ import statistics
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from avfusion.models import create_model
+from avfusion.models.flops import count_flops
 
 MODELS = ("zorro_vit_base", "zorro_swin_base", "zorro_hip_base")
 
 
 def gflops(name: str, overrides: dict) -> float:
-    """Forward FLOPs of one clip, counted over a meta-device model (no memory, no compute)."""
-    with torch.device("meta"):
-        m = create_model(name, **overrides)
-        x = m.example_inputs(1)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        m(x)
-    return counter.get_total_flops() / 1e9
+    """Forward GFLOPs of one clip (multiply-adds, ``avfusion flops``' convention), on the meta device."""
+    return count_flops(name, **overrides).gflops
 
 
 def timed_steps(names: list[str], overrides: dict, batch: int, repeats: int, warmup: int,
-                device: str) -> dict[str, float]:
+                device: str, clock: str = "wall") -> dict[str, float]:
     """Median seconds of one forward + backward over a batch, divided by the batch size.
 
     Models take turns step by step (round robin), so a machine whose load changes during the
-    run (a shared CPU) slows every model alike instead of whichever happened to run then.
+    run slows every model alike instead of whichever happened to run then. ``clock='cpu'``
+    measures this process's CPU time instead of wall time: with ``--threads 1`` that is the
+    compute a step costs, unaffected by other programs sharing the CPU.
     """
+    now = time.process_time if clock == "cpu" else time.perf_counter
     models, batches = {}, {}
     for name in names:
         torch.manual_seed(0)
@@ -51,12 +48,12 @@ def timed_steps(names: list[str], overrides: dict, batch: int, repeats: int, war
 
     def step(name: str) -> float:
         m = models[name]
-        t0 = time.perf_counter()
+        t0 = now()
         out = m(batches[name])
         sum(o.float().pow(2).mean() for o in out.outputs.values()).backward()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
+        dt = now() - t0
         m.zero_grad(set_to_none=True)
         return dt
 
@@ -81,16 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall time, or this process's CPU time (use with --threads 1 on a shared machine)")
     p.add_argument("--json", default=None, help="also write the rows here")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     overrides = dict(num_frames=a.frames, image_size=(a.image_size, a.image_size), spec_size=(a.spec_frames, 128))
     print(f"inputs: video (3, {a.frames}, {a.image_size}, {a.image_size}), audio ({a.spec_frames}, 128); "
-          f"batch {a.batch}, {a.warmup} warm-up + {a.repeats} timed steps, device {a.device}, torch {torch.__version__}, "
+          f"batch {a.batch}, {a.warmup} warm-up + {a.repeats} timed steps, device {a.device}, {a.clock} clock, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    secs = timed_steps(a.models, overrides, a.batch, a.repeats, a.warmup, a.device)
+    secs = timed_steps(a.models, overrides, a.batch, a.repeats, a.warmup, a.device, a.clock)
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = []
     for name in a.models:
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(dict(model=name, params_m=params, gflops=gflops(name, overrides), s_per_clip=secs[name]))
     print(f"1-minute load average {load0:.1f} before, {load1:.1f} after")
     ref = rows[0]["s_per_clip"]
-    print(f"\n| model | params (M) | fwd GFLOPs | fwd+bwd s/clip | vs {rows[0]['model']} |\n|---|---:|---:|---:|---:|")
+    print(f"\n| model | params (M) | fwd GFLOPs | fwd+bwd s/clip ({a.clock}) | vs {rows[0]['model']} |\n|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['params_m']:.1f} | {r['gflops']:.1f} | {r['s_per_clip']:.3f} | "
               f"{r['s_per_clip'] / ref:.2f}x |")
