@@ -96,37 +96,48 @@ class SwinLayout:
 def build_layout(segments: tuple[Segment, ...], grids: dict[TokenType, Grid],
                  windows: dict[TokenType, Grid], batch: int, impl: str,
                  device: torch.device | str | None) -> SwinLayout:
-    geo: dict[bool, dict[TokenType, tuple[Grid, Grid]]] = {
-        shifted: {t: clamp_window(g, windows[t], shifted) for t, g in grids.items()} for shifted in (False, True)
-    }
+    """The windows of one stage for plain and shifted blocks, with the masks ``impl`` needs."""
+    geo = {shifted: {t: clamp_window(g, windows[t], shifted) for t, g in grids.items()} for shifted in (False, True)}
     region: dict[bool, dict[TokenType, torch.Tensor | None]] = {False: {}, True: {}}
     dense: dict[bool, torch.Tensor] = {}
     for shifted, per_type in geo.items():
         if impl == "dense":
-            routing = self_mask(segments, RULES["zorro"]).dense(device)  # (L, L) type routing
-            ids = torch.full((routing.shape[0],), -1, dtype=torch.long, device=device)
-            offset = 0
-            for seg in segments:
-                if seg.type in per_type:
-                    win, shift = per_type[seg.type]
-                    ids[seg.start:seg.stop] = window_ids(grids[seg.type], win, shift, device) + offset
-                    offset += math.prod(g // w + 1 for g, w in zip(grids[seg.type], win))
-            is_fusion = torch.zeros_like(ids, dtype=torch.bool)
-            for seg in segments:
-                if seg.type == TokenType.FUSION:
-                    is_fusion[seg.start:seg.stop] = True
-            # Fusion queries read every key routing allows; modality queries only their own window.
-            dense[shifted] = routing & ((ids[:, None] == ids[None, :]) | is_fusion[:, None])
-            continue
-        for t, (win, shift) in per_type.items():
-            if not any(shift):
-                region[shifted][t] = None
-                continue
-            ids = window_ids(grids[t], win, shift, device).view(1, *grids[t], 1)
-            ids = window_partition(ids.roll([-s for s in shift], dims=tuple(range(1, len(win) + 1))), win)[..., 0]
-            mask = ids[:, :, None] == ids[:, None, :]  # (nW, n, n): same region of the rolled window
-            region[shifted][t] = mask.repeat(batch, 1, 1).unsqueeze(1)  # (B * nW, 1, n, n)
+            dense[shifted] = _dense_mask(segments, grids, per_type, device)
+        else:
+            region[shifted] = {t: _region_mask(grids[t], win, shift, batch, device)
+                               for t, (win, shift) in per_type.items()}
     return SwinLayout(segments, grids, geo, region, dense)
+
+
+def _dense_mask(segments: tuple[Segment, ...], grids: dict[TokenType, Grid],
+                per_type: dict[TokenType, tuple[Grid, Grid]], device: torch.device | str | None) -> torch.Tensor:
+    """(L, L) reference mask: Zorro routing between types AND, for modality queries, same window."""
+    routing = self_mask(segments, RULES["zorro"]).dense(device)  # (L, L)
+    ids = torch.full((routing.shape[0],), -1, dtype=torch.long, device=device)  # window id per token
+    is_fusion = torch.zeros(routing.shape[0], dtype=torch.bool, device=device)
+    offset = 0
+    for seg in segments:
+        if seg.type == TokenType.FUSION:
+            is_fusion[seg.start:seg.stop] = True
+            continue
+        win, shift = per_type[seg.type]
+        ids[seg.start:seg.stop] = window_ids(grids[seg.type], win, shift, device) + offset
+        offset += math.prod(g // w + 1 for g, w in zip(grids[seg.type], win))  # ids never collide
+    return routing & ((ids[:, None] == ids[None, :]) | is_fusion[:, None])
+
+
+def _region_mask(grid: Grid, win: Grid, shift: Grid, batch: int,
+                 device: torch.device | str | None) -> torch.Tensor | None:
+    """(B * nW, 1, n, n) mask of the rolled windows (Swin's region mask); None without a shift.
+
+    The batch is repeated into the mask because SDPA needs 4D inputs for FlopCounterMode.
+    """
+    if not any(shift):
+        return None
+    ids = window_ids(grid, win, shift, device).view(1, *grid, 1)
+    ids = window_partition(ids.roll([-s for s in shift], dims=tuple(range(1, len(grid) + 1))), win)[..., 0]
+    mask = ids[:, :, None] == ids[:, None, :]  # (nW, n, n): same region of the rolled window
+    return mask.repeat(batch, 1, 1).unsqueeze(1)
 
 
 # -- blocks -----------------------------------------------------------------------------------
