@@ -25,11 +25,6 @@ from avfusion.models.flops import count_flops
 MODELS = ("zorro_vit_base", "zorro_swin_base", "zorro_hip_base")
 
 
-def gflops(name: str, overrides: dict) -> float:
-    """Forward GFLOPs of one clip (multiply-adds, ``avfusion flops``' convention), on the meta device."""
-    return count_flops(name, **overrides).gflops
-
-
 def timed_steps(names: list[str], overrides: dict, batch: int, repeats: int, warmup: int,
                 device: str, clock: str = "wall") -> dict[str, float]:
     """Median seconds of one forward + backward over a batch, divided by the batch size.
@@ -86,18 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     overrides = dict(num_frames=a.frames, image_size=(a.image_size, a.image_size), spec_size=(a.spec_frames, 128))
     print(f"inputs: video (3, {a.frames}, {a.image_size}, {a.image_size}), audio ({a.spec_frames}, 128); "
-          f"batch {a.batch}, {a.warmup} warm-up + {a.repeats} timed steps, device {a.device}, {a.clock} clock, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"batch {a.batch}, {a.warmup} warm-up + {a.repeats} timed steps, device {a.device}, {a.clock} clock, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     secs = timed_steps(a.models, overrides, a.batch, a.repeats, a.warmup, a.device, a.clock)
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = []
     for name in a.models:
-        params = sum(q.numel() for q in create_model(name, **overrides).parameters()) / 1e6
-        rows.append(dict(model=name, params_m=params, gflops=gflops(name, overrides), s_per_clip=secs[name]))
+        count = count_flops(name, **overrides)  # meta device: no memory, no compute
+        rows.append(dict(model=name, params_m=count.params / 1e6, gflops=count.gflops, s_per_clip=secs[name]))
     print(f"1-minute load average {load0:.1f} before, {load1:.1f} after")
     ref = rows[0]["s_per_clip"]
-    print(f"\n| model | params (M) | fwd GFLOPs | fwd+bwd s/clip ({a.clock}) | vs {rows[0]['model']} |\n|---|---:|---:|---:|---:|")
+    print(f"\n| model | params (M) | fwd GFLOPs | fwd+bwd s/clip ({a.clock}) | vs {rows[0]['model']} |")
+    print("|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['params_m']:.1f} | {r['gflops']:.1f} | {r['s_per_clip']:.3f} | "
               f"{r['s_per_clip'] / ref:.2f}x |")

@@ -48,3 +48,24 @@ def test_shifted_mask_matches_swin(grid, window) -> None:
 def test_window_clamped_to_grid_is_not_shifted() -> None:
     assert clamp_window((4, 4, 4), (2, 7, 7), shifted=True) == ((2, 4, 4), (1, 0, 0))
     assert clamp_window((12, 4), (4, 4), shifted=False) == ((4, 4), (0, 0))
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_a_block_reads_only_its_window(shifted: bool) -> None:
+    """Gradient of one audio token's output: nonzero exactly on the tokens of its window."""
+    from avfusion.backbones.swin import SwinBlock, build_layout
+    from avfusion.layers.masks import TokenType, segments_of
+    from avfusion.models import get_model_config
+
+    cfg = get_model_config("zorro_swin_tiny")
+    grid, window = (8, 4), (4, 4)
+    block = SwinBlock(16, 2, 32, shifted, cfg).eval()
+    segments = segments_of([TokenType.AUDIO, TokenType.FUSION], [32, 2])
+    layout = build_layout(segments, {TokenType.AUDIO: grid}, {TokenType.AUDIO: window}, 1, "auto", None)
+    x = torch.randn(1, 34, 16, requires_grad=True)
+    block(x, layout)[0, 5].sum().backward()  # token 5 = (t=1, f=1)
+    reads = (x.grad[0].abs().sum(-1) > 0).tolist()
+    win, shift = clamp_window(grid, window, shifted)
+    ids = window_ids(grid, win, shift, None).tolist()
+    assert reads[:32] == [i == ids[5] for i in ids]  # own window, nothing else
+    assert reads[32:] == [False, False]  # never the fusion tokens
