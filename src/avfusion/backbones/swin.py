@@ -303,8 +303,7 @@ class ZorroSwin(ZorroHeads):
         """Patch merging per modality grid (to this stage's grids) and widening of fusion tokens."""
         B, C = x.shape[0], x.shape[-1]
         out = []
-        for seg in segments:
-            part = x[:, seg.start:seg.stop]
+        for seg, part in zip(segments, x.split([s.stop - s.start for s in segments], dim=1)):
             if seg.type == TokenType.FUSION:
                 out.append(stage.fusion_merge(part))  # (B, n_f, 2C)
             else:
