@@ -65,11 +65,11 @@ def conv_patches(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndar
     x (N, *S, C), kernel (*P, C, d) -> (N, prod(S / P), d)."""
     n, spatial, c = x.shape[0], x.shape[1:-1], x.shape[-1]
     patch = kernel.shape[:-2]
-    grid = [s // p for s, p in zip(spatial, patch)]
+    grid = [s // p for s, p in zip(spatial, patch, strict=True)]
     shape = [n]
-    for g, p in zip(grid, patch):
+    for g, p in zip(grid, patch, strict=True):
         shape += [g, p]
-    xs = x[(slice(None),) + tuple(slice(0, g * p) for g, p in zip(grid, patch))].reshape(*shape, c)
+    xs = x[(slice(None),) + tuple(slice(0, g * p) for g, p in zip(grid, patch, strict=True))].reshape(*shape, c)
     nd = len(patch)
     # (N, g0, p0, g1, p1, ..., C) -> (N, g0, g1, ..., p0, p1, ..., C)
     perm = [0] + [1 + 2 * i for i in range(nd)] + [2 + 2 * i for i in range(nd)] + [1 + 2 * nd]
@@ -78,8 +78,8 @@ def conv_patches(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndar
 
 
 def mbt_forward(params: Params, rgb: np.ndarray, spectrogram: np.ndarray, fusion_layer: int,
-                share_encoder: bool, use_bottleneck: bool) -> dict[str, np.ndarray]:
-    """scenic MBT, classifier='token', modality_fusion=('spectrogram', 'rgb'), eval with bottlenecks.
+                share_encoder: bool, use_bottleneck: bool, test_with_bottlenecks: bool = True) -> dict[str, np.ndarray]:
+    """scenic MBT, classifier='token', modality_fusion=('spectrogram', 'rgb'), eval mode.
 
     rgb (N, T, H, W, 3); spectrogram (N, time, mel), tiled to 3 channels as the official input.
     Returns logits_rgb, logits_spectrogram (per-modality heads) and logits (their mean).
@@ -108,7 +108,7 @@ def mbt_forward(params: Params, rgb: np.ndarray, spectrogram: np.ndarray, fusion
 
     combined = None
     for lyr in range(depth):
-        if lyr < fusion_layer:
+        if lyr < fusion_layer or (use_bottleneck and not test_with_bottlenecks):
             for m in order:
                 x[m] = encoder_block(x[m], enc(m, lyr))
         elif use_bottleneck:

@@ -36,7 +36,8 @@ def run_avfusion(model: torch.nn.Module, rgb_nthwc: np.ndarray, spec_ntf: np.nda
 
 
 def max_diffs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
-    return {k: float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in ("logits", "logits_rgb", "logits_spectrogram")}
+    keys = ("logits", "logits_rgb", "logits_spectrogram")
+    return {k: float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in keys}
 
 
 # -- the official fixture ------------------------------------------------------------------------
@@ -94,7 +95,7 @@ def test_cli_wrong_sizes_say_what_to_pass(scenic_fixture: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture) -> None:
     args = ["scenic-mbt", str(scenic_fixture / "checkpoint.msgpack"), "--fusion-layer", "1",
             "--out", str(tmp_path / "x"), "--image-size", "16", "16"]
-    assert convert_main(args) == 1
+    assert convert_main(args) == 2
     err = capsys.readouterr().err
     assert "--num-frames 4" in err and "--spec-size 4 128" in err  # 32 tokens each
     assert not (tmp_path / "x").exists()
@@ -103,7 +104,7 @@ def test_cli_wrong_sizes_say_what_to_pass(scenic_fixture: Path, tmp_path: Path,
 def test_cli_fusion_layer_out_of_range(scenic_fixture: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = ["scenic-mbt", str(scenic_fixture / "checkpoint.msgpack"), "--fusion-layer", "4", "--out",
             str(tmp_path / "x"), "--num-frames", "4", "--image-size", "16", "16", "--spec-size", "32", "16"]
-    assert convert_main(args) == 1
+    assert convert_main(args) == 2
     assert "--fusion-layer must be in [0, 3]" in capsys.readouterr().err
 
 
@@ -165,6 +166,27 @@ def test_configuration_matches_official_semantics(name: str, tmp_path: Path) -> 
     assert np.abs(ref["logits_rgb"] - ref["logits_spectrogram"]).max() > 1e-2
 
 
+def test_test_without_bottlenecks(tmp_path: Path) -> None:
+    """scenic's test_with_bottlenecks=False (eval with every layer unimodal): --test-without-bottlenecks."""
+    rng = np.random.default_rng(7)
+    params = random_mbt_params(rng)
+    ckpt = tmp_path / "c.msgpack"
+    ckpt.write_bytes(to_flax_msgpack(train_state(params)))
+    rgb = rng.uniform(-1, 1, size=(2, 4, 16, 16, 3)).astype(np.float32)
+    spec = rng.standard_normal((2, 32, 16)).astype(np.float32)
+    ref = mbt_forward(params, rgb, spec, fusion_layer=1, share_encoder=False, use_bottleneck=True,
+                      test_with_bottlenecks=False)
+    out = tmp_path / "m"
+    assert convert_main(["scenic-mbt", str(ckpt), "--fusion-layer", "1", "--test-without-bottlenecks", "--out",
+                         str(out), "--num-frames", "4", "--image-size", "16", "16", "--spec-size", "32", "16"]) == 0
+    model = avfusion.load_pretrained(out)
+    assert model.cfg.fusion_layer == 1 and not model.cfg.test_with_bottlenecks
+    diffs = max_diffs(run_avfusion(model, rgb, spec), ref)
+    assert max(diffs.values()) < TOL, diffs
+    with_bottlenecks = mbt_forward(params, rgb, spec, fusion_layer=1, share_encoder=False, use_bottleneck=True)
+    assert np.abs(with_bottlenecks["logits"] - ref["logits"]).max() > 1e-3  # the option matters
+
+
 @pytest.mark.parametrize("layout", ["optimizer", "params", "bare"])
 def test_train_state_layouts(layout: str, tmp_path: Path) -> None:
     """Older scenic states keep PARAMS under optimizer/target, newer ones under params; a bare
@@ -218,8 +240,18 @@ def test_pre_logits_is_refused(tmp_path: Path) -> None:
 
 def test_gap_classifier_is_refused(tmp_path: Path) -> None:
     params = random_mbt_params(np.random.default_rng(1))
-    del params["cls"]
-    with pytest.raises(ValueError, match="classifier='token'"):
+    del params["cls"], params["clsspectrogram"]
+    with pytest.raises(ValueError, match="classifier='gap'"):
+        convert_scenic_mbt(_write(tmp_path, params), 1, **SIZES)
+
+
+@pytest.mark.parametrize("drop", ["rgb", "spectrogram"])
+def test_unimodal_checkpoint_is_refused(drop: str, tmp_path: Path) -> None:
+    params = random_mbt_params(np.random.default_rng(1))
+    suffix = "" if drop == "rgb" else "_spectrogram"
+    del params[f"embedding{suffix}"], params["Transformer"][f"posembed_input{suffix}"]
+    kept = "spectrogram" if drop == "rgb" else "RGB"
+    with pytest.raises(ValueError, match=f"unimodal MBT checkpoint \\({kept} only"):
         convert_scenic_mbt(_write(tmp_path, params), 1, **SIZES)
 
 
@@ -228,3 +260,28 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
     p.write_bytes(to_flax_msgpack({"foo": {"bar": np.zeros(3, np.float32)}}))
     with pytest.raises(ValueError, match="not a scenic MBT checkpoint"):
         convert_scenic_mbt(p, 1, **SIZES)
+
+
+def test_released_audioset_layout_needs_only_the_fusion_layer(tmp_path: Path) -> None:
+    """A checkpoint with the released MBT-B/16x2 AudioSet token counts (3136 + 1 RGB, 400 + 1
+    spectrogram, 4 + 1 bottlenecks, 527 classes; narrow and random here) converts with the
+    documented command and gives avfusion's mbt_base geometry."""
+    params = random_mbt_params(np.random.default_rng(5), hidden=8, heads=2, mlp=16, depth=12,
+                               patches=(16, 16, 2), rgb_thw=(32, 224, 224), spec_tf=(800, 128), classes=527)
+    ckpt = tmp_path / "mbtb32_as-500k_rgb-spec"  # the release's file name has no extension
+    ckpt.write_bytes(to_flax_msgpack(train_state(params)))
+    assert convert_main(["scenic-mbt", str(ckpt), "--fusion-layer", "8", "--out", str(tmp_path / "m")]) == 0
+    got = avfusion.load_pretrained(tmp_path / "m").cfg
+    ref = avfusion.get_model_config("mbt_base")
+    for field in ("fusion", "share_weights", "depth", "fusion_layer", "num_bottlenecks", "bottleneck_extra_token",
+                  "num_frames", "image_size", "tubelet", "spec_size", "spec_patch", "num_classes", "ln_eps", "gelu"):
+        assert getattr(got, field) == getattr(ref, field), field
+
+
+def test_cli_label_count_mismatch(scenic_fixture: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "names.txt").write_text("a\nb\n")
+    args = ["scenic-mbt", str(scenic_fixture / "checkpoint.msgpack"), "--fusion-layer", "1", "--out",
+            str(tmp_path / "m"), "--num-frames", "4", "--image-size", "16", "16", "--spec-size", "32", "16",
+            "--labels", str(tmp_path / "names.txt")]
+    assert convert_main(args) == 2
+    assert "2 class names for 5 classes" in capsys.readouterr().err

@@ -15,6 +15,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("avfusion.cli.models", "list the registered models"),
     "flops": ("avfusion.cli.flops", "parameters and GFLOPs of one forward pass"),
     "demo": ("avfusion.cli.demo", "the end-to-end demo"),
+    "train": ("avfusion.cli.train", "supervised training (YAML config or flags; resumable; torchrun)"),
+    "pretrain": ("avfusion.cli.pretrain", "Zorro's contrastive self-supervised training"),
+    "eval": ("avfusion.cli.eval", "evaluate a model directory on a manifest (multi-view, per output)"),
+    "predict": ("avfusion.cli.predict", "top labels for video files"),
+    "validate": ("avfusion.cli.validate", "check a manifest's rows: files, streams, durations, labels, ids"),
+    "prepare": ("avfusion.cli.prepare", "decode a manifest once into WebDataset .tar shards"),
     "convert": ("avfusion.cli.convert", "official MBT / ImageNet ViT weights -> an avfusion model directory"),
 }
 

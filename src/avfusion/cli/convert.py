@@ -32,7 +32,10 @@ def _read_labels(path: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="avfusion convert", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="avfusion convert", description="Turn released weights into an avfusion model directory.",
+        epilog="example (the released MBT AudioSet model, docs/convert.md): avfusion convert scenic-mbt "
+               "mbtb32_as-500k_rgb-spec --fusion-layer 8 --labels class_labels_indices.csv --out models/mbt_as500k")
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
     p = sub.add_parser(
         "scenic-mbt", help="an official scenic MBT checkpoint (flax msgpack)",
@@ -53,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"log-mel frames x mel bins (default {DEFAULT_SPEC_SIZE[0]} {DEFAULT_SPEC_SIZE[1]})")
     p.add_argument("--labels", default=None,
                    help="class names: class_labels_indices.csv (index,mid,display_name) or one name per line")
+    p.add_argument("--test-without-bottlenecks", action="store_true",
+                   help="scenic's test_with_bottlenecks=False: evaluate a bottleneck model with every layer "
+                        "unimodal (the released models use the default, with bottlenecks)")
     p.add_argument("--name", default="mbt_scenic", help="model name stored in config.json")
     p.add_argument("--force", action="store_true", help="overwrite an existing model directory")
     return parser
@@ -73,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.fusion_layer, num_frames=args.num_frames,
             image_size=tuple(args.image_size) if args.image_size else None,
             spec_size=tuple(args.spec_size) if args.spec_size else None,
-            name=args.name, class_names=class_names,
+            name=args.name, class_names=class_names, test_with_bottlenecks=not args.test_without_bottlenecks,
         )
     except (ValueError, KeyError, FileNotFoundError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"avfusion convert: {msg}", file=sys.stderr)
-        return 1
+        return 2  # bad input, as the avfusion CLI reports it
     save_pretrained(model, out, metadata={"source": "scenic-mbt", "checkpoint": Path(args.checkpoint).name})
     c = model.cfg
     rows = [
@@ -86,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                    + (f", {c.num_bottlenecks} (+1) bottleneck tokens" if c.fusion == "bottleneck" else "")),
         ("weights", "shared by both modalities" if c.share_weights else "per modality"),
         ("width", f"{c.embed_dim}, {c.num_heads} heads, MLP {c.mlp_dim}"),
-        ("video", f"{c.num_frames} x {c.image_size[0]} x {c.image_size[1]} in {'x'.join(map(str, c.tubelet))} tubelets"),
+        ("video", f"{c.num_frames} x {c.image_size[0]} x {c.image_size[1]} frames "
+                  f"in {'x'.join(map(str, c.tubelet))} tubelets"),
         ("audio", f"{c.spec_size[0]} x {c.spec_size[1]} log-mel in {'x'.join(map(str, c.spec_patch))} patches"),
         ("classes", f"{c.num_classes}" + ("" if c.class_names else " (no names; pass --labels)")),
         ("parameters", f"{model.num_params():,}"),
@@ -94,9 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-    summary = {k: v for k, v in rows}
-    (out / "convert.json").write_text(json.dumps({"source": "scenic-mbt", "checkpoint": str(args.checkpoint),
-                                                   **summary}, indent=2) + "\n")
+    record = {"source": "scenic-mbt", "checkpoint": str(args.checkpoint), "fusion_layer": c.fusion_layer, **dict(rows)}
+    (out / "convert.json").write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 

@@ -52,7 +52,7 @@ def _unwrap_state_dict(obj: Any, path: str | os.PathLike) -> dict[str, torch.Ten
     # Training checkpoints often nest the weights one level down.
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "module", "model_state"):
-            if key in obj and isinstance(obj[key], dict) and not isinstance(obj.get(key), torch.Tensor):
+            if isinstance(obj.get(key), dict):
                 return _unwrap_state_dict(obj[key], path)
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors:

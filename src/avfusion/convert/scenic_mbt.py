@@ -100,10 +100,16 @@ def infer_layout(flat: dict[str, np.ndarray]) -> ScenicMBTLayout:
     if "pre_logits/kernel" in flat:
         raise ValueError("checkpoint has a 'pre_logits' layer (representation_size is set): "
                          "avfusion's MBT has no pre-logits layer, so it cannot be converted exactly")
-    for key in ("cls", "clsspectrogram"):
-        if key not in flat:
-            raise ValueError(f"checkpoint has no {key!r} token: only scenic's classifier='token' "
-                             "(the released MBT setting) is supported")
+    has_rgb, has_spec = "embedding/kernel" in flat, "embedding_spectrogram/kernel" in flat
+    if has_rgb != has_spec:
+        raise ValueError(
+            f"this is a unimodal MBT checkpoint ({'RGB' if has_rgb else 'spectrogram'} only, "
+            "modality_fusion of one modality): avfusion's MBT models are audio-visual and cannot hold "
+            "it without inventing weights for the other stream; convert an RGB+spectrogram checkpoint")
+    if "cls" not in flat and "clsspectrogram" not in flat:
+        raise ValueError("checkpoint has no CLS tokens ('cls', 'clsspectrogram'): it was trained with "
+                         "classifier='gap' / 'gmp' / 'gsp' (pooling over all tokens) or '0', which avfusion's MBT "
+                         "head does not implement; only classifier='token' (the released MBT models) is supported")
     emb = _shape(flat, "embedding/kernel")
     if len(emb) != 5:
         raise ValueError(f"'embedding/kernel' has shape {emb}; a 3D tubelet kernel (ft, fh, fw, 3, d) "
@@ -182,8 +188,12 @@ def scenic_mbt_config(
     spec_size: tuple[int, int] | None = None,
     name: str = "mbt_scenic",
     class_names: list[str] | None = None,
+    test_with_bottlenecks: bool = True,
 ) -> ModelConfig:
-    """The avfusion ModelConfig of a scenic MBT checkpoint with this layout."""
+    """The avfusion ModelConfig of a scenic MBT checkpoint with this layout.
+
+    ``test_with_bottlenecks`` is scenic's option of that name (True in the released config): False
+    runs a bottleneck model unimodally in eval mode."""
     num_frames = DEFAULT_NUM_FRAMES if num_frames is None else int(num_frames)
     image_size = tuple(image_size or DEFAULT_IMAGE_SIZE)  # type: ignore[assignment]
     spec_size = tuple(spec_size or DEFAULT_SPEC_SIZE)  # type: ignore[assignment]
@@ -206,6 +216,7 @@ def scenic_mbt_config(
         # scenic's 'token' classifier adds one bottleneck token to config.n_bottlenecks
         num_bottlenecks=(layout.bottleneck_tokens - 1) if layout.bottleneck_tokens else 0,
         bottleneck_extra_token=layout.bottleneck_tokens is not None,
+        test_with_bottlenecks=test_with_bottlenecks,
         head_zero_init=True,
         # MBT AudioSet preprocessing (fbank, mean 1.102 / std 2.762, frames in [-1, 1]) at this mel count
         preprocess=PreprocessConfig(num_mel_bins=spec_size[1]),
@@ -219,7 +230,8 @@ def scenic_mbt_state_dict(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict
         "tokens.embed.video.proj.weight": conv3d(r.get("embedding/kernel", ndim=5)),  # (d, 3, ft, fh, fw)
         "tokens.embed.video.proj.bias": t(r.get("embedding/bias")),
         # (d, Cin, fh, fw) -> (d, 1, fh, fw): scenic feeds the 1-channel spectrogram tiled to Cin channels
-        "tokens.embed.audio.proj.weight": fold_rgb_to_one_channel(conv2d(r.get("embedding_spectrogram/kernel", ndim=4))),
+        "tokens.embed.audio.proj.weight": fold_rgb_to_one_channel(
+            conv2d(r.get("embedding_spectrogram/kernel", ndim=4))),
         "tokens.embed.audio.proj.bias": t(r.get("embedding_spectrogram/bias")),
         "tokens.cls_token.video": t(r.get("cls", ndim=3)),
         "tokens.cls_token.audio": t(r.get("clsspectrogram", ndim=3)),
@@ -230,8 +242,12 @@ def scenic_mbt_state_dict(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict
         "head.weight": dense(r.get("output_projection/kernel", ndim=2)),  # (C, d)
         "head.bias": t(r.get("output_projection/bias")),
     }
-    if cfg.fusion == "bottleneck":
-        sd["bottleneck"] = t(r.get("bottleneck", ndim=3))
+    if "bottleneck" in r:
+        bottleneck = t(r.get("bottleneck", ndim=3))
+        # A late-fusion model (fusion_layer == depth) never uses its bottleneck and avfusion's
+        # has none; the checkpoint's is read (so it is not reported as unmapped) and left out.
+        if cfg.fusion == "bottleneck" and cfg.fusion_layer < cfg.depth:
+            sd["bottleneck"] = bottleneck
     for layer in range(cfg.depth):
         streams = {"shared": ""} if cfg.share_weights else {"video": "", "audio": "_spectrogram"}
         for stream, suffix in streams.items():
@@ -252,6 +268,7 @@ def convert_scenic_mbt(
     spec_size: tuple[int, int] | None = None,
     name: str = "mbt_scenic",
     class_names: list[str] | None = None,
+    test_with_bottlenecks: bool = True,
 ):  # -> StreamFusion
     """Load a scenic MBT checkpoint (path to a flax msgpack, or its decoded tree) as an avfusion
     model in eval mode. Inputs: video (B, 3, T, H, W) = official NTHWC permuted, in [-1, 1];
@@ -261,7 +278,8 @@ def convert_scenic_mbt(
     tree = load_flax_msgpack(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     flat = flatten_tree(scenic_mbt_params(tree))
     layout = infer_layout(flat)
-    cfg = scenic_mbt_config(layout, fusion_layer, num_frames, image_size, spec_size, name, class_names)
+    cfg = scenic_mbt_config(layout, fusion_layer, num_frames, image_size, spec_size, name, class_names,
+                            test_with_bottlenecks)
     model = build_model(cfg)
     sd = scenic_mbt_state_dict(flat, cfg)
     own = model.state_dict()

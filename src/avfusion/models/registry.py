@@ -6,6 +6,7 @@ Variant functions only set sizes (timm's habit); ``create_model`` builds the rig
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,19 @@ def build_model(cfg: ModelConfig):  # -> AVModel
     return {"streams": StreamFusion, "masked": MaskedFusion, "swin": ZorroSwin, "hip": ZorroHiP}[cfg.family](cfg)
 
 
-def create_model(name: str, **overrides: Any):  # -> AVModel
-    """``create_model('mbt_base', num_classes=309, fusion_layer=10)``."""
-    return build_model(get_model_config(name, **overrides))
+def create_model(name: str, *, pretrained_backbone: str | os.PathLike | None = None,
+                 pretrained_backbone_inflate: str = "central", **overrides: Any):  # -> AVModel
+    """``create_model('mbt_base', num_classes=309, fusion_layer=10)``.
+
+    ``pretrained_backbone``: an ImageNet ViT checkpoint (timm / Hugging Face ``.safetensors`` or
+    ``.pth``, original ViT or big_vision ``.npz``) to initialise the transformer from, as MBT and
+    Zorro do; ``pretrained_backbone_inflate`` ('central' or 'average') sets how the 2D patch
+    kernel becomes the video tubelet. ``avfusion.convert.vit.init_from_vit`` has every option;
+    docs/convert.md explains them.
+    """
+    model = build_model(get_model_config(name, **overrides))
+    if pretrained_backbone is not None:
+        from avfusion.convert.vit import init_from_vit
+
+        init_from_vit(model, pretrained_backbone, inflate=pretrained_backbone_inflate)
+    return model

@@ -11,7 +11,7 @@ from avfusion.models.config import ModelConfig
 from avfusion.models.registry import register_model
 from avfusion.models.variants import _MBT_INPUTS, _TINY
 
-_TINY_INPUTS = {k: _TINY[k] for k in ("num_frames", "image_size", "spec_size", "num_classes")}
+_TINY_INPUTS = {k: _TINY[k] for k in ("num_frames", "image_size", "spec_size", "num_classes", "preprocess")}
 
 # Swin-B widths (128 -> 1024 over four stages, head width 32, MLP ratio 4; 88M parameters) with
 # Video Swin's 2x4x4 tubelets and 8x7x7 windows: video grids 16x56x56 -> 16x7x7. The spectrogram

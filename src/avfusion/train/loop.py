@@ -46,38 +46,46 @@ def _mix_seed(*parts: int) -> int:
     return x & 0x7FFFFFFFFFFFFFFF
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(epoch, index)`` for this rank: a (seed, epoch) permutation, or weighted draws.
+class ShuffleSampler(Sampler[int]):
+    """A permutation drawn from (seed, epoch) alone, split over ranks (padded to equal counts)."""
 
-    ``weights`` (per sample, e.g. AudioSet's balanced sampling) draws ``len(dataset)`` indices
-    with replacement instead of a permutation. ``skip`` drops the first samples of this rank's
-    epoch (resume).
-    """
+    def __init__(self, n: int, seed: int, info: DistInfo, shuffle: bool = True):
+        self.n, self.seed, self.info, self.shuffle, self.epoch = n, seed, info, shuffle, 0
 
-    def __init__(self, n: int, seed: int, info: DistInfo, shuffle: bool = True,
-                 weights: torch.Tensor | None = None):
-        self.n, self.seed, self.info, self.shuffle, self.weights = n, seed, info, shuffle, weights
-        self.epoch, self.skip = 0, 0
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def _order(self) -> list[int]:
+    def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch))
-        if self.weights is not None:
-            order = torch.multinomial(self.weights.double(), self.n, replacement=True, generator=g).tolist()
-        elif self.shuffle:
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        return [order[i] for i in shard_indices(self.n, self.info, pad=True)]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for i in self._order()[self.skip:]:
-            yield self.epoch, i
+        order = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
+        return iter([order[i] for i in shard_indices(self.n, self.info, pad=True)])
 
     def __len__(self) -> int:
-        return len(shard_indices(self.n, self.info, pad=True)) - self.skip
+        return len(shard_indices(self.n, self.info, pad=True))
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` from an epoch-seeded index sampler, skipping the first ``skip``.
+
+    ``base`` is any rank-aware sampler with ``set_epoch`` whose order depends only on its seed and
+    the epoch (:class:`ShuffleSampler`, or the balanced ``DistributedWeightedSampler``); ``skip``
+    resumes mid-epoch without loading the skipped samples.
+    """
+
+    def __init__(self, base: Sampler[int]):
+        self.base, self.epoch, self.skip = base, 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.base.set_epoch(epoch)  # type: ignore[attr-defined]
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for k, i in enumerate(self.base):
+            if k >= self.skip:
+                yield self.epoch, i
+
+    def __len__(self) -> int:
+        return len(self.base) - self.skip  # type: ignore[arg-type]
 
 
 class SeededSamples(Dataset):
@@ -125,14 +133,18 @@ def fit(
     collate: Callable[[list], dict],
     info: DistInfo = DistInfo(),
     batch_transform: Callable[[dict, torch.Generator], dict] | None = None,
-    sample_weights: torch.Tensor | None = None,
+    sampler: Sampler[int] | None = None,
     on_log: Callable[[dict[str, float]], None] | None = None,
+    stop_at: int | None = None,
 ) -> FitResult:
     """Train ``task`` (a Task: model + loss) on ``train_set`` per ``cfg``; returns where it wrote.
 
     ``batch_transform(batch, generator)`` runs on the device batch (mixup, GPU feature
     augmentation) with a generator seeded from (seed, step), so it is resumable too.
+    ``sampler`` (default: :class:`ShuffleSampler`) must be rank-aware and epoch-seeded.
     The final model directory (model.safetensors + config.json) is written to ``cfg.run.out``.
+    ``stop_at`` ends the run early at that step (after checkpointing), inside the full schedule:
+    for jobs split over several allocations.
     """
     run = cfg.run
     out = Path(run.out)
@@ -149,8 +161,8 @@ def fit(
     n = len(train_set)  # type: ignore[arg-type]
     if n == 0:
         raise ValueError("the training set is empty")
-    sampler = EpochSampler(n, run.seed, info, shuffle=True, weights=sample_weights)
-    per_rank = len(shard_indices(n, info, pad=True))
+    sampler = EpochSampler(sampler if sampler is not None else ShuffleSampler(n, run.seed, info))
+    per_rank = len(sampler)
     if per_rank < cfg.data.batch_size:
         raise ValueError(f"{per_rank} training samples per process is fewer than one batch of "
                          f"{cfg.data.batch_size}: lower data.batch_size")
@@ -169,6 +181,7 @@ def fit(
         sched.load_state_dict(state["scheduler"])
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         history = [dict(h) for h in state.get("history", [])]
+        _check_same_config(json.loads(state["config"]), to_plain(cfg))
         set_rng_state(state["rng"])
         resumed_from = step
         if info.is_main:
@@ -243,14 +256,15 @@ def fit(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{row.get('clips_per_s', 0):.1f}")
-            if info.is_main and (step % run.save_every == 0 or step == total):
+            stopping = step >= total or (stop_at is not None and step >= stop_at)
+            if info.is_main and (step % run.save_every == 0 or stopping):
                 state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
                          "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rng": rng_state(),
                          "history": history, "config": json.dumps(to_plain(cfg))}
                 save_checkpoint(out, model, extra, state)
-            if step >= total:
+            if stopping:
                 break
-        if step >= total:
+        if step >= total or (stop_at is not None and step >= stop_at):
             break
         epoch, batch_in_epoch = epoch + 1, 0
 
@@ -258,9 +272,34 @@ def fit(
         bar.close()
     if tb is not None:
         tb.close()
-    if info.is_main:
+    if info.is_main and step >= total:
         save_pretrained(model, out)
     return FitResult(out=out, steps=step, history=history, resumed_from=resumed_from)
+
+
+# Keys that may differ between a run and its resumption (where it runs, how it reports).
+_RESUME_FREE = {"run.out", "run.device", "run.progress", "run.tensorboard", "run.log_every", "run.save_every",
+                "data.num_workers", "data.pin_memory", "data.persistent_workers", "data.prefetch_factor",
+                "data.train", "data.val", "data.labels", "run.compile", "run.grad_checkpointing"}
+
+
+def _check_same_config(saved: dict, current: dict) -> None:
+    """Resuming under another config would silently train a different run: refuse, naming the keys."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k != "model_overrides":
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(saved), flat(current)
+    diff = sorted(k for k in set(a) | set(b) if k not in _RESUME_FREE and a.get(k) != b.get(k))
+    if diff:
+        details = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff)
+        raise ValueError(f"the checkpoint in this --out was written with another config ({details}); "
+                         "use a new --out, or the same settings to resume")
 
 
 def _progress(total: int, initial: int, enabled: bool):

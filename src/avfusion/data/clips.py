@@ -1,0 +1,258 @@
+"""From a decodable segment to model-ready samples: clip placement, features, transforms.
+
+A *segment* is the part of a file a manifest row names (``start`` .. ``end``, default the whole
+file). A *clip* is what one model input covers: ``num_frames`` frames every ``frame_stride``
+frames at ``fps`` (video), and ``spec_frames`` fbank frames (audio; 800 frames = 8.015 s of
+waveform). Both windows of a clip share one centre time. Training draws the centre uniformly
+where the longer window fits inside the segment; evaluation takes K centres uniformly spaced
+over the same range (K = 1: the segment's middle). When the segment is shorter than a window, the
+window is centred on the segment and padded (audio: zeros = silence; video: the nearest real
+frame repeated), see docs/data.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from avfusion.data import audio as A
+from avfusion.data import video as V
+from avfusion.data.decode import Decoded, decode, open_container, probe_container
+from avfusion.models.config import ModelConfig, PreprocessConfig
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (evaluation never augments)."""
+
+    crop_scale: tuple[float, float] = (0.3, 1.0)  # random resized crop area range (scale jitter)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: float = 0.5
+    color_jitter: float = 0.0  # brightness = contrast = saturation strength; 0 = off
+    freq_mask: int = 48  # SpecAugment widths in mel bins / frames (AST's AudioSet recipe)
+    time_mask: int = 192
+    num_freq_masks: int = 1
+    num_time_masks: int = 1
+    freq_jitter: int = 0  # max mel-bin shift; 0 = off
+
+
+@dataclass
+class ClipConfig:
+    """Sizes of one clip, built from a model's config (``from_model``)."""
+
+    num_frames: int = 32
+    image_size: tuple[int, int] = (224, 224)
+    spec_frames: int = 800
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    eval_clips: int = 4  # K temporal clips at evaluation
+    eval_crops: int = 3  # 1 (centre) or 3 (three-crop)
+    audio_output: str = "fbank"  # "fbank": normalised (T_a, F) log-mel; "waveform": raw samples
+
+    @classmethod
+    def from_model(cls, cfg: ModelConfig, **kw: Any) -> "ClipConfig":
+        return cls(num_frames=cfg.num_frames, image_size=tuple(cfg.image_size), spec_frames=cfg.spec_size[0],
+                   preprocess=cfg.preprocess, **kw)
+
+    @property
+    def fbank_spec(self) -> A.FbankSpec:
+        return A.FbankSpec.from_config(self.preprocess)
+
+    @property
+    def video_seconds(self) -> float:
+        return self.num_frames * self.preprocess.frame_stride / self.preprocess.fps
+
+    @property
+    def audio_samples(self) -> int:
+        return self.fbank_spec.num_samples(self.spec_frames)
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.audio_samples / self.preprocess.sample_rate
+
+    def video_times(self, centre: float) -> np.ndarray:
+        p = self.preprocess
+        step = p.frame_stride / p.fps
+        return centre - self.video_seconds / 2 + np.arange(self.num_frames) * step
+
+    def audio_span(self, centre: float) -> tuple[float, float]:
+        t0 = centre - self.audio_seconds / 2
+        return t0, t0 + self.audio_seconds
+
+
+def clip_centres(seg_start: float, seg_end: float, length: float, k: int | None,
+                 generator: torch.Generator | None = None) -> list[float]:
+    """k uniformly spaced centres (k = None: one uniform random centre) where a window of
+    ``length`` fits in [seg_start, seg_end]; the segment's middle when it does not fit."""
+    lo, hi = seg_start + length / 2, seg_end - length / 2
+    if hi <= lo:
+        mid = (seg_start + seg_end) / 2
+        return [mid] * (k or 1)
+    if k is None:
+        return [lo + float(torch.rand(1, generator=generator)) * (hi - lo)]
+    if k == 1:
+        return [(lo + hi) / 2]
+    return list(np.linspace(lo, hi, k))
+
+
+class Segment(Protocol):
+    """Something clips can be cut from: a media file, or a prepared shard sample."""
+
+    start: float
+    end: float
+    has_video: bool
+    has_audio: bool
+
+    def frames(self, times: np.ndarray) -> tuple[np.ndarray, int]: ...  # (T, H, W, 3) uint8, real count
+
+    def audio(self, t0: float, t1: float) -> tuple[np.ndarray, int]: ...  # (N,) float32, real count
+
+
+class FileSegment:
+    """A manifest row's segment of a media file, decoded on demand with PyAV."""
+
+    def __init__(self, path: str, start: float | None, end: float | None, cfg: ClipConfig,
+                 threads: int = 0) -> None:
+        self.path, self.cfg, self.threads = path, cfg, threads
+        with open_container(path) as c:
+            self.info = probe_container(c, path)
+        self.has_video, self.has_audio = self.info.has_video, self.info.has_audio
+        self.start = start if start is not None else 0.0
+        self.end = end if end is not None else self.info.duration
+        if self.end <= self.start:
+            raise ValueError(f"{path}: segment end {self.end} <= start {self.start}")
+
+    def decode(self, video_times: np.ndarray | None, audio_span: tuple[float, float] | None) -> Decoded:
+        p = self.cfg.preprocess
+        return decode(self.path, video_times, audio_span, fps=p.fps, sample_rate=p.sample_rate,
+                      short_side=p.short_side, threads=self.threads)
+
+
+class ClipProcessor:
+    """Cuts clips from a segment and turns them into tensors (train: 1 random clip, augmented;
+    eval: K clips x crops views)."""
+
+    def __init__(self, cfg: ClipConfig, train: bool) -> None:
+        self.cfg, self.train = cfg, train
+
+    # -- placement -------------------------------------------------------------------------
+    def centres(self, seg: Segment, generator: torch.Generator | None = None) -> list[float]:
+        length = max(self.cfg.video_seconds if seg.has_video else 0.0,
+                     self.cfg.audio_seconds if seg.has_audio else 0.0)
+        k = None if self.train else self.cfg.eval_clips
+        return clip_centres(seg.start, seg.end, length, k, generator)
+
+    # -- one segment -> sample --------------------------------------------------------------
+    def __call__(self, seg: Segment, generator: torch.Generator | None = None) -> dict[str, Any]:
+        cfg = self.cfg
+        centres = self.centres(seg, generator)
+        # Raw data for all clips at once (one decode pass for a file).
+        times = np.concatenate([cfg.video_times(c) for c in centres])
+        spans = [cfg.audio_span(c) for c in centres]
+        frames = audio = None
+        v_valid = a_valid = 0
+        if isinstance(seg, FileSegment):
+            union = (min(s[0] for s in spans), max(s[1] for s in spans))
+            d = seg.decode(np.sort(times) if seg.has_video else None, union if seg.has_audio else None)
+            if d.video is not None:
+                order = np.argsort(times, kind="stable")
+                frames = np.empty_like(d.video)
+                frames[order] = d.video  # back to clip order
+                v_valid = d.video_valid
+            if d.audio is not None:
+                sr = cfg.preprocess.sample_rate
+                offs = [int(round((s[0] - union[0]) * sr)) for s in spans]
+                audio = np.stack([_take(d.audio, o, cfg.audio_samples) for o in offs])
+                lo, hi = d.audio_range
+                a_valid = sum(max(0, min(hi, o + cfg.audio_samples) - max(lo, o)) for o in offs)
+        else:
+            if seg.has_video:
+                frames, v_valid = seg.frames(times)
+            if seg.has_audio:
+                parts = [seg.audio(*s) for s in spans]
+                audio = np.stack([_take(p[0], 0, cfg.audio_samples) for p in parts])
+                a_valid = sum(p[1] for p in parts)
+        out: dict[str, Any] = {"has_video": frames is not None, "has_audio": audio is not None}
+        n = len(centres)
+        if frames is not None:
+            clips = torch.from_numpy(frames).view(n, cfg.num_frames, *frames.shape[1:])  # (K, T, H, W, 3)
+            out["video"] = self.video_views(clips, generator)
+            out["video_padded"] = int(len(times) - v_valid)
+        if audio is not None:
+            wav = torch.from_numpy(np.ascontiguousarray(audio))  # (K, N)
+            out["audio"] = self.audio_views(wav, generator)
+            out["audio_padded"] = int(wav.numel() - a_valid)
+        return out
+
+    # -- transforms ----------------------------------------------------------------------------
+    def video_views(self, clips: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (K, T, H, W, 3) -> train: (3, T, h, w); eval: (K * crops, 3, T, h, w).
+
+        Geometry runs on uint8 (T, 3, H, W) views; conversion to float happens at crop size."""
+        cfg, p = self.cfg, self.cfg.preprocess
+        size = tuple(cfg.image_size)
+        if self.train:
+            x = V.frames_tchw(clips[0])  # (T, 3, H, W) uint8
+            if min(x.shape[-2:]) != p.short_side:
+                x = V.resize_short_side(x, p.short_side)
+            a = cfg.augment
+            box = V.random_resized_box(x.shape[-2], x.shape[-1], size, a.crop_scale, a.crop_ratio, generator)
+            x = V.resize(V.crop(x, *box), size)
+            if a.flip and float(torch.rand(1, generator=generator)) < a.flip:
+                x = V.hflip(x)
+            if not a.color_jitter:
+                return V.tchw_to_normalized(x, p.video_norm)  # (3, T, h, w)
+            y = V.color_jitter(V.tchw_to_float(x), a.color_jitter, a.color_jitter, a.color_jitter, generator)
+            return V.normalize(y, p.video_norm)
+        views = []
+        for clip in clips:
+            x = V.frames_tchw(clip)
+            if cfg.eval_crops == 3:
+                # Three-crop: short side to the crop size, crops along the long side.
+                views += V.three_crop(V.resize_short_side(x, min(size)), size)
+            elif cfg.eval_crops == 1:
+                if min(x.shape[-2:]) != p.short_side:
+                    x = V.resize_short_side(x, p.short_side)
+                views.append(V.center_crop(x, size))
+            else:
+                raise ValueError(f"eval_crops must be 1 or 3, got {cfg.eval_crops}")
+        return torch.stack([V.tchw_to_normalized(v, p.video_norm) for v in views])  # (V, 3, T, h, w)
+
+    def audio_views(self, wav: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(K, N) waveform -> train: (T_a, F) (or (N,) waveform); eval: (K * crops, T_a, F).
+
+        Audio does not change across spatial crops: each clip's spectrogram is repeated so that
+        views line up with the video views."""
+        cfg = self.cfg
+        if cfg.audio_output == "waveform":
+            x = wav
+        else:
+            x = audio_features(wav, cfg)  # (K, T_a, F)
+            if self.train:
+                a = cfg.augment
+                if a.freq_jitter:
+                    x = A.freq_jitter(x, a.freq_jitter, generator)
+                x = A.spec_augment(x, a.freq_mask, a.time_mask, a.num_freq_masks, a.num_time_masks, 0.0, generator)
+        if self.train:
+            return x[0]
+        return x.repeat_interleave(cfg.eval_crops if cfg.eval_crops else 1, dim=0)
+
+
+def _take(x: np.ndarray, start: int, n: int) -> np.ndarray:
+    """x[start : start + n], zero-padded at the end if rounding left it short."""
+    out = x[start : start + n]
+    return out if len(out) == n else np.pad(out, (0, n - len(out)))
+
+
+def audio_features(wav: torch.Tensor, cfg: ClipConfig) -> torch.Tensor:
+    """Waveform (..., N) -> normalised log-mel (..., spec_frames, F); batched, any device.
+
+    Use it on the GPU with ``audio_output="waveform"`` datasets to move fbank off the loaders."""
+    spec = A.fbank(wav, cfg.fbank_spec)
+    # Short waveforms were already zero-padded to the clip length; fit_frames is a guard.
+    spec = A.fit_frames(spec, cfg.spec_frames, math.log(torch.finfo(torch.float32).eps))
+    return A.normalize_spec(spec, cfg.preprocess)

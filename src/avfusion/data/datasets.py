@@ -1,0 +1,136 @@
+"""Map-style dataset decoding media files directly, and the batch collate.
+
+Missing modalities in a batch (docs/data.md): every sample carries ``has_video`` / ``has_audio``.
+``collate`` stacks present tensors and fills an absent modality's slot with zeros, which the
+flags (bool tensors (B,)) mark absent; when no sample of the batch has a modality, its key is
+left out entirely (the model contract's "missing key = absent"). Models must not be fed the
+zero slots as content: use :func:`split_by_presence` to run each group of samples with only the
+keys it really has.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment
+from avfusion.data.decode import DecodeError
+from avfusion.data.manifest import LabelMap, Row, split_missing
+
+
+class SampleError(RuntimeError):
+    """Decoding or labelling one row failed; names the row (never silently replaced)."""
+
+
+class VideoDataset(Dataset):
+    """Decodes each manifest row's file on access (PyAV), one sample per row.
+
+    ``train=True``: one random clip, augmented (random draws: see ``seed``). ``train=False``: ``eval_clips`` x ``eval_crops``
+    views stacked on a leading view axis. Rows whose file is missing raise at construction
+    (``missing="error"``) or are left out and listed in ``self.missing`` (``missing="skip"``).
+    """
+
+    def __init__(self, rows: Sequence[Row], labels: LabelMap | None, cfg: ClipConfig, train: bool,
+                 missing: str = "error", seed: int | None = None, threads: int = 0) -> None:
+        present, self.missing = split_missing(rows)
+        if self.missing and missing == "error":
+            names = ", ".join(f"{r.id} ({r.path})" for r in self.missing[:5])
+            raise FileNotFoundError(f"{len(self.missing)} manifest row(s) have no file: {names}"
+                                    + (" ..." if len(self.missing) > 5 else ""))
+        if missing not in ("error", "skip"):
+            raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
+        self.rows = present
+        self.labels, self.cfg, self.train = labels, cfg, train
+        self.proc = ClipProcessor(cfg, train)
+        self.seed, self.threads, self.epoch = seed, threads, 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.rows[i]
+        # Training draws: from the global torch RNG when seed is None (the train loop seeds it per
+        # (seed, epoch, index): avfusion.train.loop.SeededSamples), else from (seed, epoch, index).
+        # Evaluation views are fixed.
+        g = None
+        if self.train and self.seed is not None:
+            g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
+        try:
+            seg = FileSegment(row.path, row.start, row.end, self.cfg, self.threads)
+            sample = self.proc(seg, g)
+            if self.labels is not None:  # None: unlabelled use (contrastive pre-training, prediction)
+                sample["label"] = self.labels.encode(row.labels)
+        except (DecodeError, ValueError, KeyError) as e:
+            raise SampleError(f"row {row.id!r} ({row.path}): {e}") from e
+        sample["id"] = row.id
+        return sample
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack samples into a batch; absent modalities become zeros marked by the flags."""
+    if not samples:
+        raise ValueError("collate: empty batch")
+    batch: dict[str, Any] = {"id": [s["id"] for s in samples]}
+    for mod in ("video", "audio"):
+        flag = torch.tensor([bool(s.get(f"has_{mod}", mod in s)) for s in samples])
+        batch[f"has_{mod}"] = flag
+        if not flag.any():
+            continue
+        ref = next(s[mod] for s in samples if s.get(f"has_{mod}", mod in s))
+        batch[mod] = torch.stack([s[mod] if f else torch.zeros_like(ref) for s, f in zip(samples, flag.tolist())])
+    labels = [s["label"] for s in samples if "label" in s]
+    if not labels:
+        pass
+    elif len(labels) != len(samples):
+        raise ValueError("collate: some samples have a label and some do not")
+    elif isinstance(labels[0], dict):
+        batch["label"] = {k: torch.tensor([lab[k] for lab in labels]) for k in labels[0]}
+    elif torch.is_tensor(labels[0]):
+        batch["label"] = torch.stack(labels)
+    else:
+        batch["label"] = torch.tensor(labels)
+    if "mix_weight" in samples[0]:
+        batch["mix_weight"] = torch.tensor([s["mix_weight"] for s in samples])
+    return batch
+
+
+def split_by_presence(batch: dict[str, Any]) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+    """Yield (indices, sub-batch) per presence pattern; each sub-batch has only its real
+    modalities as keys, so a model's missing-modality path is used honestly."""
+    n = next(len(batch[m]) for m in ("video", "audio") if batch.get(m) is not None)
+    # Without flags a modality counts as present exactly when its key is in the batch.
+    hv = batch.get("has_video", torch.full((n,), batch.get("video") is not None, dtype=torch.bool))
+    ha = batch.get("has_audio", torch.full((n,), batch.get("audio") is not None, dtype=torch.bool))
+    if batch.get("video") is None:
+        hv = torch.zeros(n, dtype=torch.bool)
+    if batch.get("audio") is None:
+        ha = torch.zeros(n, dtype=torch.bool)
+    if not (hv | ha).all():
+        raise ValueError("a sample in the batch has neither audio nor video")
+    for v, a in ((True, True), (True, False), (False, True)):
+        idx = torch.nonzero((hv.cpu() == v) & (ha.cpu() == a)).flatten()
+        if len(idx) == 0:
+            continue
+        sub: dict[str, Any] = {"id": [batch["id"][i] for i in idx.tolist()]} if "id" in batch else {}
+        if v:
+            sub["video"] = batch["video"][idx]
+        if a:
+            sub["audio"] = batch["audio"][idx]
+        lab = batch.get("label")
+        if isinstance(lab, dict):
+            sub["label"] = {k: t[idx] for k, t in lab.items()}
+        elif lab is not None:
+            sub["label"] = lab[idx]
+        yield idx, sub
+
+
+def worker_init(worker_id: int) -> None:  # pragma: no cover - trivial
+    """Use one decoding thread per loader worker (workers already give the parallelism)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)

@@ -1,0 +1,66 @@
+"""End to end on real (generated) mp4 clips: train -> eval -> predict through the CLI."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from avfusion.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))
+from avclips import make_dataset, write_clip, write_labels  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("avclips")
+    train = make_dataset(root / "train", 6, seed=0)
+    val = make_dataset(root / "val", 2, seed=1)
+    labels = write_labels(root / "labels.csv")
+    write_clip(root / "silent.mp4", 2, seed=7, audio=False)
+    return {"train": train, "val": val, "labels": labels, "root": root}
+
+
+def test_train_eval_predict(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--model", "zorro_vit_tiny", "--train", str(data["train"]), "--val", str(data["val"]),
+               "--labels", str(data["labels"]), "--out", str(out), "--max-steps", "40", "--batch-size", "8",
+               "--workers", "0", "--json", "optim.name=adamw", "optim.lr=0.002", "run.progress=false",
+               "schedule.warmup_steps=4", "data.eval_clips=2", "data.eval_crops=1",
+               "data.augment={freq_mask: 8, time_mask: 16}"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 40
+    # the model learned the colour / tone code of the classes
+    assert summary["audio+video top1"] >= 0.75
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["class_names"] == ["c0", "c1", "c2", "c3"] and cfg["task"] == "single"
+
+    rc = main(["eval", "--model", str(out), "--data", str(data["val"]), "--labels", str(data["labels"]),
+               "--clips", "2", "--crops", "3", "--json", "--out", str(tmp_path / "eval")])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    conds = report["conditions"]
+    assert set(conds) == {"audio+video", "audio only", "video only"}
+    assert set(conds["audio+video"]["outputs"]) == {"logits", "audio", "video", "fusion", "global"}
+    assert conds["audio+video"]["num_videos"] == 8
+    assert report["summary"]["audio+video"]["top1"] >= 0.75
+    # Zorro: the audio output is exactly the same with or without video
+    assert conds["audio only"]["outputs"]["audio"] == conds["audio+video"]["outputs"]["audio"]
+    assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
+
+    clip = data["root"] / "val" / "clip_1_0.mp4"
+    rc = main(["predict", str(clip), str(data["root"] / "silent.mp4"), "--model", str(out), "--top-k", "2",
+               "--json"])
+    assert rc == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert lines[0]["outputs"]["logits"][0]["label"] == "c1"
+    assert lines[1]["has_audio"] is False and "no audio stream" in lines[1]["notes"][0]
+    assert set(lines[1]["outputs"]) == {"logits", "video", "fusion", "global"}
+
+
+def test_predict_without_model_is_a_clear_error(tmp_path, capsys):
+    assert main(["predict", "x.mp4", "--model", str(tmp_path / "nope")]) == 2
+    assert "no model directory" in capsys.readouterr().err

@@ -1,0 +1,94 @@
+"""Synthetic media for the data tests, written with PyAV.
+
+Video frames encode their index: red = 8 * (i % 32), green = 8 * (i // 32), so a test can read
+back which source frame the decoder picked. Audio is a 440 Hz sine over faint noise (plus optional clicks).
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def frame_value(i: int) -> tuple[int, int]:
+    return 8 * (i % 32), 8 * (i // 32)
+
+
+def read_index(frame: np.ndarray) -> int:
+    """Source frame index from a decoded (H, W, 3) frame (inverse of ``frame_value``)."""
+    r, g = frame[..., 0].mean(), frame[..., 1].mean()
+    return int(round(r / 8)) + 32 * int(round(g / 8))
+
+
+def make_media(
+    path: str | os.PathLike,
+    duration: float = 3.0,
+    fps: int = 25,
+    size: tuple[int, int] = (160, 120),  # (w, h)
+    video: bool = True,
+    audio: bool = True,
+    rate: int = 44100,
+    layout: str = "stereo",
+    vcodec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    acodec: str = "aac",
+    clicks: tuple[float, ...] = (),
+    faststart: bool = False,
+) -> Path:
+    path = Path(path)
+    c = av.open(str(path), "w", options={"movflags": "faststart"} if faststart else None)
+    vs = as_ = None
+    if video:
+        vs = c.add_stream(vcodec, rate=fps)
+        vs.width, vs.height = size
+        vs.pix_fmt = pix_fmt
+        if vcodec == "libx264":
+            vs.options = {"preset": "ultrafast", "crf": "10", "g": "12"}
+    if audio:
+        as_ = c.add_stream(acodec, rate=rate)
+        as_.layout = layout
+    if vs is not None:
+        n = int(round(duration * fps))
+        w, h = size
+        for i in range(n):
+            img = np.zeros((h, w, 3), np.uint8)
+            img[..., 0], img[..., 1] = frame_value(i)
+            img[..., 2] = 128
+            f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)
+            f.pts = i
+            f.time_base = Fraction(1, fps)
+            for p in vs.encode(f):
+                c.mux(p)
+        for p in vs.encode(None):
+            c.mux(p)
+    if as_ is not None:
+        n = int(round(duration * rate))
+        ch = av.AudioLayout(layout).nb_channels
+        t = np.arange(n) / rate
+        # a -60 dB noise floor, like real recordings (a bare sine leaves mel bins at the log floor)
+        noise = np.random.default_rng(0).normal(0, 1e-3, n)
+        x = (0.3 * np.sin(2 * np.pi * 440 * t) + noise).astype(np.float32)
+        for ct in clicks:
+            k = int(round(ct * rate))
+            x[k : k + 8] = 0.9
+        data = np.tile(x, (ch, 1))
+        fs = as_.codec_context.frame_size or 1024
+        for i in range(0, n, fs):
+            chunk = np.ascontiguousarray(data[:, i : i + fs])
+            if acodec == "pcm_s16le":  # packed int16 frames (WAV)
+                pcm = (chunk.T.reshape(1, -1) * 32767).astype(np.int16)
+                fr = av.AudioFrame.from_ndarray(pcm, format="s16", layout=layout)
+            else:
+                fr = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            fr.sample_rate = rate
+            fr.pts = i
+            for p in as_.encode(fr):
+                c.mux(p)
+        for p in as_.encode(None):
+            c.mux(p)
+    c.close()
+    return path

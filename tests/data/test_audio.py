@@ -1,0 +1,132 @@
+import math
+
+import kaldi_native_fbank as knf
+import numpy as np
+import pytest
+import torch
+
+from avfusion.data.audio import (Fbank, FbankSpec, fbank, freq_jitter, kaldi_mel_banks, normalize_spec,
+                                 spec_augment)
+from avfusion.data.decode import decode, probe
+from avfusion.models.config import PreprocessConfig
+
+
+@pytest.fixture(scope="module")
+def bbb_wave(bigbuckbunny) -> np.ndarray:
+    """bigbuckbunny's 5.1 48 kHz AAC, through our decoder: 16 kHz mono."""
+    info = probe(bigbuckbunny)
+    d = decode(bigbuckbunny, None, (0.0, info.audio_duration))
+    return d.audio
+
+
+def knf_fbank(x: np.ndarray, num_bins: int, low_freq: float) -> np.ndarray:
+    o = knf.FbankOptions()
+    o.frame_opts.dither = 0.0
+    o.frame_opts.window_type = "hanning"
+    o.mel_opts.num_bins = num_bins
+    o.mel_opts.low_freq = low_freq
+    fb = knf.OnlineFbank(o)
+    fb.accept_waveform(16000, x.tolist())
+    fb.input_finished()
+    return np.stack([fb.get_frame(i) for i in range(fb.num_frames_ready)])
+
+
+# 128 bins from 20 Hz leave Kaldi's filter 3 empty, which kaldi-native-fbank refuses (see
+# audio.py); (128, 60 Hz) is the 128-bin setting it accepts, 80 bins its default layout.
+@pytest.mark.parametrize("num_bins,low_freq", [(128, 60.0), (80, 20.0)])
+def test_fbank_matches_kaldi_native_fbank_on_real_audio(bbb_wave, num_bins, low_freq):
+    ref = knf_fbank(bbb_wave, num_bins, low_freq)
+    out = fbank(torch.from_numpy(bbb_wave), FbankSpec(num_mel_bins=num_bins, low_freq=low_freq))
+    assert out.shape == ref.shape == (1 + (len(bbb_wave) - 400) // 160, num_bins)
+    diff = np.abs(out.numpy() - ref).max()
+    assert diff < 1e-3, diff
+
+
+def test_mel_banks_match_kaldi_native_fbank():
+    mo = knf.MelBanksOptions()
+    mo.num_bins = 120
+    fo = knf.FrameExtractionOptions()
+    fo.window_type = "hanning"
+    ref = np.array(knf.MelBanks(opts=mo, frame_opts=fo).get_matrix())
+    ours = kaldi_mel_banks(120, 512, 16000).numpy()
+    assert ours.shape == ref.shape == (120, 257)
+    assert np.abs(ours - ref).max() < 1e-4
+
+
+def test_128_bins_from_20hz_has_torchaudio_behaviour():
+    m = kaldi_mel_banks(128, 512, 16000)
+    empty = (m.sum(1) == 0).nonzero().flatten().tolist()
+    assert empty == [3]
+    out = fbank(torch.randn(16000) * 0.1)
+    assert out.shape == (98, 128)
+    assert torch.allclose(out[:, 3], torch.full((98,), math.log(torch.finfo(torch.float32).eps)))
+
+
+def test_fbank_batched_equals_single_and_float64():
+    x = torch.randn(3, 8000) * 0.2
+    batched = fbank(x)
+    assert batched.shape == (3, 48, 128)
+    for i in range(3):
+        assert torch.allclose(batched[i], fbank(x[i]), atol=1e-5)
+    assert torch.allclose(batched.double(), Fbank()(x.double()), atol=1e-3)
+
+
+def test_fbank_too_short_raises():
+    with pytest.raises(ValueError, match="at least 400"):
+        fbank(torch.zeros(399))
+
+
+def test_normalisation_presets():
+    x = torch.full((10, 128), 1.102 + 2.762)
+    assert torch.allclose(normalize_spec(x, PreprocessConfig()), torch.ones(10, 128))
+    ast = PreprocessConfig(audio_norm="ast", audio_mean=-4.2677393, audio_std=4.5689974)
+    assert torch.allclose(normalize_spec(torch.full((2, 2), -4.2677393 + 2 * 4.5689974), ast), torch.ones(2, 2))
+    with pytest.raises(ValueError, match="unknown audio_norm"):
+        normalize_spec(x, PreprocessConfig(audio_norm="nope"))
+
+
+def test_spec_augment_masks_whole_bands():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 200, 64) + 10
+    y = spec_augment(x, freq_mask=20, time_mask=50, generator=g)
+    assert y.shape == x.shape
+    for b in range(4):
+        zero = y[b] == 0
+        fcols = zero.all(0)  # masked mel bins: zero at every time
+        trows = zero.all(1)
+        assert int(fcols.sum()) <= 20 and int(trows.sum()) <= 50
+        # everything not in a masked band is untouched
+        keep = ~(fcols[None, :] | trows[:, None])
+        assert torch.equal(y[b][keep], x[b][keep])
+    assert spec_augment(x, 0, 0).equal(x)
+
+
+def test_freq_jitter_shifts_bins():
+    x = torch.arange(16.0).expand(5, 16)[None]  # (1, 5, 16), value = bin index
+    g = torch.Generator().manual_seed(1)
+    y = freq_jitter(x, 3, g)
+    shift = 8 - int(y[0, 0, 8])  # y[j] = x[j - shift]
+    assert abs(shift) <= 3
+    assert torch.equal(y[0, :, 5:11], x[0, :, 5 - shift : 11 - shift])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fbank_on_gpu_matches_cpu():
+    x = torch.randn(4, 16000) * 0.1
+    assert torch.allclose(fbank(x.cuda()).cpu(), fbank(x), atol=1e-3)
+
+
+def test_waveform_output_and_batched_features(corpus, small_cfg):
+    import dataclasses
+
+    from avfusion.data.clips import ClipProcessor, FileSegment, audio_features
+
+    cfg = dataclasses.replace(small_cfg, audio_output="waveform")
+    seg = FileSegment(str(corpus.files["good_a"]), None, None, cfg)
+    s = ClipProcessor(cfg, train=False)(seg)
+    assert s["audio"].shape == (6, cfg.audio_samples)
+    feats = audio_features(s["audio"], cfg)  # what a GPU loop does on the batch
+    ref = ClipProcessor(small_cfg, train=False)(seg)["audio"]
+    assert feats.shape == ref.shape == (6, 100, 128)
+    assert torch.allclose(feats, ref, atol=1e-5)

@@ -1,0 +1,129 @@
+import json
+
+import pytest
+import torch
+
+from avfusion.data import adapters
+from avfusion.data.manifest import LabelMap, ManifestError, Row, UnknownLabel, read_manifest, write_manifest
+
+
+def test_csv_and_jsonl_manifests(tmp_path):
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"x")
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("path,start,end,labels,extra\nclips/a.mp4,1.5,,Dog;/m/cat,7\n")
+    (r,) = read_manifest(csv_path)
+    assert r.id == "a" and r.path == str(tmp_path / "clips" / "a.mp4")
+    assert (r.start, r.end, r.labels, r.extra) == (1.5, None, ["Dog", "/m/cat"], {"extra": "7"})
+    jl = tmp_path / "m.jsonl"
+    jl.write_text(json.dumps({"id": "x", "path": "/abs/b.mp4", "labels": ["Dog"], "end": 3}) + "\n\n")
+    (r2,) = read_manifest(jl)
+    assert (r2.id, r2.path, r2.end, r2.labels) == ("x", "/abs/b.mp4", 3.0, ["Dog"])
+    write_manifest([r, r2], tmp_path / "out.jsonl")
+    assert [x.id for x in read_manifest(tmp_path / "out.jsonl")] == ["a", "x"]
+    write_manifest([r, r2], tmp_path / "out.csv")
+    assert [x.labels for x in read_manifest(tmp_path / "out.csv")] == [["Dog", "/m/cat"], ["Dog"]]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,labels\na.mp4,Dog\n")
+    with pytest.raises(ManifestError, match="no 'path' column"):
+        read_manifest(bad)
+    bad.write_text("path,start\na.mp4,soon\n")
+    with pytest.raises(ManifestError, match="bad.csv:2: start 'soon'"):
+        read_manifest(bad)
+
+
+def test_label_map_encodings(corpus):
+    lm = LabelMap.read(corpus.labels)
+    assert lm.num_classes == 3 and lm.names == ["Dog", "Cat", "Bird"]
+    assert lm.encode(["/m/dog", "Bird"]).tolist() == [1.0, 0.0, 1.0]
+    with pytest.raises(UnknownLabel, match="Walrus"):
+        lm.encode(["Walrus"])
+    single = LabelMap.read(corpus.labels, mode="single")
+    assert single.encode(["Cat"]) == 1
+    with pytest.raises(ManifestError):
+        single.encode(["Cat", "Dog"])
+    heads = LabelMap.from_names(["take", "put"], head="verb").entries + LabelMap.from_names(["cup"], head="noun").entries
+    mh = LabelMap(heads)
+    assert mh.mode == "multihead" and mh.head_sizes() == {"verb": 2, "noun": 1}
+    assert mh.encode(["verb:put", "noun:cup"]) == {"verb": 1, "noun": 0}
+    with pytest.raises(UnknownLabel):
+        mh.encode(["put", "noun:cup"])
+    with pytest.raises(ManifestError, match="no label for head"):
+        mh.encode(["verb:put"])
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_audioset_adapter(tmp_path):
+    seg = _write(tmp_path / "seg.csv", "# Segments csv\n# YTID, start_seconds, end_seconds, positive_labels\n"
+                 '--4gqARaEJE, 0.000, 10.000, "/m/068hy,/m/07q6cd_"\n-0SdAVK79lg, 30.000, 40.000, "/m/0glt670"\n')
+    lab = _write(tmp_path / "class_labels_indices.csv", 'index,mid,display_name\n0,/m/068hy,Domestic animals\n'
+                 '1,/m/07q6cd_,Squeak\n2,/m/0glt670,"Hip hop music"\n')
+    (tmp_path / "--4gqARaEJE_0.mp4").write_bytes(b"x")
+    rows, lm = adapters.audioset(seg, lab, root=tmp_path)
+    assert [r.id for r in rows] == ["--4gqARaEJE_0", "-0SdAVK79lg_30"]
+    assert rows[0].labels == ["/m/068hy", "/m/07q6cd_"]
+    assert lm.encode(rows[0].labels).tolist() == [1.0, 1.0, 0.0]
+    assert rows[1].path == str(tmp_path / "-0SdAVK79lg_30.mp4")
+    assert adapters.report_missing(rows) == (1, ["-0SdAVK79lg_30"])
+
+
+def test_vggsound_adapter(tmp_path):
+    f = _write(tmp_path / "vggsound.csv", "---g-f_I2yQ,1,people marching,test\n--0PQM4-hqg,30,waterfall burbling,train\n")
+    rows, lm = adapters.vggsound(f, root=tmp_path, split="train")
+    assert [r.id for r in rows] == ["--0PQM4-hqg_000030"]
+    assert rows[0].path.endswith("--0PQM4-hqg_000030.mp4")
+    assert lm.names == ["people marching", "waterfall burbling"] and lm.encode(rows[0].labels) == 1
+
+
+def test_kinetics_sounds_adapter(tmp_path):
+    f = _write(tmp_path / "train.csv", "label,youtube_id,time_start,time_end,split\n"
+               "playing bagpipes,abc,10,20,train\n\"abseiling\",def,0,10,train\n")
+    rows, lm = adapters.kinetics_sounds(f, root=tmp_path)
+    assert len(rows) == 1 and rows[0].labels == ["playing bagpipes"]
+    assert rows[0].path == str(tmp_path / "playing bagpipes" / "abc_000010_000020.mp4")
+    assert lm.num_classes == len(adapters.KINETICS_SOUNDS) == 34
+
+
+def test_epic_kitchens_adapter(tmp_path):
+    ann = _write(tmp_path / "EPIC_100_train.csv",
+                 "narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,"
+                 "start_frame,stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n"
+                 'P01_01_0,P01,P01_01,00:00:01.089,00:00:00.14,00:00:03.37,8,202,open door,open,3,door,8,[\'door\'],[8]\n')
+    verbs = _write(tmp_path / "verbs.csv", "id,key,instances,category\n" + "".join(f"{i},v{i},[],c\n" for i in range(4)))
+    nouns = _write(tmp_path / "nouns.csv", "id,key,instances,category\n" + "".join(f"{i},n{i},[],c\n" for i in range(9)))
+    rows, lm = adapters.epic_kitchens(ann, verbs, nouns, root=tmp_path)
+    (r,) = rows
+    assert r.id == "P01_01_0" and r.path == str(tmp_path / "P01/videos/P01_01.MP4")
+    assert (r.start, r.end) == pytest.approx((0.14, 3.37))
+    assert lm.encode(r.labels) == {"verb": 3, "noun": 8}
+    assert lm.head_sizes() == {"verb": 4, "noun": 9}
+
+
+def test_esc50_adapter(tmp_path):
+    f = _write(tmp_path / "esc50.csv", "filename,fold,target,category,esc10,src_file,take\n"
+               "1-100032-A-0.wav,1,0,dog,True,100032,A\n1-100038-A-14.wav,2,1,chirping_birds,False,100038,A\n")
+    rows, lm = adapters.esc50(f, root=tmp_path, folds=[2])
+    assert [r.id for r in rows] == ["1-100038-A-14"] and rows[0].path == str(tmp_path / "audio" / "1-100038-A-14.wav")
+    assert lm.encode(rows[0].labels) == 1
+
+
+def test_esc50_wav_end_to_end(tmp_path, small_cfg):
+    """ESC-50 annotations -> rows -> dataset: a 44.1 kHz WAV decodes as audio-only."""
+    from media import make_media
+
+    from avfusion.data.datasets import VideoDataset, collate
+
+    (tmp_path / "audio").mkdir()
+    make_media(tmp_path / "audio" / "1-100032-A-0.wav", duration=1.2, video=False, acodec="pcm_s16le", layout="mono")
+    meta = _write(tmp_path / "esc50.csv", "filename,fold,target,category,esc10,src_file,take\n"
+                  "1-100032-A-0.wav,1,0,dog,True,100032,A\n")
+    rows, lm = adapters.esc50(meta, root=tmp_path)
+    s = VideoDataset(rows, lm, small_cfg, train=True, seed=0)[0]
+    assert s["has_video"] is False and "video" not in s
+    assert s["audio"].shape == (100, 128) and s["label"] == 0
+    batch = collate([s])
+    assert "video" not in batch and batch["label"].tolist() == [0]

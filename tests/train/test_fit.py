@@ -1,0 +1,85 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+import avfusion
+from avfusion.train.checkpoint import find_checkpoint
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fit_script import run  # noqa: E402
+from synthetic import SyntheticAV, collate  # noqa: E402
+
+HERE = Path(__file__).parent
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "model.safetensors"))
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_tiny_model_learns_a_separable_task(tmp_path):
+    result = run(str(tmp_path / "run"), 60, **{"data.batch_size": "8", "optim.lr": "0.003", "run.save_every": "1000"})
+    assert result.steps == 60
+    losses = [h["loss"] for h in result.history]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    model = avfusion.load_pretrained(tmp_path / "run")
+    ds = SyntheticAV()
+    batch = collate([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        pred = model({"audio": batch["audio"], "video": batch["video"]}).logits.argmax(1)
+    assert (pred == batch["label"]).float().mean() > 0.9
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 60
+
+
+def test_resume_in_process_is_exact(tmp_path):
+    full = run(str(tmp_path / "full"), 6)
+    part = run(str(tmp_path / "part"), 6, stop_at=4)  # stops at step 4 with a checkpoint
+    assert part.steps == 4 and not (tmp_path / "part" / "model.safetensors").exists()
+    resumed = run(str(tmp_path / "part"), 6)
+    assert resumed.resumed_from == 4 and full.steps == resumed.steps == 6
+    _assert_same(_weights(tmp_path / "full"), _weights(tmp_path / "part"))
+
+
+def test_sigkill_and_resume_gives_identical_weights(tmp_path):
+    full = tmp_path / "full"
+    run(str(full), 10)
+    killed = tmp_path / "killed"
+    env = {**os.environ, "AVF_TEST_SLOW": "0.05"}  # ~0.2 s per step, so the kill lands mid-run
+    proc = subprocess.Popen([sys.executable, str(HERE / "fit_script.py"), str(killed), "10"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        ckpt = find_checkpoint(killed)
+        if ckpt is not None:
+            state = torch.load(ckpt / "state.pt", weights_only=True)
+            if state["step"] >= 4:
+                break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "model.safetensors").exists()  # it really died before finishing
+    step_at_kill = torch.load(find_checkpoint(killed) / "state.pt", weights_only=True)["step"]
+    assert 4 <= step_at_kill < 10
+    resumed = run(str(killed), 10)
+    assert resumed.resumed_from == step_at_kill
+    _assert_same(_weights(full), _weights(killed))
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    run(str(tmp_path / "r"), 4, stop_at=2)
+    import pytest
+
+    with pytest.raises(ValueError, match="optim.lr: 0.001 -> 0.01"):
+        run(str(tmp_path / "r"), 4, **{"optim.lr": "0.01"})
