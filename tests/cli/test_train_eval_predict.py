@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from avfusion.cli import main
 
@@ -64,3 +65,29 @@ def test_train_eval_predict(data, tmp_path, capsys):
 def test_predict_without_model_is_a_clear_error(tmp_path, capsys):
     assert main(["predict", "x.mp4", "--model", str(tmp_path / "nope")]) == 2
     assert "no model directory" in capsys.readouterr().err
+
+
+def test_pretrain_then_linear_probe(data, tmp_path, capsys):
+    pre = tmp_path / "pre"
+    rc = main(["pretrain", "--model", "zorro_vit_tiny", "--train", str(data["train"]), "--out", str(pre),
+               "--max-steps", "3", "--batch-size", "8", "--workers", "0", "--json", "run.progress=false",
+               "optim.name=adamw", "optim.lr=0.001", "contrastive.proj_hidden=0", "contrastive.proj_dim=32"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 3 and summary["final_loss"] > 0
+    assert (pre / "checkpoint" / "extra.safetensors").is_file()  # the projectors are checkpointed
+    hist = [json.loads(x) for x in (pre / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss_audio-fusion", "loss_video-fusion", "loss_audio-video"} <= set(hist[-1])
+
+    from safetensors.torch import load_file
+
+    probe = tmp_path / "probe"
+    rc = main(["train", "--init-from", str(pre), "--train", str(data["train"]), "--labels", str(data["labels"]),
+               "--out", str(probe), "--max-steps", "2", "--batch-size", "8", "--workers", "0",
+               "linear_probe=true", "run.progress=false", "optim.name=adamw", "optim.lr=0.01"])
+    assert rc == 0
+    before, after = load_file(str(pre / "model.safetensors")), load_file(str(probe / "model.safetensors"))
+    frozen = [k for k in after if not k.startswith("head.")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # the backbone did not move
+    heads = [k for k in after if k.startswith("head.") and k.endswith("weight")]
+    assert heads and all(after[k].shape[0] == 4 and after[k].abs().sum() > 0 for k in heads)  # new 4-way heads, trained

@@ -193,11 +193,9 @@ def fit(
     if info.enabled:
         train_module = nn.parallel.DistributedDataParallel(
             task, device_ids=[device.index] if device.type == "cuda" else None)
+    eager_module = train_module
     if run.compile:
-        try:
-            train_module = torch.compile(train_module)  # type: ignore[assignment]
-        except Exception as e:  # compile is an optimisation: say why it is off and go on
-            print(f"torch.compile unavailable ({type(e).__name__}: {e}); training eagerly", file=sys.stderr)
+        train_module = torch.compile(train_module)  # type: ignore[assignment]
 
     metrics_path = out / "metrics.jsonl"
     tb = _tensorboard(out) if (run.tensorboard and info.is_main) else None
@@ -221,7 +219,18 @@ def fit(
                 g = torch.Generator(device="cpu").manual_seed(_mix_seed(run.seed, step, len(accum), 2))
                 batch = batch_transform(batch, g)
             with autocast():
-                losses = train_module(batch)
+                try:
+                    losses = train_module(batch)
+                except Exception as e:
+                    if train_module is eager_module:
+                        raise
+                    # torch.compile is an optimisation: if it fails on this model / platform, say
+                    # why and train eagerly (compilation errors surface at the first call).
+                    print(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                          "training eagerly", file=sys.stderr)
+                    opt.zero_grad(set_to_none=True)
+                    train_module = eager_module
+                    losses = train_module(batch)
             (losses["loss"] / run.grad_accum).backward()
             accum.append({k: v.detach() for k, v in losses.items()})
             batch_in_epoch += 1
