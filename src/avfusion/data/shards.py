@@ -23,6 +23,7 @@ import io
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -176,7 +177,8 @@ def write_shards(
                 if not os.path.isfile(row.path):
                     raise FileNotFoundError(f"file not found: {row.path}")
                 sample = encode_row(row, labels, cfg, video_format)
-            except (DecodeError, ValueError, KeyError, FileNotFoundError, av.FFmpegError) as e:
+            except Exception as e:  # noqa: BLE001 - one bad file never stops the run; it is reported
+                # with its exception type, so a bug shows up in the summary, not as a crash mid-run.
                 res.failed += 1
                 res.failures.append({"id": row.id, "path": row.path, "reason": f"{type(e).__name__}: {e}"})
                 continue
@@ -252,8 +254,8 @@ def _dist() -> tuple[int, int]:
 class ShardDataset(IterableDataset):
     """Streams prepared shards: split by rank and worker, shuffle buffer, clip cutting.
 
-    With more (rank, worker) pairs than shards some readers get nothing (a warning is given by
-    ``check_split``); prepare with ``--shard-size`` small enough for your world x workers.
+    With more (rank, worker) pairs than shards some readers get nothing (a warning says so);
+    prepare with ``--shard-size`` small enough for your world x workers.
     """
 
     def __init__(self, shards: Sequence[str] | str | os.PathLike, labels: LabelMap, cfg: ClipConfig,
@@ -285,7 +287,12 @@ class ShardDataset(IterableDataset):
 
     def raw(self) -> Iterator[dict[str, Any]]:
         """The stored samples of this reader's shards, in order (bytes values)."""
-        for url in self.my_shards():
+        mine = self.my_shards()
+        if not mine:
+            wi = get_worker_info()
+            warnings.warn(f"rank {self.rank} worker {wi.id if wi else 0}: no shard to read ({len(self.shards)} "
+                          f"shards for {self.world_size} ranks x {wi.num_workers if wi else 1} workers)")
+        for url in mine:
             yield from _group(url)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
