@@ -5,7 +5,7 @@ Missing modalities in a batch (docs/data.md): every sample carries ``has_video``
 flags (bool tensors (B,)) mark absent; when no sample of the batch has a modality, its key is
 left out entirely (the model contract's "missing key = absent"). Models must not be fed the
 zero slots as content: use :func:`split_by_presence` to run each group of samples with only the
-keys it really has.
+keys it really has (the training task's ``presence_groups`` does the same).
 """
 
 from __future__ import annotations
@@ -95,26 +95,23 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def split_by_presence(batch: dict[str, Any]) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
-    """Yield (indices, sub-batch) per presence pattern; each sub-batch has only its real
-    modalities as keys, so a model's missing-modality path is used honestly."""
-    hv = batch.get("has_video", torch.zeros(len(batch["id"]), dtype=torch.bool))
-    ha = batch.get("has_audio", torch.zeros(len(batch["id"]), dtype=torch.bool))
+def split_by_presence(batch: dict[str, Any]) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Yield (row indices, model inputs) per presence pattern: the inputs hold only the
+    modalities those rows really have, so the model's missing-modality path runs honestly.
+    Index labels and ids with the indices (``batch["label"][idx]``)."""
+    n = len(batch["id"])
+    hv = batch.get("has_video", torch.zeros(n, dtype=torch.bool))
+    ha = batch.get("has_audio", torch.zeros(n, dtype=torch.bool))
     for v, a in ((True, True), (True, False), (False, True)):
         idx = torch.nonzero((hv == v) & (ha == a)).flatten()
         if len(idx) == 0:
             continue
-        sub: dict[str, Any] = {"id": [batch["id"][i] for i in idx.tolist()]}
+        inputs: dict[str, torch.Tensor] = {}
         if v:
-            sub["video"] = batch["video"][idx]
+            inputs["video"] = batch["video"][idx]
         if a:
-            sub["audio"] = batch["audio"][idx]
-        lab = batch.get("label")
-        if isinstance(lab, dict):
-            sub["label"] = {k: t[idx] for k, t in lab.items()}
-        elif lab is not None:
-            sub["label"] = lab[idx]
-        yield idx, sub
+            inputs["audio"] = batch["audio"][idx]
+        yield idx, inputs
 
 
 def worker_init(worker_id: int) -> None:  # pragma: no cover - trivial
