@@ -198,3 +198,29 @@ def test_h264_shards_round_trip(corpus, tmp_path, small_cfg, capsys):
     labels = LabelMap.read(corpus.labels)
     s = next(iter(ShardDataset(tmp_path / "h", labels, small_cfg, train=True)))
     assert s["video"].shape == (3, 4, 48, 48)
+
+
+def test_short_segment_context_is_the_same_from_file_and_shard(corpus, tmp_path, small_cfg):
+    from avfusion.data.datasets import VideoDataset
+    from avfusion.data.manifest import Row
+
+    rows = [Row("mid", str(corpus.files["good_a"]), 1.0, 1.2, ["Dog"])]  # 0.2 s inside a 3 s file
+    labels = LabelMap.read(corpus.labels)
+    res = write_shards_for(rows, labels, small_cfg, tmp_path)
+    meta = ShardSegment(next(_group(res.shards[0]))).meta
+    assert meta["data_start"] == pytest.approx(1.1 - small_cfg.audio_seconds / 2)
+    s_file = VideoDataset(rows, labels, small_cfg, train=False)[0]
+    s_shard = next(iter(ShardDataset(tmp_path, labels, small_cfg, train=False)))
+    assert s_file["audio_padded"] == s_shard["audio_padded"] == 0  # context, not padding
+    assert s_file["video_padded"] == s_shard["video_padded"] == 0
+    diff = (s_file["audio"] - s_shard["audio"]).abs()
+    assert diff.mean() < 0.01 and diff.max() < 0.15
+    assert (s_file["video"] - s_shard["video"]).abs().mean() < 0.05
+
+
+def write_shards_for(rows, labels, cfg, out):
+    from avfusion.data.shards import write_shards
+
+    res = write_shards(rows, labels, cfg, out)
+    assert res.ok == len(rows), res.failures
+    return res

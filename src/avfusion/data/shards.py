@@ -2,8 +2,9 @@
 
 One tar member group per row (key = zero-padded running number; the row's id is in the JSON,
 since WebDataset keys cannot hold dots):
-- ``<key>.json``: id, labels (strings), segment start / end, fps, sample_rate, presence flags,
-  number of real frames / samples;
+- ``<key>.json``: id, labels (strings), segment start / end, the stored range data_start /
+  data_end (the segment, widened to a centred clip around a segment shorter than a clip), fps,
+  sample_rate, presence flags, number of real frames / samples;
 - video, the segment's frames on the ``fps`` grid, short side resized to ``short_side``, as either
   ``<key>.frames.msgpack`` (``video_format="jpeg"``, default: a list of JPEG bytes, MJPEG through
   PyAV; a clip decodes only its own frames: fastest) or ``<key>.frames.mp4``
@@ -125,16 +126,24 @@ def encode_row(row: Row, labels: LabelMap, cfg: ClipConfig, video_format: str = 
     end = row.end if row.end is not None else info.duration
     if not end > start:
         raise ValueError(f"segment end {end} <= start {start} (file duration {info.duration:.3f} s)")
-    d = decode(row.path, grid_times(start, end, p.fps), (start, end), fps=p.fps,
+    # Clips of a segment shorter than a clip read the file around it (context), as the file
+    # dataset does: store that context too, so both paths give the same clips.
+    d0, d1 = start, end
+    length = max(cfg.video_seconds if info.has_video else 0.0, cfg.audio_seconds if info.has_audio else 0.0)
+    if end - start < length:
+        mid = (start + end) / 2
+        d0, d1 = max(0.0, min(start, mid - length / 2)), max(end, min(info.duration, mid + length / 2))
+    d = decode(row.path, grid_times(d0, d1, p.fps), (d0, d1), fps=p.fps,
                sample_rate=p.sample_rate, short_side=p.short_side)
     # A truncated file decodes less than its header promises: a failure, not silent padding.
-    real_end = min(end, info.duration) - start
+    real_end = min(d1, info.duration) - d0
     if d.video is not None and d.video_valid < int(real_end * p.fps) - 2:
         raise DecodeError(f"video decodes {d.video_valid / p.fps:.3f} s of {real_end:.3f} s (truncated?)")
     if d.audio is not None and d.audio_valid < 0.9 * real_end * p.sample_rate:
         raise DecodeError(f"audio decodes {d.audio_valid / p.sample_rate:.3f} s of {real_end:.3f} s (truncated?)")
     meta = {
-        "id": row.id, "labels": row.labels, "start": start, "end": end, "fps": p.fps,
+        "id": row.id, "labels": row.labels, "start": start, "end": end, "data_start": d0, "data_end": d1,
+        "fps": p.fps,
         "sample_rate": p.sample_rate, "short_side": p.short_side,
         "has_video": d.video is not None, "has_audio": d.audio is not None,
         "video_valid": d.video_valid, "audio_range": list(d.audio_range),
@@ -205,7 +214,8 @@ class ShardSegment:
 
     def __init__(self, sample: dict[str, Any]) -> None:
         self.meta = json.loads(sample["json"])
-        self.start, self.end = float(self.meta["start"]), float(self.meta["end"])
+        self.start, self.end = float(self.meta["start"]), float(self.meta["end"])  # the segment
+        self.base = float(self.meta.get("data_start", self.start))  # time of stored frame 0 / sample 0
         self.fps, self.sr = float(self.meta["fps"]), int(self.meta["sample_rate"])
         self.has_video, self.has_audio = bool(self.meta["has_video"]), bool(self.meta["has_audio"])
         self._jpegs = msgpack.unpackb(sample["frames.msgpack"]) if "frames.msgpack" in sample else None
@@ -216,7 +226,7 @@ class ShardSegment:
 
     def frames(self, times: np.ndarray) -> tuple[np.ndarray, int]:
         n = int(self.meta["num_frames"])
-        idx = np.floor((np.asarray(times) - self.start) * self.fps + 1e-3).astype(int)  # frame shown at t
+        idx = np.floor((np.asarray(times) - self.base) * self.fps + 1e-3).astype(int)  # frame shown at t
         valid = int(((idx >= 0) & (idx < self.meta["video_valid"])).sum())
         idx = idx.clip(0, n - 1)
         uniq, inv = np.unique(idx, return_inverse=True)  # decode each stored frame once
@@ -230,7 +240,7 @@ class ShardSegment:
     def audio(self, t0: float, t1: float) -> tuple[np.ndarray, int]:
         assert self._pcm is not None
         n = int(round((t1 - t0) * self.sr))
-        o = int(round((t0 - self.start) * self.sr))
+        o = int(round((t0 - self.base) * self.sr))
         out = np.zeros(n, np.float32)
         s0, d0 = max(o, 0), max(-o, 0)
         m = max(0, min(len(self._pcm) - s0, n - d0))
