@@ -59,7 +59,7 @@ def prepared(corpus, tmp_path_factory):
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = prepare_main([str(corpus.manifest), "--labels", str(corpus.labels), "--out", str(out),
-                           "--json", "--shard-size", "2", *SMALL])
+                           "--json", "--shard-size", "2", "--video-format", "jpeg", *SMALL])
     return rc, json.loads(buf.getvalue()), out
 
 
@@ -186,7 +186,7 @@ def test_h264_shards_round_trip(corpus, tmp_path, small_cfg, capsys):
     from media import read_index
 
     rc = prepare_main([str(corpus.good_manifest), "--labels", str(corpus.labels), "--out", str(tmp_path / "h"),
-                       "--json", "--video-format", "h264", *SMALL])
+                       "--json", *SMALL])  # default video format: h264
     summary = json.loads(capsys.readouterr().out)
     assert rc == 0 and summary["ok"] == 7 and summary["failed"] == 0
     by_id = {ShardSegment(s).meta["id"]: ShardSegment(s) for url in summary["shards"] for s in _group(url)}
