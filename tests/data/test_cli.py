@@ -7,10 +7,9 @@ import torch
 from avfusion.cli import main as cli_main
 from avfusion.cli.prepare import main as prepare_main
 from avfusion.cli.validate import main as validate_main
-from avfusion.data.clips import ClipConfig, FileSegment
 from avfusion.data.decode import decode, grid_times
 from avfusion.data.manifest import LabelMap, read_manifest
-from avfusion.data.shards import ShardDataset, ShardSegment, _group, decode_jpegs, split_shards
+from avfusion.data.shards import ShardDataset, ShardSegment, _group, split_shards
 
 SMALL = ["--num-frames", "4", "--spec-frames", "100", "--short-side", "64", "--no-progress"]
 

@@ -9,7 +9,7 @@ clip). An empty manifest is one error.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import av
@@ -131,4 +131,4 @@ def format_table(probs: Sequence[Problem]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Problem", "check_row", "validate_rows", "summary", "format_table", "asdict"]
+__all__ = ["Problem", "check_row", "validate_rows", "summary", "format_table"]
