@@ -117,5 +117,7 @@ def test_batches_feed_a_model_per_presence_group(corpus):
     logits = torch.full((7, mcfg.num_classes), float("nan"))
     with torch.no_grad():
         for idx, sub in split_by_presence(batch):
-            logits[idx] = model(sub).logits
+            logits[idx] = model({m: sub[m] for m in ("video", "audio") if m in sub}).logits
+            assert sub["id"] == [batch["id"][i] for i in idx.tolist()]
+            assert torch.equal(sub["label"], batch["label"][idx])
     assert torch.isfinite(logits).all()

@@ -12,7 +12,7 @@ import avfusion
 from avfusion.models import list_models
 
 MASKED = [n for n in list_models("zorro_vit_tiny*")]
-STREAMS = [n for n in list_models("mbt_tiny*")]
+STREAMS = [n for n in list_models("mbt_tiny*") if not n.endswith(("_audio", "_video"))]
 
 
 def _perturb(x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -116,3 +116,20 @@ def test_test_with_bottlenecks_false_runs_unimodally_in_eval(randomize):
     torch.testing.assert_close(ev.logits, ref.logits, rtol=1e-5, atol=1e-5)
     assert "test_with_bottlenecks=False" in ev.notes[0]
     assert (tr.logits - ref.logits).abs().max() > 1e-3  # training still fuses
+
+
+@pytest.mark.parametrize("modality", ["audio", "video"])
+def test_unimodal_models(modality, randomize):
+    model = randomize(avfusion.create_model(f"mbt_tiny_{modality}")).eval()
+    other = "video" if modality == "audio" else "audio"
+    assert set(model.example_inputs(2)) == {modality}
+    assert not any(other in name for name, _ in model.named_parameters())
+    full = avfusion.create_model("mbt_tiny").example_inputs(2)
+    with torch.no_grad():
+        alone = model({modality: full[modality]})
+        both = model(full)  # the other modality is ignored, and the note says so
+    torch.testing.assert_close(both.logits, alone.logits)
+    assert set(alone.outputs) == {modality} and not alone.notes
+    assert both.notes == [f"{other} given but the model has only a {modality} stream: {other} ignored"]
+    with pytest.raises(ValueError, match="none of this model's modalities"):
+        model({other: full[other]})

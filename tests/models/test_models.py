@@ -117,7 +117,10 @@ def test_overrides_and_errors():
         get_model_config("mbt_huge")
     with pytest.raises(ValueError, match="class_splits"):
         get_model_config("mbt_tiny", class_splits={"verb": 3, "noun": 4})
-    assert get_model_config("mbt_tiny", class_splits={"verb": 3, "noun": 4}, num_classes=7).num_classes == 7
+    assert get_model_config("mbt_tiny", class_splits={"verb": 3, "noun": 4}, num_classes=7,
+                            task="multihead").num_classes == 7
+    with pytest.raises(ValueError, match="multihead"):
+        get_model_config("mbt_tiny", class_splits={"verb": 3, "noun": 4}, num_classes=7)
 
 
 def test_config_json_round_trip():
@@ -129,7 +132,7 @@ def test_config_json_round_trip():
 
 def test_input_errors_are_clear():
     model = avfusion.create_model("mbt_tiny")
-    with pytest.raises(ValueError, match="neither 'audio' nor 'video'"):
+    with pytest.raises(ValueError, match="none of this model.s modalities"):
         model({})
     with pytest.raises(ValueError, match="unknown input key"):
         model({"rgb": torch.zeros(1)})

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 
 import avfusion  # noqa: E402
+from avfusion.data.mixup import mixup  # noqa: E402
 from avfusion.train.config import TrainConfig  # noqa: E402
 from avfusion.train.loop import fit  # noqa: E402
 from avfusion.train.task import Task  # noqa: E402
@@ -27,12 +28,16 @@ def make_config(out: str, max_steps: int, **extra: str) -> TrainConfig:
     return build(TrainConfig, {}, overrides)
 
 
-def run(out: str, max_steps: int, stop_at: int | None = None, **extra: str):
+def run(out: str, max_steps: int, stop_at: int | None = None, mixup_alpha: float = 0.0, **extra: str):
     cfg = make_config(out, max_steps, **extra)
     torch.manual_seed(cfg.run.seed)  # the initial weights depend on the seed only
     model = avfusion.create_model(cfg.model, **cfg.model_overrides)
     task = Task(model, "supervised", "single", label_smoothing=0.1)
-    return fit(cfg, task, SyntheticAV(), collate, stop_at=stop_at)
+    transform = None
+    if mixup_alpha:
+        def transform(batch, g):
+            return mixup(batch, mixup_alpha, model.cfg.num_classes, generator=g)
+    return fit(cfg, task, SyntheticAV(), collate, stop_at=stop_at, batch_transform=transform)
 
 
 if __name__ == "__main__":

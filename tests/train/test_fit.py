@@ -43,10 +43,12 @@ def test_tiny_model_learns_a_separable_task(tmp_path):
 
 
 def test_resume_in_process_is_exact(tmp_path):
-    full = run(str(tmp_path / "full"), 6)
-    part = run(str(tmp_path / "part"), 6, stop_at=4)  # stops at step 4 with a checkpoint
+    """With mixup, gradient accumulation, dropout and stochastic depth all drawing random numbers."""
+    kw = {"mixup_alpha": 0.4, "run.grad_accum": "2"}
+    full = run(str(tmp_path / "full"), 6, **kw)
+    part = run(str(tmp_path / "part"), 6, stop_at=4, **kw)  # stops at step 4 with a checkpoint
     assert part.steps == 4 and not (tmp_path / "part" / "model.safetensors").exists()
-    resumed = run(str(tmp_path / "part"), 6)
+    resumed = run(str(tmp_path / "part"), 6, **kw)
     assert resumed.resumed_from == 4 and full.steps == resumed.steps == 6
     _assert_same(_weights(tmp_path / "full"), _weights(tmp_path / "part"))
 
@@ -83,3 +85,15 @@ def test_resume_with_another_config_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="optim.lr: 0.001 -> 0.01"):
         run(str(tmp_path / "r"), 4, **{"optim.lr": "0.01"})
+
+
+def test_compile_failure_falls_back_to_eager(tmp_path, monkeypatch, capsys):
+    def broken_compile(module, *a, **k):
+        def call(*args, **kwargs):
+            raise RuntimeError("no compiler here")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    result = run(str(tmp_path / "c"), 2, **{"run.compile": "true"})
+    assert result.steps == 2
+    assert "torch.compile failed (RuntimeError: no compiler here); training eagerly" in capsys.readouterr().err

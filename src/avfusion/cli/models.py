@@ -15,7 +15,9 @@ def describe(name: str) -> dict:
               "masked": {"zorro": "Zorro", "bottleneck_mask": "bottleneck masking",
                          "all": "input-level fusion", "unimodal": "independent streams"}}
     label = scheme.get(c.family, {}).get(c.fusion, c.fusion)
-    if c.family == "streams" and c.fusion_layer == c.depth:
+    if len(c.modalities) == 1:
+        label = f"{c.modalities[0]} only"
+    elif c.family == "streams" and c.fusion_layer == c.depth:
         label = "late fusion"
     return {"model": name, "family": c.family, "scheme": label, "fusion_layer": c.fusion_layer,
             "width": c.embed_dim, "depth": c.depth, "video": f"{c.num_frames}x{c.image_size[0]}x{c.image_size[1]}",

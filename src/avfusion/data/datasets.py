@@ -5,7 +5,7 @@ Missing modalities in a batch (docs/data.md): every sample carries ``has_video``
 flags (bool tensors (B,)) mark absent; when no sample of the batch has a modality, its key is
 left out entirely (the model contract's "missing key = absent"). Models must not be fed the
 zero slots as content: use :func:`split_by_presence` to run each group of samples with only the
-keys it really has (the training task's ``presence_groups`` does the same).
+keys it really has.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class VideoDataset(Dataset):
     (``missing="error"``) or are left out and listed in ``self.missing`` (``missing="skip"``).
     """
 
-    def __init__(self, rows: Sequence[Row], labels: LabelMap, cfg: ClipConfig, train: bool,
+    def __init__(self, rows: Sequence[Row], labels: LabelMap | None, cfg: ClipConfig, train: bool,
                  missing: str = "error", seed: int | None = None, threads: int = 0) -> None:
         present, self.missing = split_missing(rows)
         if self.missing and missing == "error":
@@ -64,7 +64,8 @@ class VideoDataset(Dataset):
         try:
             seg = FileSegment(row.path, row.start, row.end, self.cfg, self.threads)
             sample = self.proc(seg, g)
-            sample["label"] = self.labels.encode(row.labels)
+            if self.labels is not None:  # None: unlabelled use (contrastive pre-training, prediction)
+                sample["label"] = self.labels.encode(row.labels)
         except (DecodeError, ValueError, KeyError) as e:
             raise SampleError(f"row {row.id!r} ({row.path}): {e}") from e
         sample["id"] = row.id
@@ -83,8 +84,12 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
             continue
         ref = next(s[mod] for s in samples if s.get(f"has_{mod}", mod in s))
         batch[mod] = torch.stack([s[mod] if f else torch.zeros_like(ref) for s, f in zip(samples, flag.tolist())])
-    labels = [s["label"] for s in samples]
-    if isinstance(labels[0], dict):
+    labels = [s["label"] for s in samples if "label" in s]
+    if not labels:
+        pass
+    elif len(labels) != len(samples):
+        raise ValueError("collate: some samples have a label and some do not")
+    elif isinstance(labels[0], dict):
         batch["label"] = {k: torch.tensor([lab[k] for lab in labels]) for k in labels[0]}
     elif torch.is_tensor(labels[0]):
         batch["label"] = torch.stack(labels)
@@ -95,23 +100,34 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def split_by_presence(batch: dict[str, Any]) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-    """Yield (row indices, model inputs) per presence pattern: the inputs hold only the
-    modalities those rows really have, so the model's missing-modality path runs honestly.
-    Index labels and ids with the indices (``batch["label"][idx]``)."""
-    n = len(batch["id"])
-    hv = batch.get("has_video", torch.zeros(n, dtype=torch.bool))
-    ha = batch.get("has_audio", torch.zeros(n, dtype=torch.bool))
+def split_by_presence(batch: dict[str, Any]) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+    """Yield (indices, sub-batch) per presence pattern; each sub-batch has only its real
+    modalities as keys, so a model's missing-modality path is used honestly."""
+    n = next(len(batch[m]) for m in ("video", "audio") if batch.get(m) is not None)
+    # Without flags a modality counts as present exactly when its key is in the batch.
+    hv = batch.get("has_video", torch.full((n,), batch.get("video") is not None, dtype=torch.bool))
+    ha = batch.get("has_audio", torch.full((n,), batch.get("audio") is not None, dtype=torch.bool))
+    if batch.get("video") is None:
+        hv = torch.zeros(n, dtype=torch.bool)
+    if batch.get("audio") is None:
+        ha = torch.zeros(n, dtype=torch.bool)
+    if not (hv | ha).all():
+        raise ValueError("a sample in the batch has neither audio nor video")
     for v, a in ((True, True), (True, False), (False, True)):
-        idx = torch.nonzero((hv == v) & (ha == a)).flatten()
+        idx = torch.nonzero((hv.cpu() == v) & (ha.cpu() == a)).flatten()
         if len(idx) == 0:
             continue
-        inputs: dict[str, torch.Tensor] = {}
+        sub: dict[str, Any] = {"id": [batch["id"][i] for i in idx.tolist()]} if "id" in batch else {}
         if v:
-            inputs["video"] = batch["video"][idx]
+            sub["video"] = batch["video"][idx]
         if a:
-            inputs["audio"] = batch["audio"][idx]
-        yield idx, inputs
+            sub["audio"] = batch["audio"][idx]
+        lab = batch.get("label")
+        if isinstance(lab, dict):
+            sub["label"] = {k: t[idx] for k, t in lab.items()}
+        elif lab is not None:
+            sub["label"] = lab[idx]
+        yield idx, sub
 
 
 def worker_init(worker_id: int) -> None:  # pragma: no cover - trivial

@@ -14,6 +14,9 @@ CLS token. Layers before ``fusion_layer`` are unimodal; from it on the streams m
 modality's CLS token; ``logits`` is the mean of the per-modality logits, and training averages
 the per-modality losses.
 
+Unimodal models (``modalities=('audio',)`` or ``('video',)``) have one stream and one head: a
+plain ViT on that modality (MBT's audio-only / video-only baselines).
+
 Missing modality: the present stream runs unimodally through every layer (no bottleneck, no
 cross-attention), as scenic does with ``test_with_bottlenecks=False``; ``logits`` is then that
 stream's head alone. The run says so in ``ModelOutput.notes``.
@@ -46,9 +49,9 @@ class StreamFusion(AVModel):
                 for i in range(cfg.depth)
             )
 
-        stacks = ("shared",) if cfg.share_weights else MODALITIES
+        stacks = ("shared",) if cfg.share_weights else cfg.modalities
         self.blocks = nn.ModuleDict({name: stack() for name in stacks})
-        if cfg.fusion == "bottleneck" and cfg.fusion_layer < cfg.depth:  # late fusion has none
+        if cfg.fusion == "bottleneck" and cfg.fusion_layer < cfg.depth and len(cfg.modalities) == 2:  # late fusion has none
             n = cfg.num_bottlenecks + int(cfg.bottleneck_extra_token)
             self.bottleneck = nn.Parameter(torch.randn(1, n, D) * 0.02)  # no position embedding
         self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)  # scenic's encoder_norm, shared by modalities
@@ -70,14 +73,17 @@ class StreamFusion(AVModel):
     def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
         """Encoder + final norm -> per-modality CLS features (B, D) and notes."""
         cfg = self.cfg
-        present = present_modalities(inputs)
+        present = present_modalities(inputs, cfg.modalities)
         notes: list[str] = []
+        ignored = [m for m in MODALITIES if inputs.get(m) is not None and m not in cfg.modalities]
+        if ignored:
+            notes.append(f"{ignored[0]} given but the model has only a {cfg.modalities[0]} stream: {ignored[0]} ignored")
         x = {m: self.tokens(m, inputs[m]) for m in present}  # m -> (B, 1 + N_m, D)
         fused = len(present) == 2 and cfg.fusion_layer < cfg.depth
         if fused and cfg.fusion == "bottleneck" and not (self.training or cfg.test_with_bottlenecks):
             fused = False
             notes.append("test_with_bottlenecks=False: streams ran unimodally in eval mode, as scenic does")
-        if len(present) == 1:
+        if len(present) == 1 and len(cfg.modalities) == 2:
             absent = next(m for m in MODALITIES if m not in present)
             notes.append(
                 f"{absent} absent: the {present[0]} stream ran unimodally through all {cfg.depth} layers "

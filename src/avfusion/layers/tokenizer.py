@@ -21,10 +21,11 @@ class ModalityTokenizer(nn.Module):
         super().__init__()
         D = cfg.embed_dim
         self.use_cls = use_cls
-        self.embed = nn.ModuleDict({
-            "audio": SpectrogramEmbed(D, cfg.spec_size, cfg.spec_patch),
-            "video": TubeletEmbed(D, cfg.num_frames, cfg.image_size, cfg.tubelet),
-        })
+        makers = {
+            "audio": lambda: SpectrogramEmbed(D, cfg.spec_size, cfg.spec_patch),
+            "video": lambda: TubeletEmbed(D, cfg.num_frames, cfg.image_size, cfg.tubelet),
+        }
+        self.embed = nn.ModuleDict({m: makers[m]() for m in cfg.modalities})
         prefix = 1 if use_cls else 0
         self.cls_token = nn.ParameterDict(
             {m: nn.Parameter(torch.zeros(1, 1, D)) for m in self.embed} if use_cls else {}

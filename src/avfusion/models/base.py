@@ -28,14 +28,19 @@ class ModelOutput:
     notes: list[str] = field(default_factory=list)
 
 
-def present_modalities(inputs: dict[str, torch.Tensor | None]) -> tuple[str, ...]:
-    """The modalities given in ``inputs`` (a missing key or ``None`` means absent), in fixed order."""
+def present_modalities(inputs: dict[str, torch.Tensor | None],
+                       supported: tuple[str, ...] = MODALITIES) -> tuple[str, ...]:
+    """The modalities given in ``inputs`` that the model has streams for, in fixed order.
+
+    A missing key or ``None`` means absent. A modality the model has no stream for (video given
+    to an audio-only model) is left out; the caller says so in its notes.
+    """
     unknown = set(inputs) - set(MODALITIES)
     if unknown:
         raise ValueError(f"unknown input key(s) {sorted(unknown)}; a model takes {MODALITIES}")
-    present = tuple(m for m in MODALITIES if inputs.get(m) is not None)
+    present = tuple(m for m in supported if inputs.get(m) is not None)
     if not present:
-        raise ValueError("inputs hold neither 'audio' nor 'video': at least one modality is needed")
+        raise ValueError(f"inputs hold none of this model's modalities {list(supported)}: at least one is needed")
     sizes = {inputs[m].shape[0] for m in present}  # type: ignore[union-attr]
     if len(sizes) > 1:
         raise ValueError(f"audio and video batch sizes differ: {sorted(sizes)}")
@@ -53,14 +58,17 @@ class AVModel(nn.Module):
     # -- inputs --------------------------------------------------------------------------
     def example_inputs(self, batch_size: int = 2, device: torch.device | str | None = None,
                        generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Random inputs at the configured sizes: video (B, 3, T, H, W), audio (B, T_a, F)."""
+        """Random inputs at the configured sizes: video (B, 3, T, H, W), audio (B, T_a, F) (the model's modalities)."""
         c = self.cfg
         if device is None:
             device = next(self.parameters()).device
         g = dict(generator=generator) if generator is not None else {}
-        video = torch.randn(batch_size, 3, c.num_frames, *c.image_size, **g).to(device)
-        audio = torch.randn(batch_size, *c.spec_size, **g).to(device)
-        return {"video": video, "audio": audio}
+        out = {}
+        if "video" in c.modalities:
+            out["video"] = torch.randn(batch_size, 3, c.num_frames, *c.image_size, **g).to(device)
+        if "audio" in c.modalities:
+            out["audio"] = torch.randn(batch_size, *c.spec_size, **g).to(device)
+        return out
 
     # -- training surface ----------------------------------------------------------------
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -84,13 +92,17 @@ class AVModel(nn.Module):
         """The classifier layers (name -> Linear); overridden by each family."""
         raise NotImplementedError
 
-    def reset_classifier(self, num_classes: int, class_names: list[str] | None = None) -> None:
+    def reset_classifier(self, num_classes: int, class_names: list[str] | None = None, task: str | None = None,
+                         class_splits: dict[str, int] | None = None) -> None:
         """Replace every classifier head with a fresh one for ``num_classes`` classes."""
         for name, head in self.heads().items():
             new = nn.Linear(head.in_features, num_classes, device=head.weight.device, dtype=head.weight.dtype)
             self._init_head(new)
             self._set_head(name, new)
-        self.cfg = self.cfg.replace(num_classes=num_classes, class_names=class_names, class_splits=None)
+        if task is None:
+            task = "single" if self.cfg.task == "multihead" else self.cfg.task
+        self.cfg = self.cfg.replace(num_classes=num_classes, class_names=class_names, class_splits=class_splits,
+                                    task=task)
 
     def _set_head(self, name: str, head: nn.Linear) -> None:
         raise NotImplementedError

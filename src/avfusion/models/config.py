@@ -55,9 +55,13 @@ class ModelConfig:
 
     name: str = "custom"
     family: str = "streams"
+    # The modalities the model has streams for; one modality gives a unimodal baseline
+    # (the released MBT "Spec-only" / "RGB-only" models; the demo's audio-only / video-only models).
+    modalities: tuple[str, ...] = MODALITIES
     fusion: str = "bottleneck"
     share_weights: bool = False
-    # classes
+    # classes; task says how scores read: "multilabel" (sigmoid), "single" or "multihead" (softmax)
+    task: str = "multilabel"
     num_classes: int = 527
     class_names: list[str] | None = None
     class_splits: dict[str, int] | None = None  # multi-head tasks, e.g. {"verb": 97, "noun": 300}
@@ -93,6 +97,7 @@ class ModelConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self) -> None:
+        self.modalities = tuple(m for m in MODALITIES if m in self.modalities)  # canonical order
         self.image_size = tuple(self.image_size)  # type: ignore[assignment]
         self.tubelet = tuple(self.tubelet)  # type: ignore[assignment]
         self.spec_size = tuple(self.spec_size)  # type: ignore[assignment]
@@ -115,6 +120,10 @@ class ModelConfig:
 
         if self.family not in FAMILIES:
             raise bad(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if not self.modalities:
+            raise bad(f"modalities must name at least one of {MODALITIES}")
+        if len(self.modalities) == 1 and self.family != "streams":
+            raise bad("a unimodal model is built by the 'streams' family (one stream, no fusion)")
         allowed = STREAM_FUSIONS if self.family == "streams" else MASKED_FUSIONS
         if self.fusion not in allowed:
             raise bad(f"fusion for family {self.family!r} must be one of {allowed}, got {self.fusion!r}")
@@ -132,6 +141,13 @@ class ModelConfig:
         if self.family == "masked" and self.fusion != "unimodal" and self.num_fusion_tokens == 0:
             if self.fusion in ("zorro", "bottleneck_mask"):
                 raise bad(f"fusion={self.fusion!r} needs num_fusion_tokens >= 1")
+        if self.task not in ("multilabel", "single", "multihead"):
+            raise bad(f"task must be multilabel, single or multihead, got {self.task!r}")
+        if (self.task == "multihead") != (self.class_splits is not None):
+            raise bad("task 'multihead' goes with class_splits (and only it)")
+        if self.spec_size[1] != self.preprocess.num_mel_bins:
+            raise bad(f"spec_size {self.spec_size} has {self.spec_size[1]} mel bins but preprocess.num_mel_bins "
+                      f"is {self.preprocess.num_mel_bins}; set both")
         if self.gelu not in ("tanh", "none"):
             raise bad(f"gelu must be 'tanh' or 'none', got {self.gelu!r}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:

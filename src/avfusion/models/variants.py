@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from avfusion.models.config import ModelConfig
+import copy
+
+from avfusion.models.config import ModelConfig, PreprocessConfig
 from avfusion.models.registry import register_model
 
 # ViT-B/16 widths (MBT and Zorro-ViT both start from an ImageNet ViT-B).
@@ -12,17 +14,19 @@ _VIT_B = dict(embed_dim=768, depth=12, num_heads=12, mlp_dim=3072)
 _MBT_INPUTS = dict(num_frames=32, image_size=(224, 224), tubelet=(2, 16, 16),
                    spec_size=(800, 128), spec_patch=(16, 16), num_classes=527)
 # Tiny models for tests and the demo: 4 layers of width 64; 8 frames of 32x32 in 2x8x8 tubelets
-# (4 x 4 x 4 = 64 tokens), 96 x 32 log-mel in 8x8 patches (12 x 4 = 48 tokens), 10 classes.
+# (4 x 4 x 4 = 64 tokens; frames resized to a 36-pixel short side before cropping), 96 x 32
+# log-mel (0.97 s, 32 mel bins) in 8x8 patches (12 x 4 = 48 tokens), 10 classes.
 _TINY = dict(embed_dim=64, depth=4, num_heads=4, mlp_dim=128, num_frames=8, image_size=(32, 32),
-             tubelet=(2, 8, 8), spec_size=(96, 32), spec_patch=(8, 8), num_classes=10)
+             tubelet=(2, 8, 8), spec_size=(96, 32), spec_patch=(8, 8), num_classes=10,
+             preprocess=PreprocessConfig(num_mel_bins=32, short_side=36))
 
 
 def _mbt(size: dict, **kw) -> ModelConfig:
-    return ModelConfig(family="streams", **{**size, **kw})
+    return ModelConfig(family="streams", **copy.deepcopy({**size, **kw}))  # no config shares a preprocess
 
 
 def _zorro(size: dict, **kw) -> ModelConfig:
-    return ModelConfig(family="masked", fusion_layer=0, **{**size, **kw})
+    return ModelConfig(family="masked", fusion_layer=0, **copy.deepcopy({**size, **kw}))
 
 
 # --- MBT: per-modality weights, bottleneck fusion from layer 8 (the paper's AudioSet model) ---
@@ -78,6 +82,27 @@ def mbt_base_shared() -> ModelConfig:
 @register_model
 def mbt_tiny_shared() -> ModelConfig:
     return _mbt(_TINY, fusion="concat", share_weights=True, fusion_layer=2)
+
+
+# Unimodal baselines: one ViT stream (MBT's "Spec-only" / "RGB-only" models).
+@register_model
+def mbt_base_audio() -> ModelConfig:
+    return _mbt({**_VIT_B, **_MBT_INPUTS}, modalities=("audio",), fusion_layer=12)
+
+
+@register_model
+def mbt_tiny_audio() -> ModelConfig:
+    return _mbt(_TINY, modalities=("audio",), fusion_layer=4)
+
+
+@register_model
+def mbt_base_video() -> ModelConfig:
+    return _mbt({**_VIT_B, **_MBT_INPUTS}, modalities=("video",), fusion_layer=12)
+
+
+@register_model
+def mbt_tiny_video() -> ModelConfig:
+    return _mbt(_TINY, modalities=("video",), fusion_layer=4)
 
 
 # --- Zorro-ViT: one ViT-B/16 stack with Zorro's masks, 8 fusion tokens, four-output readout ---

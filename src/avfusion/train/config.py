@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from avfusion.data.clips import AugmentConfig
+
 TASKS = ("multilabel", "single", "multihead")
 
 
@@ -28,17 +30,10 @@ class DataConfig:
     eval_crops: int = 3  # spatial crops per clip (the papers' 3-crop protocol)
     balanced_sampler: bool = False  # AudioSet-style per-label weights
     shuffle_buffer: int = 1000  # streaming shards
-    # augmentation
-    mixup_alpha: float = 0.0  # Beta(alpha, alpha); one lambda for both modalities
-    specaugment: bool = False
-    freq_mask: int = 48
-    time_mask: int = 192
-    num_freq_masks: int = 2
-    num_time_masks: int = 2
-    freq_jitter: float = 0.0
-    scale_jitter: tuple[float, float] = (0.9, 1.33)
-    color_jitter: float = 0.0
-    flip: bool = True
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha); one lambda for both modalities, labels mixed
+    # Per-sample augmentation: random resized crop (scale jitter), flip, colour jitter,
+    # SpecAugment, frequency jitter (avfusion.data.clips.AugmentConfig).
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass

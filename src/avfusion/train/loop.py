@@ -46,38 +46,46 @@ def _mix_seed(*parts: int) -> int:
     return x & 0x7FFFFFFFFFFFFFFF
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(epoch, index)`` for this rank: a (seed, epoch) permutation, or weighted draws.
+class ShuffleSampler(Sampler[int]):
+    """A permutation drawn from (seed, epoch) alone, split over ranks (padded to equal counts)."""
 
-    ``weights`` (per sample, e.g. AudioSet's balanced sampling) draws ``len(dataset)`` indices
-    with replacement instead of a permutation. ``skip`` drops the first samples of this rank's
-    epoch (resume).
-    """
+    def __init__(self, n: int, seed: int, info: DistInfo, shuffle: bool = True):
+        self.n, self.seed, self.info, self.shuffle, self.epoch = n, seed, info, shuffle, 0
 
-    def __init__(self, n: int, seed: int, info: DistInfo, shuffle: bool = True,
-                 weights: torch.Tensor | None = None):
-        self.n, self.seed, self.info, self.shuffle, self.weights = n, seed, info, shuffle, weights
-        self.epoch, self.skip = 0, 0
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def _order(self) -> list[int]:
+    def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch))
-        if self.weights is not None:
-            order = torch.multinomial(self.weights.double(), self.n, replacement=True, generator=g).tolist()
-        elif self.shuffle:
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        return [order[i] for i in shard_indices(self.n, self.info, pad=True)]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for i in self._order()[self.skip:]:
-            yield self.epoch, i
+        order = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
+        return iter([order[i] for i in shard_indices(self.n, self.info, pad=True)])
 
     def __len__(self) -> int:
-        return len(shard_indices(self.n, self.info, pad=True)) - self.skip
+        return len(shard_indices(self.n, self.info, pad=True))
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` from an epoch-seeded index sampler, skipping the first ``skip``.
+
+    ``base`` is any rank-aware sampler with ``set_epoch`` whose order depends only on its seed and
+    the epoch (:class:`ShuffleSampler`, or the balanced ``DistributedWeightedSampler``); ``skip``
+    resumes mid-epoch without loading the skipped samples.
+    """
+
+    def __init__(self, base: Sampler[int]):
+        self.base, self.epoch, self.skip = base, 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.base.set_epoch(epoch)  # type: ignore[attr-defined]
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for k, i in enumerate(self.base):
+            if k >= self.skip:
+                yield self.epoch, i
+
+    def __len__(self) -> int:
+        return len(self.base) - self.skip  # type: ignore[arg-type]
 
 
 class SeededSamples(Dataset):
@@ -125,7 +133,7 @@ def fit(
     collate: Callable[[list], dict],
     info: DistInfo = DistInfo(),
     batch_transform: Callable[[dict, torch.Generator], dict] | None = None,
-    sample_weights: torch.Tensor | None = None,
+    sampler: Sampler[int] | None = None,
     on_log: Callable[[dict[str, float]], None] | None = None,
     stop_at: int | None = None,
 ) -> FitResult:
@@ -133,6 +141,7 @@ def fit(
 
     ``batch_transform(batch, generator)`` runs on the device batch (mixup, GPU feature
     augmentation) with a generator seeded from (seed, step), so it is resumable too.
+    ``sampler`` (default: :class:`ShuffleSampler`) must be rank-aware and epoch-seeded.
     The final model directory (model.safetensors + config.json) is written to ``cfg.run.out``.
     ``stop_at`` ends the run early at that step (after checkpointing), inside the full schedule:
     for jobs split over several allocations.
@@ -152,8 +161,8 @@ def fit(
     n = len(train_set)  # type: ignore[arg-type]
     if n == 0:
         raise ValueError("the training set is empty")
-    sampler = EpochSampler(n, run.seed, info, shuffle=True, weights=sample_weights)
-    per_rank = len(shard_indices(n, info, pad=True))
+    sampler = EpochSampler(sampler if sampler is not None else ShuffleSampler(n, run.seed, info))
+    per_rank = len(sampler)
     if per_rank < cfg.data.batch_size:
         raise ValueError(f"{per_rank} training samples per process is fewer than one batch of "
                          f"{cfg.data.batch_size}: lower data.batch_size")
@@ -184,11 +193,9 @@ def fit(
     if info.enabled:
         train_module = nn.parallel.DistributedDataParallel(
             task, device_ids=[device.index] if device.type == "cuda" else None)
+    eager_module = train_module
     if run.compile:
-        try:
-            train_module = torch.compile(train_module)  # type: ignore[assignment]
-        except Exception as e:  # compile is an optimisation: say why it is off and go on
-            print(f"torch.compile unavailable ({type(e).__name__}: {e}); training eagerly", file=sys.stderr)
+        train_module = torch.compile(train_module)  # type: ignore[assignment]
 
     metrics_path = out / "metrics.jsonl"
     tb = _tensorboard(out) if (run.tensorboard and info.is_main) else None
@@ -212,7 +219,18 @@ def fit(
                 g = torch.Generator(device="cpu").manual_seed(_mix_seed(run.seed, step, len(accum), 2))
                 batch = batch_transform(batch, g)
             with autocast():
-                losses = train_module(batch)
+                try:
+                    losses = train_module(batch)
+                except Exception as e:
+                    if train_module is eager_module:
+                        raise
+                    # torch.compile is an optimisation: if it fails on this model / platform, say
+                    # why and train eagerly (compilation errors surface at the first call).
+                    print(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                          "training eagerly", file=sys.stderr)
+                    opt.zero_grad(set_to_none=True)
+                    train_module = eager_module
+                    losses = train_module(batch)
             (losses["loss"] / run.grad_accum).backward()
             accum.append({k: v.detach() for k, v in losses.items()})
             batch_in_epoch += 1

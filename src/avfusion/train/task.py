@@ -1,63 +1,35 @@
 """The training task: model (+ contrastive projectors) + loss -> dict of tensors.
 
-Batches are dicts (DESIGN.md section 4): ``video`` (B, 3, T, H, W), ``audio`` (B, T_a, F),
-``label``, and optional per-sample presence flags ``has_audio`` / ``has_video`` (B,) bool. A
-batch whose samples do not all have the same modalities is split into groups by presence and
-each group runs through the model with only its real inputs (the missing-modality path), so a
-missing stream is never stood in for by zeros. Group losses are weighted by group size.
+Batches are dicts (DESIGN.md section 4, avfusion.data.datasets.collate): ``video`` (B, 3, T, H,
+W), ``audio`` (B, T_a, F), ``label``, and per-sample presence flags ``has_audio`` /
+``has_video`` (B,) bool. A batch whose samples do not all have the same modalities is split by
+presence and each group runs through the model with only its real inputs (the missing-modality
+path), so a missing stream is never stood in for by the zeros in its slot. Group losses are
+weighted by group size.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from avfusion.data.datasets import split_by_presence
 from avfusion.heads.projector import ContrastiveHead
 from avfusion.models.base import ModelOutput
 from avfusion.models.config import MODALITIES
 from avfusion.train.losses import aggregation_for, classification_loss, combine
 
 
-@dataclass
-class Group:
-    index: torch.Tensor  # (n,) rows of the batch
-    inputs: dict[str, torch.Tensor]
-
-
-def presence_groups(batch: dict) -> list[Group]:
-    """Split a batch into groups of rows with the same modalities present."""
-    given = [m for m in MODALITIES if batch.get(m) is not None]
-    if not given:
-        raise ValueError("batch holds neither audio nor video")
-    B = batch[given[0]].shape[0]
-    device = batch[given[0]].device
-    flags = []
-    for m in MODALITIES:
-        f = batch.get(f"has_{m}")
-        if m not in given:
-            f = torch.zeros(B, dtype=torch.bool, device=device)
-        elif f is None:
-            f = torch.ones(B, dtype=torch.bool, device=device)
-        flags.append(torch.as_tensor(f, dtype=torch.bool, device=device))
-    pattern = torch.stack(flags, dim=1)  # (B, 2)
-    if pattern.all(dim=1).all() or (pattern == pattern[0]).all():
-        present = [m for m, on in zip(MODALITIES, pattern[0].tolist()) if on]
-        if not present:
-            raise ValueError("no sample in the batch has any modality present")
-        return [Group(torch.arange(B, device=device), {m: batch[m] for m in present})]
-    groups = []
-    for p in torch.unique(pattern, dim=0):
-        if not p.any():
-            raise ValueError("a sample in the batch has neither audio nor video present")
-        idx = (pattern == p).all(dim=1).nonzero().flatten()
-        groups.append(Group(idx, {m: batch[m][idx] for m, on in zip(MODALITIES, p.tolist()) if on}))
-    return groups
-
-
-def select_rows(target: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
-    return None if target is None else target[idx]
+def stack_heads(target: torch.Tensor | dict | None, splits: dict[str, int] | None) -> torch.Tensor | None:
+    """Multi-head labels {head: (B,)} -> (B, n_heads) in the model's class-split order."""
+    if not isinstance(target, dict):
+        return target
+    if splits is None:
+        raise ValueError("multi-head labels need a model with class_splits")
+    missing = [h for h in splits if h not in target]
+    if missing:
+        raise ValueError(f"labels lack head(s) {missing}; the model's heads are {list(splits)}")
+    return torch.stack([target[h] for h in splits], dim=1)
 
 
 class Task(nn.Module):
@@ -82,14 +54,13 @@ class Task(nn.Module):
         self.contrastive = contrastive
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        groups = presence_groups(batch)
-        B = sum(len(g.index) for g in groups)
         parts: dict[str, torch.Tensor] = {}
-        for g in groups:
-            out: ModelOutput = self.model(g.inputs)
-            terms = self._terms(out, select_rows(batch.get("label"), g.index))
+        B = next(len(batch[m]) for m in MODALITIES if batch.get(m) is not None)
+        for idx, sub in split_by_presence(batch):
+            out: ModelOutput = self.model({m: sub[m] for m in MODALITIES if m in sub})
+            terms = self._terms(out, stack_heads(sub.get("label"), self.model.cfg.class_splits))
             for name, value in terms.items():
-                parts[name] = parts.get(name, 0.0) + value * (len(g.index) / B)
+                parts[name] = parts.get(name, 0.0) + value * (len(idx) / B)
         how = "mean" if self.mode == "contrastive" else self.aggregation
         total = combine({k: v for k, v in parts.items()}, how, self.weights)
         return {"loss": total, **{f"loss_{k}": v.detach() for k, v in parts.items()}}

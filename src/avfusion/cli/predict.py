@@ -1,0 +1,54 @@
+"""`avfusion predict VIDEO... [--model DIR] [--top-k K] [--json]`: top labels per output.
+
+Without --model, the model the demo trained last (runs/demo/best) is used. A file without an
+audio stream gets the model's video-only outputs (and vice versa), and the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_MODEL = Path("runs/demo/best")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="avfusion predict", description=__doc__)
+    p.add_argument("videos", nargs="+", help="video files (anything PyAV decodes)")
+    p.add_argument("--model", help=f"an avfusion model directory (default: {DEFAULT_MODEL})")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--clips", type=int, default=4, help="clips averaged per file")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    args = p.parse_args(argv)
+    model_dir = Path(args.model) if args.model else DEFAULT_MODEL
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"no model directory {str(model_dir)!r}: pass --model DIR (or run `make demo` "
+                                f"to train the default one)")
+
+    from avfusion.eval.predict import predict_file
+    from avfusion.models.pretrained import load_pretrained
+
+    model = load_pretrained(model_dir, map_location=args.device)
+    status = 0
+    for video in args.videos:
+        try:
+            res = predict_file(model, video, args.top_k, args.clips)
+        except (ValueError, FileNotFoundError, RuntimeError) as e:  # one bad file does not stop the rest
+            res = {"path": video, "error": str(e)}
+            status = 1
+        if args.json:
+            print(json.dumps(res))
+            continue
+        print(f"{video}:")
+        if "error" in res:
+            print(f"  error: {res['error']}")
+            continue
+        for note in res["notes"]:
+            print(f"  note: {note}")
+        for output, labels in res["outputs"].items():
+            top = ", ".join(f"{e.get('head', '') + ':' if 'head' in e else ''}{e['label']} {e['score']:.2f}"
+                            for e in labels)
+            print(f"  {output:<7} {top}")
+    return status

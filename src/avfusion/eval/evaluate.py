@@ -1,0 +1,168 @@
+"""The papers' evaluation protocol on a manifest: multi-view averaging, metrics per output,
+and missing-modality conditions.
+
+Every video is cut into ``eval_clips`` uniformly spaced clips x ``eval_crops`` spatial crops
+(avfusion.data.clips); the model runs on every view and the per-view logits are averaged per
+video (eval/aggregate.py). Metrics are computed for ``logits`` (the scheme's prediction) and for
+each output head (audio, video, fusion, global). Conditions: ``audio+video``, and for
+audio-visual models ``audio only`` and ``video only``, where the other modality is withheld
+from every clip (Zorro then gives its exact unimodal outputs; the others run their present
+stream, as documented in docs/models.md).
+
+Files whose real streams lack what a condition needs (a clip without an audio stream under
+``audio only``) are skipped for that condition and counted in the report; nothing is filled in.
+In distributed runs each rank evaluates a disjoint part (no padding duplicates) and rank 0
+gathers the per-video results.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from avfusion.data.clips import ClipConfig
+from avfusion.data.datasets import VideoDataset, collate, split_by_presence
+from avfusion.data.manifest import LabelMap, read_manifest
+from avfusion.eval.aggregate import average_views
+from avfusion.eval.metrics import json_safe, report_per_output
+from avfusion.train.distributed import DistInfo, gather_objects, shard_indices
+
+LABEL_MODE = {"multilabel": "multi", "single": "single", "multihead": "multihead"}
+
+
+def conditions_for(model_modalities: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    both = {"+".join(model_modalities): model_modalities}
+    if len(model_modalities) == 2:
+        both.update({"audio only": ("audio",), "video only": ("video",)})
+    return both
+
+
+def headline(kind: str, metrics: dict[str, Any]) -> tuple[str, float | None]:
+    """The one number a paper reports for this task kind."""
+    if kind == "multilabel":
+        return "mAP", metrics.get("mAP")
+    if kind == "single":
+        return "top1", metrics.get("top1")
+    action = metrics.get("action") or {}
+    return "action_top1", action.get("top1")
+
+
+@torch.no_grad()
+def run_views(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+              conditions: dict[str, tuple[str, ...]]) -> dict[str, dict[str, Any]]:
+    """Run every view of every sample under each condition; returns per-condition raw results."""
+    res: dict[str, dict[str, Any]] = {c: {"outputs": defaultdict(list), "ids": [], "views": [], "targets": [],
+                                          "skipped": 0} for c in conditions}
+    splits = model.cfg.class_splits
+    for batch in loader:
+        for cond, keep in conditions.items():
+            r = res[cond]
+            for idx, sub in split_by_presence(batch):
+                present = tuple(m for m in keep if m in sub)
+                if not present:
+                    r["skipped"] += len(idx)
+                    continue
+                V = sub[present[0]].shape[1]  # (b, V, ...) views of each sample
+                inputs = {m: sub[m].flatten(0, 1).to(device) for m in present}  # (b * V, ...)
+                out = model(inputs)
+                named = {"logits": out.logits, **out.outputs}
+                for name, scores in named.items():
+                    r["outputs"][name].append(scores.float().cpu())
+                r["ids"] += [i for i in sub["id"] for _ in range(V)]
+                r["views"] += list(range(V)) * len(sub["id"])
+                target = sub["label"]
+                if isinstance(target, dict):
+                    target = torch.stack([target[h] for h in splits], dim=1)
+                r["targets"].append(target.repeat_interleave(V, dim=0))
+    return res
+
+
+def evaluate_dataset(model: torch.nn.Module, dataset: VideoDataset, task: str, batch_size: int = 4,
+                     num_workers: int = 0, info: DistInfo = DistInfo(),
+                     conditions: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """Metrics per condition and per output on an evaluation dataset (train=False)."""
+    device = next(model.parameters()).device
+    model.eval()
+    conditions = conditions or conditions_for(model.cfg.modalities)
+    mine = Subset(dataset, shard_indices(len(dataset), info, pad=False))
+    loader = DataLoader(mine, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+    raw = run_views(model, loader, device, conditions)
+    gathered = gather_objects(raw, info)
+    if not info.is_main:
+        return {}
+    report: dict[str, Any] = {"model": model.cfg.name, "task": task, "conditions": {}, "summary": {}}
+    for cond in conditions:
+        parts = [g[cond] for g in gathered]  # type: ignore[index]
+        skipped = sum(p["skipped"] for p in parts)
+        ids = [i for p in parts for i in p["ids"]]
+        if not ids:
+            report["conditions"][cond] = {"num_videos": 0, "skipped": skipped}
+            continue
+        views = [v for p in parts for v in p["views"]]
+        targets = torch.cat([t for p in parts for t in p["targets"]])
+        per_output = {}
+        names = [n for n in parts[0]["outputs"] if all(n in p["outputs"] for p in parts if p["ids"])]
+        avg_targets = None
+        for name in names:
+            scores = torch.cat([s for p in parts if p["ids"] for s in p["outputs"][name]])
+            vp = average_views(scores, ids, views, targets=targets)
+            per_output[name] = vp.scores
+            avg_targets, n_videos = vp.targets, len(vp.ids)
+        metrics = report_per_output(task, per_output, avg_targets, model.cfg.class_splits)
+        report["conditions"][cond] = {"num_videos": n_videos, "skipped": skipped, "outputs": metrics}
+        if task == "single":  # per-video predictions, for the confusion matrix and error analysis
+            report["conditions"][cond]["predictions"] = {
+                "ids": [str(i) for i in vp.ids], "labels": avg_targets.long().tolist(),
+                "preds": per_output["logits"].argmax(1).tolist()}
+        key, value = headline(task, metrics["logits"])
+        report["summary"][cond] = {key: value}
+    return json_safe(report)
+
+
+def evaluate_manifest(model: torch.nn.Module, manifest: str | Path, labels: str | Path, task: str | None = None,
+                      batch_size: int = 4, num_workers: int = 0, eval_clips: int = 4, eval_crops: int = 3,
+                      info: DistInfo = DistInfo(), conditions: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` on the clips of a manifest with the papers' multi-view protocol."""
+    rows = read_manifest(manifest)
+    if task is None:
+        task = infer_task(labels, rows)
+    label_map = LabelMap.read(labels, LABEL_MODE[task])
+    if label_map.num_classes != model.cfg.num_classes:
+        raise ValueError(f"the label map has {label_map.num_classes} classes but the model predicts "
+                         f"{model.cfg.num_classes}")
+    clips = ClipConfig.from_model(model.cfg, eval_clips=eval_clips, eval_crops=eval_crops)
+    dataset = VideoDataset(rows, label_map, clips, train=False, missing="error")
+    report = evaluate_dataset(model, dataset, task, batch_size, num_workers, info, conditions)
+    if report:
+        report.update(manifest=str(manifest), eval_clips=eval_clips, eval_crops=eval_crops,
+                      class_names=label_map.names)
+    return report
+
+
+def infer_task(labels: str | Path, rows: list) -> str:
+    if LabelMap.read(labels).heads:
+        return "multihead"
+    return "single" if rows and all(len(r.labels) == 1 for r in rows) else "multilabel"
+
+
+def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
+    """Per-class AP (multi-label) or confusion-matrix (single-label) pictures of the main condition."""
+    from avfusion.eval.plots import plot_confusion_matrix, plot_per_class_ap
+
+    cond = next(iter(report["conditions"].values()))
+    logits = cond.get("outputs", {}).get("logits", {})
+    names = report.get("class_names")
+    written = []
+    if report["task"] == "multilabel" and "per_class_ap" in logits:
+        ap = [float("nan") if v is None else v for v in logits["per_class_ap"]]
+        written.append(plot_per_class_ap(ap, names, out / "per_class_ap.png"))
+    if report["task"] == "single" and "predictions" in cond:
+        p = cond["predictions"]
+        written.append(plot_confusion_matrix(p["labels"], p["preds"], names, out / "confusion_matrix.png",
+                                             num_classes=len(names) if names else None))
+    return written
+

@@ -1,0 +1,130 @@
+"""From a TrainConfig to a trained model directory: data, model, task, fit, final evaluation.
+
+This is what ``avfusion train`` and ``avfusion pretrain`` run (also under torchrun).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from avfusion.data.clips import ClipConfig
+from avfusion.data.datasets import VideoDataset, collate
+from avfusion.data.manifest import LabelMap, read_manifest
+from avfusion.data.mixup import mixup
+from avfusion.data.samplers import balanced_sampler
+from avfusion.eval.evaluate import LABEL_MODE, evaluate_manifest, infer_task
+from avfusion.heads.projector import ContrastiveHead
+from avfusion.models import create_model
+from avfusion.models.pretrained import load_pretrained
+from avfusion.train.config import TrainConfig
+from avfusion.train.distributed import DistInfo, cleanup, init_distributed
+from avfusion.train.loop import FitResult, fit, pick_device
+from avfusion.train.task import Task
+from avfusion.utils.dataclass_config import to_plain
+
+
+
+def resolve_task(cfg: TrainConfig, labels_path: str, rows: list) -> str:
+    """The task kind: as configured, else from the label map (heads -> multihead) and the rows
+    (every row exactly one label -> single, else multilabel)."""
+    task = cfg.loss.task if cfg.loss.task != "auto" else cfg.data.task
+    return task if task != "auto" else infer_task(labels_path, rows)
+
+
+def clip_config(model_cfg: Any, cfg: TrainConfig) -> ClipConfig:
+    d = cfg.data
+    return ClipConfig.from_model(model_cfg, augment=d.augment, eval_clips=d.eval_clips, eval_crops=d.eval_crops)
+
+
+def build_model(cfg: TrainConfig, labels: LabelMap | None, task: str):
+    """The model to train, sized for the label map: from a registry name, an ImageNet ViT, or a
+    previous avfusion model directory (fine-tuning / probing)."""
+    splits = labels.head_sizes() if labels is not None and task == "multihead" else None
+    sizes = {} if labels is None else dict(num_classes=labels.num_classes, class_names=labels.names,
+                                           class_splits=splits, task=task)
+    if cfg.init_from:
+        model = load_pretrained(cfg.init_from, **cfg.model_overrides)
+        if labels is None:
+            return model
+        if model.cfg.num_classes != labels.num_classes or model.cfg.class_names != labels.names:
+            model.reset_classifier(labels.num_classes, labels.names, task, splits)
+        else:
+            model.cfg = model.cfg.replace(class_splits=splits, task=task)
+    else:
+        kw = dict(cfg.model_overrides)
+        if cfg.pretrained_backbone:
+            kw["pretrained_backbone"] = cfg.pretrained_backbone
+        model = create_model(cfg.model, **{**kw, **sizes})
+    if cfg.linear_probe:
+        heads = {id(p) for h in model.heads().values() for p in h.parameters()}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in heads)
+    return model
+
+
+def run_training(cfg: TrainConfig, mode: str = "supervised") -> FitResult:
+    """Train per ``cfg`` ("supervised" or "contrastive"); evaluates on ``data.val`` at the end."""
+    if not cfg.data.train:
+        raise ValueError("training needs data.train (a manifest)")
+    if mode == "supervised" and not cfg.data.labels:
+        raise ValueError("supervised training needs data.labels (a label map)")
+    device = pick_device(cfg.run.device, DistInfo())
+    info = init_distributed(device.type)
+    try:
+        return _run(cfg, mode, info)
+    finally:
+        cleanup(info)
+
+
+def _run(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
+    rows = read_manifest(cfg.data.train)
+    labels, task_kind = None, "multilabel"
+    if cfg.data.labels:
+        task_kind = resolve_task(cfg, cfg.data.labels, rows)
+        labels = LabelMap.read(cfg.data.labels, LABEL_MODE[task_kind])
+    torch.manual_seed(cfg.run.seed)  # the initial weights depend on the seed only
+    model = build_model(cfg, labels, task_kind)
+    clips = clip_config(model.cfg, cfg)
+    # Contrastive pre-training reads no labels (a label map only sizes the heads for later).
+    train_set = VideoDataset(rows, labels if mode == "supervised" else None, clips, train=True, missing="error")
+
+    contrastive = None
+    if mode == "contrastive":
+        for head in model.heads().values():  # classifiers take no part in the contrastive loss
+            head.requires_grad_(False)
+        c = cfg.contrastive
+        contrastive = ContrastiveHead(model.cfg.embed_dim, c.pairs, c.proj_dim, c.proj_hidden, c.temperature)
+    task = Task(model, mode, task_kind, cfg.loss.label_smoothing, cfg.loss.aggregation, cfg.loss.weights, contrastive)
+
+    sampler = None
+    if cfg.data.balanced_sampler:
+        sampler = balanced_sampler(rows, labels, rank=info.rank, world_size=info.world_size, seed=cfg.run.seed)
+
+    transform = None
+    if cfg.data.mixup_alpha > 0:
+        if task_kind == "multihead":
+            raise ValueError("mixup of multi-head (EPIC) labels is not supported: set data.mixup_alpha=0")
+        alpha, C = cfg.data.mixup_alpha, labels.num_classes
+
+        def transform(batch: dict, g: torch.Generator) -> dict:
+            return mixup(batch, alpha, C, generator=g)
+
+    out = Path(cfg.run.out)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(to_plain(cfg), indent=2) + "\n")
+    result = fit(cfg, task, train_set, collate, info, batch_transform=transform, sampler=sampler)
+
+    if cfg.data.val and mode == "supervised" and result.steps > 0:
+        report = evaluate_manifest(model, cfg.data.val, cfg.data.labels, batch_size=cfg.data.eval_batch_size,
+                                   num_workers=cfg.data.num_workers, eval_clips=cfg.data.eval_clips,
+                                   eval_crops=cfg.data.eval_crops, info=info, task=task_kind)
+        if info.is_main:
+            (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+            print(f"validation: {json.dumps(report['summary'])}", file=sys.stderr)
+    return result
