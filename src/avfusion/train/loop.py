@@ -204,6 +204,7 @@ def fit(
     task.train()
     t_last, clips_since = time.perf_counter(), 0
     accum: list[dict[str, torch.Tensor]] = []  # losses of the micro-batches of the current step
+    shown_rate = 0.0  # clips/s of the last logging interval, for the progress bar
 
     while step < total:
         sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.data.batch_size)
@@ -263,8 +264,10 @@ def fit(
                     if on_log is not None:
                         on_log(row)
             if bar is not None:
+                if "clips_per_s" in row:
+                    shown_rate = row["clips_per_s"]
                 bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{row.get('clips_per_s', 0):.1f}")
+                bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{shown_rate:.1f}", refresh=False)
             stopping = step >= total or (stop_at is not None and step >= stop_at)
             if info.is_main and (step % run.save_every == 0 or stopping):
                 state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
@@ -316,7 +319,10 @@ def _progress(total: int, initial: int, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    # Not a terminal (a CI log): redraw rarely instead of flooding the log with carriage returns.
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
+                mininterval=interval)
 
 
 def _tensorboard(out: Path):
