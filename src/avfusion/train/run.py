@@ -98,8 +98,7 @@ def _run(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
         for head in model.heads().values():  # classifiers take no part in the contrastive loss
             head.requires_grad_(False)
         c = cfg.contrastive
-        # Hierarchical backbones (Zorro-Swin, -HiP) give features wider than embed_dim: num_features.
-        dim = getattr(model, "num_features", model.cfg.embed_dim)
+        dim = model.num_features  # hierarchical backbones (Zorro-Swin, -HiP) end wider than embed_dim
         contrastive = ContrastiveHead(dim, c.pairs, c.proj_dim, c.proj_hidden, c.temperature)
     task = Task(model, mode, task_kind, cfg.loss.label_smoothing, cfg.loss.aggregation, cfg.loss.weights, contrastive)
 
