@@ -1,4 +1,4 @@
-"""What Zorro-Swin and Zorro-HiP share with Zorro-ViT: four classifier heads and the notes.
+"""What every Zorro backbone (ViT, Swin, HiP) shares: the four classifier heads and ``logits``.
 
 The heads follow fusion/masked.py exactly (one Linear per readout output; ``logits`` is the
 ``eval_output`` head, or the present modality's own head when the other one is missing), so a
@@ -18,12 +18,11 @@ from avfusion.models.config import MODALITIES, ModelConfig
 class ZorroHeads(AVModel):
     """Base for Zorro backbones: subclasses build ``self.head`` and implement ``forward_features``."""
 
-    outputs: tuple[str, ...] = OUTPUTS
-
-    def __init__(self, cfg: ModelConfig, family: str):
+    def __init__(self, cfg: ModelConfig, family: str, outputs: tuple[str, ...] = OUTPUTS):
         super().__init__(cfg)
         if cfg.family != family:
             raise ValueError(f"{type(self).__name__} builds family {family!r}, got {cfg.family!r}")
+        self.outputs = outputs
         if cfg.eval_output not in (*self.outputs, "mean"):
             raise ValueError(f"eval_output must be one of {(*self.outputs, 'mean')}, got {cfg.eval_output!r}")
 
