@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="clips per split")
     p.add_argument("--models", nargs="+", help="a subset of the five demo models")
     p.add_argument("--no-bigbuckbunny", action="store_true", help="skip the real-video prediction")
+    p.add_argument("--jobs", type=int, default=None, help="models trained at once, one CPU thread each (default 2)")
     p.add_argument("--smoke", action="store_true", help="only run every tiny model on random inputs")
     p.add_argument("--pattern", default="*_tiny*", help="--smoke: which models to run")
     p.add_argument("--no-flops", action="store_true", help="--smoke: skip the paper-size FLOP table")
@@ -54,6 +55,8 @@ def run_full(args: argparse.Namespace) -> int:
     if args.models:
         s.models = tuple(args.models)
     s.predict_bigbuckbunny = not args.no_bigbuckbunny
+    if args.jobs:
+        s.jobs = args.jobs
     summary = run_demo(s)
     print()
     print_results(summary)
