@@ -58,7 +58,7 @@ class DemoSettings:
     n_train: int = 600
     n_val: int = 150
     n_test: int = 200
-    steps: int = 700  # optimizer steps per model
+    steps: int = 1000  # optimizer steps per model
     batch_size: int = 32
     lr: float = 3e-3
     seed: int = 0
