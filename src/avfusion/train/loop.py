@@ -192,7 +192,8 @@ def fit(
     train_module: nn.Module = task
     if info.enabled:
         train_module = nn.parallel.DistributedDataParallel(
-            task, device_ids=[device.index] if device.type == "cuda" else None)
+            task, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=run.find_unused_parameters)
     eager_module = train_module
     if run.compile:
         train_module = torch.compile(train_module)  # type: ignore[assignment]
@@ -212,7 +213,7 @@ def fit(
             seeded, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
             num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory and device.type == "cuda",
             generator=torch.Generator().manual_seed(_mix_seed(run.seed, epoch, 1)),
-            persistent_workers=False, prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers else None,
+            prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers else None,
         )
         for batch in loader:
             batch = move_batch(batch, device)
@@ -291,7 +292,7 @@ def fit(
 
 # Keys that may differ between a run and its resumption (where it runs, how it reports).
 _RESUME_FREE = {"run.out", "run.device", "run.progress", "run.tensorboard", "run.log_every", "run.save_every",
-                "data.num_workers", "data.pin_memory", "data.persistent_workers", "data.prefetch_factor",
+                "data.num_workers", "data.pin_memory", "data.prefetch_factor",
                 "data.train", "data.val", "data.labels", "run.compile", "run.grad_checkpointing"}
 
 
