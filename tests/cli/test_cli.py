@@ -41,7 +41,7 @@ def test_bad_input_is_one_clear_line(capsys):
 
 
 def test_demo_smoke(capsys):
-    assert main(["demo", "--pattern", "*_tiny", "--no-flops"]) == 0
+    assert main(["demo", "--smoke", "--pattern", "*_tiny", "--no-flops"]) == 0
     out = capsys.readouterr().out
     assert "mbt_tiny" in out and "zorro_vit_tiny" in out
     assert "all models ran with both modalities" in out

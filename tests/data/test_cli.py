@@ -7,10 +7,9 @@ import torch
 from avfusion.cli import main as cli_main
 from avfusion.cli.prepare import main as prepare_main
 from avfusion.cli.validate import main as validate_main
-from avfusion.data.clips import ClipConfig, FileSegment
 from avfusion.data.decode import decode, grid_times
 from avfusion.data.manifest import LabelMap, read_manifest
-from avfusion.data.shards import ShardDataset, ShardSegment, _group, decode_jpegs, split_shards
+from avfusion.data.shards import ShardDataset, ShardSegment, _group, split_shards
 
 SMALL = ["--num-frames", "4", "--spec-frames", "100", "--short-side", "64", "--no-progress"]
 
@@ -59,7 +58,7 @@ def prepared(corpus, tmp_path_factory):
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = prepare_main([str(corpus.manifest), "--labels", str(corpus.labels), "--out", str(out),
-                           "--json", "--shard-size", "2", *SMALL])
+                           "--json", "--shard-size", "2", "--video-format", "jpeg", *SMALL])
     return rc, json.loads(buf.getvalue()), out
 
 
@@ -186,7 +185,7 @@ def test_h264_shards_round_trip(corpus, tmp_path, small_cfg, capsys):
     from media import read_index
 
     rc = prepare_main([str(corpus.good_manifest), "--labels", str(corpus.labels), "--out", str(tmp_path / "h"),
-                       "--json", "--video-format", "h264", *SMALL])
+                       "--json", *SMALL])  # default video format: h264
     summary = json.loads(capsys.readouterr().out)
     assert rc == 0 and summary["ok"] == 7 and summary["failed"] == 0
     by_id = {ShardSegment(s).meta["id"]: ShardSegment(s) for url in summary["shards"] for s in _group(url)}
@@ -198,3 +197,29 @@ def test_h264_shards_round_trip(corpus, tmp_path, small_cfg, capsys):
     labels = LabelMap.read(corpus.labels)
     s = next(iter(ShardDataset(tmp_path / "h", labels, small_cfg, train=True)))
     assert s["video"].shape == (3, 4, 48, 48)
+
+
+def test_short_segment_context_is_the_same_from_file_and_shard(corpus, tmp_path, small_cfg):
+    from avfusion.data.datasets import VideoDataset
+    from avfusion.data.manifest import Row
+
+    rows = [Row("mid", str(corpus.files["good_a"]), 1.0, 1.2, ["Dog"])]  # 0.2 s inside a 3 s file
+    labels = LabelMap.read(corpus.labels)
+    res = write_shards_for(rows, labels, small_cfg, tmp_path)
+    meta = ShardSegment(next(_group(res.shards[0]))).meta
+    assert meta["data_start"] == pytest.approx(1.1 - small_cfg.audio_seconds / 2)
+    s_file = VideoDataset(rows, labels, small_cfg, train=False)[0]
+    s_shard = next(iter(ShardDataset(tmp_path, labels, small_cfg, train=False)))
+    assert s_file["audio_padded"] == s_shard["audio_padded"] == 0  # context, not padding
+    assert s_file["video_padded"] == s_shard["video_padded"] == 0
+    diff = (s_file["audio"] - s_shard["audio"]).abs()
+    assert diff.mean() < 0.01 and diff.max() < 0.15
+    assert (s_file["video"] - s_shard["video"]).abs().mean() < 0.05
+
+
+def write_shards_for(rows, labels, cfg, out):
+    from avfusion.data.shards import write_shards
+
+    res = write_shards(rows, labels, cfg, out)
+    assert res.ok == len(rows), res.failures
+    return res

@@ -1,5 +1,3 @@
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -16,6 +14,8 @@ def test_clip_config_from_model():
     assert cfg.video_seconds == pytest.approx(2.56)
     assert cfg.audio_samples == 400 + 799 * 160
     assert cfg.image_size == (224, 224) and cfg.spec_frames == 800
+    with pytest.raises(ValueError, match="mel bins"):
+        ClipConfig.from_model(ModelConfig(spec_size=(96, 32)))  # preprocess still says 128
 
 
 def test_clip_centres():
@@ -98,3 +98,24 @@ def test_dataset_in_a_dataloader(corpus, small_cfg):
     batches = list(loader)
     assert [b["video"].shape for b in batches] == [(2, 6, 3, 4, 48, 48)] * 2
     assert sum(len(b["id"]) for b in batches) == 4
+
+
+def test_batches_feed_a_model_per_presence_group(corpus):
+    """Data -> model contract: a tiny MBT consumes collated batches, group by group."""
+    from avfusion.models import build_model
+    from avfusion.models.registry import get_model_config
+
+    mcfg = get_model_config("mbt_tiny")
+    cfg = ClipConfig.from_model(mcfg, eval_clips=1, eval_crops=1)
+    model = build_model(mcfg).eval()
+    ds = VideoDataset(read_manifest(corpus.good_manifest), LabelMap.read(corpus.labels), cfg, train=True, seed=0)
+    batch = collate([ds[i] for i in range(len(ds))])
+    assert batch["video"].shape == (7, 3, *[mcfg.num_frames, *mcfg.image_size])
+    assert batch["audio"].shape == (7, *mcfg.spec_size)
+    logits = torch.full((7, mcfg.num_classes), float("nan"))
+    with torch.no_grad():
+        for idx, sub in split_by_presence(batch):
+            logits[idx] = model({m: sub[m] for m in ("video", "audio") if m in sub}).logits
+            assert sub["id"] == [batch["id"][i] for i in idx.tolist()]
+            assert torch.equal(sub["label"], batch["label"][idx])
+    assert torch.isfinite(logits).all()

@@ -89,3 +89,14 @@ def test_unreadable_files_raise_decode_error(corpus, name, match):
 def test_missing_file_raises(tmp_path):
     with pytest.raises(DecodeError, match="not found"):
         probe(tmp_path / "nope.mp4")
+
+
+@pytest.mark.parametrize("ext,acodec,rate", [("mkv", "libopus", 48000), ("mkv", "mp3", 44100),
+                                              ("ogg", "libopus", 48000), ("mp4", "mp3", 44100)])
+def test_priming_and_padding_other_codecs(tmp_path, ext, acodec, rate):
+    """Opus pre-skip, MP3 encoder delay / padding: 1.000 s in, 1.000 s out, click in place."""
+    p = make_media(tmp_path / f"a.{ext}", duration=1.0, video=ext != "ogg", acodec=acodec, rate=rate, clicks=(0.5,))
+    d = decode(p, None, (0.0, 1.2))
+    lo, hi = d.audio_range
+    assert lo == 0 and abs(hi - 16000) <= 16  # within 1 ms
+    assert abs(np.argmax(d.audio) / 16000 - 0.5) < 1e-3

@@ -1,10 +1,9 @@
 import json
 
 import pytest
-import torch
 
 from avfusion.data import adapters
-from avfusion.data.manifest import LabelMap, ManifestError, Row, UnknownLabel, read_manifest, write_manifest
+from avfusion.data.manifest import LabelMap, ManifestError, UnknownLabel, read_manifest, write_manifest
 
 
 def test_csv_and_jsonl_manifests(tmp_path):

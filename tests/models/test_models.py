@@ -40,7 +40,8 @@ def test_forward_backward_every_parameter_gets_a_gradient(name, randomize):
     C = model.cfg.num_classes
     assert out.logits.shape == (2, C)
     assert all(v.shape == (2, C) for v in out.outputs.values())
-    assert all(v.shape == (2, model.cfg.embed_dim) for v in out.features.values())
+    D = model.num_features  # hierarchical backbones (Zorro-Swin, -HiP) end wider than embed_dim
+    assert all(v.shape == (2, D) for v in out.features.values())
     assert torch.isfinite(out.logits).all()
     loss = sum(o.float().square().mean() for o in out.outputs.values())
     loss.backward()

@@ -78,3 +78,22 @@ def test_warmup_cosine_schedule():
     assert f[10] == pytest.approx(1.0) and f[55] == pytest.approx(0.5, abs=1e-6)
     assert all(a >= b for a, b in zip(f[10:], f[11:]))
     assert lr_factor(100, 100, 10, "cosine", 0.1) == pytest.approx(0.1)
+
+
+def test_task_with_multihead_dict_labels():
+    """EPIC-style batches: labels {verb, noun} become (B, 2) in the model's class-split order."""
+    import avfusion
+    from avfusion.train.task import Task
+
+    model = avfusion.create_model("mbt_tiny", num_classes=7, class_splits={"verb": 3, "noun": 4}, task="multihead")
+    task = Task(model, "supervised", "multihead")
+    x = model.example_inputs(4)
+    labels = {"noun": torch.tensor([0, 3, 2, 1]), "verb": torch.tensor([2, 0, 1, 1])}
+    losses = task({**x, "label": labels})
+    out = model(x)
+    y = torch.stack([labels["verb"], labels["noun"]], dim=1)
+    expected = sum(classification_loss(out.outputs[m], y, "multihead", 0.0, {"verb": 3, "noun": 4})
+                   for m in ("audio", "video")) / 2
+    torch.testing.assert_close(losses["loss"], expected)
+    with pytest.raises(ValueError, match="lack head"):
+        task({**x, "label": {"verb": labels["verb"]}})

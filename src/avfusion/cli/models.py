@@ -13,7 +13,8 @@ def describe(name: str) -> dict:
     scheme = {"streams": {"bottleneck": "MBT bottleneck", "xattn": "mid fusion, cross-attention",
                           "concat": "early fusion" if c.fusion_layer == 0 else "mid fusion, shared"},
               "masked": {"zorro": "Zorro", "bottleneck_mask": "bottleneck masking",
-                         "all": "input-level fusion", "unimodal": "independent streams"}}
+                         "all": "input-level fusion", "unimodal": "independent streams"},
+              "swin": {"zorro": "Zorro-Swin"}, "hip": {"zorro": "Zorro-HiP"}}
     label = scheme.get(c.family, {}).get(c.fusion, c.fusion)
     if len(c.modalities) == 1:
         label = f"{c.modalities[0]} only"

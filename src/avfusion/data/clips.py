@@ -6,8 +6,9 @@ frames at ``fps`` (video), and ``spec_frames`` fbank frames (audio; 800 frames =
 waveform). Both windows of a clip share one centre time. Training draws the centre uniformly
 where the longer window fits inside the segment; evaluation takes K centres uniformly spaced
 over the same range (K = 1: the segment's middle). When the segment is shorter than a window, the
-window is centred on the segment and padded (audio: zeros = silence; video: the nearest real
-frame repeated), see docs/data.md.
+window is centred on the segment and reads the file around it (context); it is padded only where
+the file has no data (audio: zeros = silence; video: the nearest real frame repeated), see
+docs/data.md.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class ClipConfig:
 
     @classmethod
     def from_model(cls, cfg: ModelConfig, **kw: Any) -> "ClipConfig":
+        if cfg.spec_size[1] != cfg.preprocess.num_mel_bins:
+            raise ValueError(f"model {cfg.name!r}: spec_size {tuple(cfg.spec_size)} has {cfg.spec_size[1]} mel bins "
+                             f"but preprocess.num_mel_bins is {cfg.preprocess.num_mel_bins}; make them agree")
         return cls(num_frames=cfg.num_frames, image_size=tuple(cfg.image_size), spec_frames=cfg.spec_size[0],
                    preprocess=cfg.preprocess, **kw)
 

@@ -119,7 +119,10 @@ def probe(path: str | os.PathLike) -> MediaInfo:
 def _seek(c: av.container.InputContainer, stream: av.stream.Stream, t: float) -> None:
     # Seek to the keyframe before t; near the start just decode from the beginning.
     if t > 0.5:
-        c.seek(int(max(t - 0.1, 0) / float(stream.time_base)), stream=stream, backward=True, any_frame=False)
+        try:
+            c.seek(int(max(t - 0.1, 0) / float(stream.time_base)), stream=stream, backward=True, any_frame=False)
+        except av.FFmpegError:
+            pass  # unseekable input: decoding from the current (start) position is still correct
 
 
 class _ToRGB:
@@ -216,7 +219,8 @@ def decode_audio(
     aus = c.streams.audio[0]
     n_out = int(round((t1 - t0) * sample_rate))
     start, dur = _stream_span(aus)
-    stream_end = start + dur if dur else math.inf
+    # Formats without a stream duration (e.g. some mkv / webm) fall back to the container's.
+    stream_end = start + dur if dur else (info.duration if info is not None and info.duration else math.inf)
     _seek(c, aus, t0)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
     chunks: list[np.ndarray] = []

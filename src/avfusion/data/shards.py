@@ -2,13 +2,14 @@
 
 One tar member group per row (key = zero-padded running number; the row's id is in the JSON,
 since WebDataset keys cannot hold dots):
-- ``<key>.json``: id, labels (strings), segment start / end, fps, sample_rate, presence flags,
-  number of real frames / samples;
+- ``<key>.json``: id, labels (strings), segment start / end, the stored range data_start /
+  data_end (the segment, widened to a centred clip around a segment shorter than a clip), fps,
+  sample_rate, presence flags, number of real frames / samples;
 - video, the segment's frames on the ``fps`` grid, short side resized to ``short_side``, as either
-  ``<key>.frames.msgpack`` (``video_format="jpeg"``, default: a list of JPEG bytes, MJPEG through
-  PyAV; a clip decodes only its own frames: fastest) or ``<key>.frames.mp4``
-  (``video_format="h264"``: H.264 crf 23, 16-frame GOPs, odd sizes cropped by one pixel to even;
-  about 10x smaller than JPEG, slower to read);
+  ``<key>.frames.mp4`` (``video_format="h264"``, default: H.264 crf 23, 16-frame GOPs, odd sizes
+  cropped by one pixel to even; 7-13x smaller than JPEG, ~10% slower to read) or
+  ``<key>.frames.msgpack`` (``video_format="jpeg"``: a list of JPEG bytes, MJPEG through PyAV;
+  a clip decodes only its own frames: fastest, largest);
 - ``<key>.audio.pcm``: the segment's audio, 16 kHz mono int16 little-endian (PCM: 96 dB of range,
   far below the noise floor of compressed source audio; half of float32).
 
@@ -23,6 +24,7 @@ import io
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -109,7 +111,7 @@ class PrepareResult:
         return {"ok": self.ok, "failed": self.failed, "failures": self.failures, "shards": self.shards}
 
 
-def encode_row(row: Row, labels: LabelMap, cfg: ClipConfig, video_format: str = "jpeg") -> dict[str, Any]:
+def encode_row(row: Row, labels: LabelMap, cfg: ClipConfig, video_format: str = "h264") -> dict[str, Any]:
     """Decode one row's whole segment into a WebDataset sample (bytes values). Raises on bad input."""
     if video_format not in VIDEO_FORMATS:
         raise ValueError(f"video_format must be one of {VIDEO_FORMATS}, got {video_format!r}")
@@ -124,16 +126,24 @@ def encode_row(row: Row, labels: LabelMap, cfg: ClipConfig, video_format: str = 
     end = row.end if row.end is not None else info.duration
     if not end > start:
         raise ValueError(f"segment end {end} <= start {start} (file duration {info.duration:.3f} s)")
-    d = decode(row.path, grid_times(start, end, p.fps), (start, end), fps=p.fps,
+    # Clips of a segment shorter than a clip read the file around it (context), as the file
+    # dataset does: store that context too, so both paths give the same clips.
+    d0, d1 = start, end
+    length = max(cfg.video_seconds if info.has_video else 0.0, cfg.audio_seconds if info.has_audio else 0.0)
+    if end - start < length:
+        mid = (start + end) / 2
+        d0, d1 = max(0.0, min(start, mid - length / 2)), max(end, min(info.duration, mid + length / 2))
+    d = decode(row.path, grid_times(d0, d1, p.fps), (d0, d1), fps=p.fps,
                sample_rate=p.sample_rate, short_side=p.short_side)
     # A truncated file decodes less than its header promises: a failure, not silent padding.
-    real_end = min(end, info.duration) - start
+    real_end = min(d1, info.duration) - d0
     if d.video is not None and d.video_valid < int(real_end * p.fps) - 2:
         raise DecodeError(f"video decodes {d.video_valid / p.fps:.3f} s of {real_end:.3f} s (truncated?)")
     if d.audio is not None and d.audio_valid < 0.9 * real_end * p.sample_rate:
         raise DecodeError(f"audio decodes {d.audio_valid / p.sample_rate:.3f} s of {real_end:.3f} s (truncated?)")
     meta = {
-        "id": row.id, "labels": row.labels, "start": start, "end": end, "fps": p.fps,
+        "id": row.id, "labels": row.labels, "start": start, "end": end, "data_start": d0, "data_end": d1,
+        "fps": p.fps,
         "sample_rate": p.sample_rate, "short_side": p.short_side,
         "has_video": d.video is not None, "has_audio": d.audio is not None,
         "video_valid": d.video_valid, "audio_range": list(d.audio_range),
@@ -158,7 +168,7 @@ def write_shards(
     max_count: int = 256,
     max_size: float = 1e9,
     progress: Callable[[Iterable[Row]], Iterable[Row]] | None = None,
-    video_format: str = "jpeg",
+    video_format: str = "h264",
 ) -> PrepareResult:
     """Write ``out_dir/shard-%06d.tar``; each failing row is recorded with its reason, never fatal."""
     out = Path(out_dir)
@@ -176,7 +186,8 @@ def write_shards(
                 if not os.path.isfile(row.path):
                     raise FileNotFoundError(f"file not found: {row.path}")
                 sample = encode_row(row, labels, cfg, video_format)
-            except (DecodeError, ValueError, KeyError, FileNotFoundError, av.FFmpegError) as e:
+            except Exception as e:  # noqa: BLE001 - one bad file never stops the run; it is reported
+                # with its exception type, so a bug shows up in the summary, not as a crash mid-run.
                 res.failed += 1
                 res.failures.append({"id": row.id, "path": row.path, "reason": f"{type(e).__name__}: {e}"})
                 continue
@@ -203,7 +214,8 @@ class ShardSegment:
 
     def __init__(self, sample: dict[str, Any]) -> None:
         self.meta = json.loads(sample["json"])
-        self.start, self.end = float(self.meta["start"]), float(self.meta["end"])
+        self.start, self.end = float(self.meta["start"]), float(self.meta["end"])  # the segment
+        self.base = float(self.meta.get("data_start", self.start))  # time of stored frame 0 / sample 0
         self.fps, self.sr = float(self.meta["fps"]), int(self.meta["sample_rate"])
         self.has_video, self.has_audio = bool(self.meta["has_video"]), bool(self.meta["has_audio"])
         self._jpegs = msgpack.unpackb(sample["frames.msgpack"]) if "frames.msgpack" in sample else None
@@ -214,7 +226,7 @@ class ShardSegment:
 
     def frames(self, times: np.ndarray) -> tuple[np.ndarray, int]:
         n = int(self.meta["num_frames"])
-        idx = np.floor((np.asarray(times) - self.start) * self.fps + 1e-3).astype(int)  # frame shown at t
+        idx = np.floor((np.asarray(times) - self.base) * self.fps + 1e-3).astype(int)  # frame shown at t
         valid = int(((idx >= 0) & (idx < self.meta["video_valid"])).sum())
         idx = idx.clip(0, n - 1)
         uniq, inv = np.unique(idx, return_inverse=True)  # decode each stored frame once
@@ -228,7 +240,7 @@ class ShardSegment:
     def audio(self, t0: float, t1: float) -> tuple[np.ndarray, int]:
         assert self._pcm is not None
         n = int(round((t1 - t0) * self.sr))
-        o = int(round((t0 - self.start) * self.sr))
+        o = int(round((t0 - self.base) * self.sr))
         out = np.zeros(n, np.float32)
         s0, d0 = max(o, 0), max(-o, 0)
         m = max(0, min(len(self._pcm) - s0, n - d0))
@@ -252,8 +264,8 @@ def _dist() -> tuple[int, int]:
 class ShardDataset(IterableDataset):
     """Streams prepared shards: split by rank and worker, shuffle buffer, clip cutting.
 
-    With more (rank, worker) pairs than shards some readers get nothing (a warning is given by
-    ``check_split``); prepare with ``--shard-size`` small enough for your world x workers.
+    With more (rank, worker) pairs than shards some readers get nothing (a warning says so);
+    prepare with ``--shard-size`` small enough for your world x workers.
     """
 
     def __init__(self, shards: Sequence[str] | str | os.PathLike, labels: LabelMap, cfg: ClipConfig,
@@ -285,7 +297,12 @@ class ShardDataset(IterableDataset):
 
     def raw(self) -> Iterator[dict[str, Any]]:
         """The stored samples of this reader's shards, in order (bytes values)."""
-        for url in self.my_shards():
+        mine = self.my_shards()
+        if not mine:
+            wi = get_worker_info()
+            warnings.warn(f"rank {self.rank} worker {wi.id if wi else 0}: no shard to read ({len(self.shards)} "
+                          f"shards for {self.world_size} ranks x {wi.num_workers if wi else 1} workers)")
+        for url in mine:
             yield from _group(url)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -1,15 +1,15 @@
 """Check every manifest row before training: file, decoding, streams, duration, labels, ids.
 
-Severities: ``error`` (the row cannot be used: missing / unreadable file, no stream at all,
-unknown label, duplicate id, segment outside the file) and ``warning`` (usable, with the model's
-missing-modality path or padding: a missing audio or video stream, a segment shorter than a
-clip). An empty manifest is one error.
+Severities: ``error`` (the row cannot be used: missing / unreadable / truncated file, no stream at
+all, unknown or unencodable labels, duplicate id, segment outside the file) and ``warning``
+(usable, with the model's missing-modality path or padding: a missing audio or video stream, a
+segment shorter than a clip, no labels in multi-label mode). An empty manifest is one error.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import av
@@ -37,11 +37,11 @@ def check_row(row: Row, labels: LabelMap, cfg: ClipConfig, decode_check: bool = 
     bad = labels.unknown(row.labels)
     if bad:
         add("error", f"unknown label(s): {', '.join(bad)}")
-    elif not row.labels:
-        add("error", "no labels")
     else:
         try:
             labels.encode(row.labels)
+            if not row.labels:  # multi-label: an all-zero target, legal but rarely intended
+                add("warning", "no labels")
         except ManifestError as e:
             add("error", str(e))
     if not os.path.isfile(row.path):
@@ -131,4 +131,4 @@ def format_table(probs: Sequence[Problem]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Problem", "check_row", "validate_rows", "summary", "format_table", "asdict"]
+__all__ = ["Problem", "check_row", "validate_rows", "summary", "format_table"]

@@ -28,17 +28,17 @@ from avfusion.heads.readout import OUTPUTS, Readout
 from avfusion.layers.block import Block, drop_path_rates
 from avfusion.layers.masks import RULES, TokenType, segments_of, self_mask
 from avfusion.layers.tokenizer import ModalityTokenizer
-from avfusion.models.base import AVModel, ModelOutput, init_weights, present_modalities
+from avfusion.backbones.common import ZorroHeads
+from avfusion.models.base import init_weights, present_modalities
 from avfusion.models.config import MODALITIES, ModelConfig
 
 _TYPE = {"audio": TokenType.AUDIO, "video": TokenType.VIDEO}
 
 
-class MaskedFusion(AVModel):
+class MaskedFusion(ZorroHeads):
     def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
-        if cfg.family != "masked":
-            raise ValueError(f"MaskedFusion builds family 'masked', got {cfg.family!r}")
+        outputs = OUTPUTS if cfg.num_fusion_tokens > 0 else tuple(o for o in OUTPUTS if o != "fusion")
+        super().__init__(cfg, "masked", outputs)
         D = cfg.embed_dim
         self.tokens = ModalityTokenizer(cfg, use_cls=False)
         self.fusion_tokens = nn.Parameter(torch.randn(1, cfg.num_fusion_tokens, D) * 0.02)
@@ -49,21 +49,10 @@ class MaskedFusion(AVModel):
             for i in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)
-        outputs = OUTPUTS if cfg.num_fusion_tokens > 0 else tuple(o for o in OUTPUTS if o != "fusion")
         self.readout = Readout(D, cfg.num_heads, cfg.mlp_dim, outputs, cfg.qkv_bias, cfg.ln_eps,
                                cfg.gelu, cfg.attn_impl)
-        self.head = nn.ModuleDict({o: nn.Linear(D, cfg.num_classes) for o in outputs})
-        if cfg.eval_output not in (*outputs, "mean"):
-            raise ValueError(f"eval_output must be one of {(*outputs, 'mean')}, got {cfg.eval_output!r}")
         init_weights(self)
-        for h in self.head.values():
-            self._init_head(h)
-
-    def heads(self) -> dict[str, nn.Linear]:
-        return dict(self.head.items())
-
-    def _set_head(self, name: str, head: nn.Linear) -> None:
-        self.head[name] = head
+        self._build_heads(D)
 
     def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
         cfg = self.cfg
@@ -94,18 +83,3 @@ class MaskedFusion(AVModel):
                 + f"; logits = {present[0]} output"
             )
         return feats, notes
-
-    def forward_head(self, feats: dict[str, torch.Tensor], present: tuple[str, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        outputs = {o: self.head[o](f) for o, f in feats.items()}  # o -> (B, C)
-        if len(present) == 1:
-            logits = outputs[present[0]]
-        elif self.cfg.eval_output == "mean":
-            logits = torch.stack(list(outputs.values()), dim=0).mean(dim=0)
-        else:
-            logits = outputs[self.cfg.eval_output]
-        return logits, outputs
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> ModelOutput:
-        feats, notes = self.forward_features(inputs)
-        logits, outputs = self.forward_head(feats, present_modalities(inputs))
-        return ModelOutput(logits=logits, outputs=outputs, features=feats, notes=notes)

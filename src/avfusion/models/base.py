@@ -54,6 +54,8 @@ class AVModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.grad_checkpointing = False
+        # Width of ModelOutput.features (hierarchical backbones end wider than embed_dim).
+        self.num_features = cfg.embed_dim
 
     # -- inputs --------------------------------------------------------------------------
     def example_inputs(self, batch_size: int = 2, device: torch.device | str | None = None,

@@ -15,7 +15,9 @@ MODALITIES: tuple[str, ...] = ("audio", "video")
 # Fusion schemes per family (DESIGN.md section 3).
 STREAM_FUSIONS = ("bottleneck", "xattn", "concat")  # family "streams": MBT and scenic's variants
 MASKED_FUSIONS = ("zorro", "bottleneck_mask", "all", "unimodal")  # family "masked": Zorro + ablations
-FAMILIES = ("streams", "masked")
+# Zorro's routing on hierarchical backbones (docs/zorro_swin_hip.md): Swin and Hierarchical Perceiver.
+HIERARCHICAL_FAMILIES = ("swin", "hip")
+FAMILIES = ("streams", "masked", *HIERARCHICAL_FAMILIES)
 
 
 @dataclass
@@ -51,6 +53,8 @@ class ModelConfig:
       - ``masked``: one stack with shared weights over [audio; video; fusion tokens]; ``fusion``
         names the routing rule used from ``fusion_layer`` on (``zorro``, ``bottleneck_mask``,
         ``all`` = input-level fusion, ``unimodal`` = independent streams), then Zorro's readout.
+      - ``swin`` / ``hip``: Zorro's routing (``fusion='zorro'`` from the first block) on a Swin-style
+        or Hierarchical Perceiver backbone, with ``depths`` per stage (docs/zorro_swin_hip.md).
     """
 
     name: str = "custom"
@@ -94,6 +98,12 @@ class ModelConfig:
     eval_output: str = "fusion"  # masked family: which readout output `logits` reports
     head_zero_init: bool = True  # scenic initialises the classifier to zeros
     attn_impl: str = "auto"  # auto | dense | split | flex (layers/attention.py)
+    # hierarchical backbones (families "swin" and "hip"); ``depth`` is derived as sum(depths)
+    depths: tuple[int, ...] | None = None  # blocks per stage
+    window_size: tuple[int, int, int] = (8, 7, 7)  # swin: video window (t, h, w), in tokens
+    spec_window: tuple[int, int] = (5, 8)  # swin: spectrogram window (time, mel), in tokens
+    stage_dims: tuple[int, ...] | None = None  # hip: latent width per stage
+    num_latents: tuple[int, ...] | None = None  # hip: latents per modality group per stage
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self) -> None:
@@ -102,6 +112,13 @@ class ModelConfig:
         self.tubelet = tuple(self.tubelet)  # type: ignore[assignment]
         self.spec_size = tuple(self.spec_size)  # type: ignore[assignment]
         self.spec_patch = tuple(self.spec_patch)  # type: ignore[assignment]
+        self.window_size = tuple(self.window_size)  # type: ignore[assignment]
+        self.spec_window = tuple(self.spec_window)  # type: ignore[assignment]
+        for key in ("depths", "stage_dims", "num_latents"):
+            if getattr(self, key) is not None:
+                setattr(self, key, tuple(getattr(self, key)))
+        if self.family in HIERARCHICAL_FAMILIES and self.depths:
+            self.depth = sum(self.depths)
         if isinstance(self.preprocess, dict):
             self.preprocess = PreprocessConfig(**self.preprocess)
         if self.class_splits is not None:
@@ -124,7 +141,7 @@ class ModelConfig:
             raise bad(f"modalities must name at least one of {MODALITIES}")
         if len(self.modalities) == 1 and self.family != "streams":
             raise bad("a unimodal model is built by the 'streams' family (one stream, no fusion)")
-        allowed = STREAM_FUSIONS if self.family == "streams" else MASKED_FUSIONS
+        allowed = {"streams": STREAM_FUSIONS, "masked": MASKED_FUSIONS}.get(self.family, ("zorro",))
         if self.fusion not in allowed:
             raise bad(f"fusion for family {self.family!r} must be one of {allowed}, got {self.fusion!r}")
         if self.family == "streams" and self.fusion == "concat" and not self.share_weights:
@@ -141,6 +158,14 @@ class ModelConfig:
         if self.family == "masked" and self.fusion != "unimodal" and self.num_fusion_tokens == 0:
             if self.fusion in ("zorro", "bottleneck_mask"):
                 raise bad(f"fusion={self.fusion!r} needs num_fusion_tokens >= 1")
+        if self.family in HIERARCHICAL_FAMILIES:
+            if not self.depths or min(self.depths) < 1:
+                raise bad(f"family {self.family!r} needs depths (blocks per stage, each >= 1), got {self.depths}")
+            if self.fusion_layer != 0 or self.num_fusion_tokens < 1:
+                raise bad(f"family {self.family!r} fuses from the first block: fusion_layer=0, num_fusion_tokens >= 1")
+            if self.family == "hip" and not (self.stage_dims and self.num_latents
+                                             and len(self.stage_dims) == len(self.num_latents) == len(self.depths)):
+                raise bad("family 'hip' needs stage_dims and num_latents, one entry per stage of depths")
         if self.task not in ("multilabel", "single", "multihead"):
             raise bad(f"task must be multilabel, single or multihead, got {self.task!r}")
         if (self.task == "multihead") != (self.class_splits is not None):

@@ -41,9 +41,10 @@ def get_model_config(name: str, **overrides: Any) -> ModelConfig:
 
 def build_model(cfg: ModelConfig):  # -> AVModel
     """Build the model a config describes (random initialisation)."""
+    from avfusion.backbones import ZorroHiP, ZorroSwin
     from avfusion.fusion import MaskedFusion, StreamFusion
 
-    return {"streams": StreamFusion, "masked": MaskedFusion}[cfg.family](cfg)
+    return {"streams": StreamFusion, "masked": MaskedFusion, "swin": ZorroSwin, "hip": ZorroHiP}[cfg.family](cfg)
 
 
 def create_model(name: str, *, pretrained_backbone: str | os.PathLike | None = None,

@@ -24,7 +24,6 @@ class DataConfig:
     eval_batch_size: int = 8
     num_workers: int = 2
     pin_memory: bool = True
-    persistent_workers: bool = True
     prefetch_factor: int = 2
     eval_clips: int = 4  # K uniformly spaced clips per video at evaluation (MBT: 4)
     eval_crops: int = 3  # spatial crops per clip (the papers' 3-crop protocol)
@@ -94,6 +93,9 @@ class RunConfig:
     compile: bool = False  # torch.compile, with a fallback to eager if it fails
     grad_accum: int = 1
     grad_checkpointing: bool = False
+    # DDP: set when some parameters get no gradient in a step (e.g. batches where a modality is
+    # absent from every clip leave that stream unused).
+    find_unused_parameters: bool = False
     progress: bool = True
     tensorboard: bool = True  # when the tensorboard package is installed
 

@@ -192,7 +192,8 @@ def fit(
     train_module: nn.Module = task
     if info.enabled:
         train_module = nn.parallel.DistributedDataParallel(
-            task, device_ids=[device.index] if device.type == "cuda" else None)
+            task, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=run.find_unused_parameters)
     eager_module = train_module
     if run.compile:
         train_module = torch.compile(train_module)  # type: ignore[assignment]
@@ -204,6 +205,7 @@ def fit(
     task.train()
     t_last, clips_since = time.perf_counter(), 0
     accum: list[dict[str, torch.Tensor]] = []  # losses of the micro-batches of the current step
+    shown_rate = 0.0  # clips/s of the last logging interval, for the progress bar
 
     while step < total:
         sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.data.batch_size)
@@ -211,7 +213,7 @@ def fit(
             seeded, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
             num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory and device.type == "cuda",
             generator=torch.Generator().manual_seed(_mix_seed(run.seed, epoch, 1)),
-            persistent_workers=False, prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers else None,
+            prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers else None,
         )
         for batch in loader:
             batch = move_batch(batch, device)
@@ -263,8 +265,10 @@ def fit(
                     if on_log is not None:
                         on_log(row)
             if bar is not None:
+                if "clips_per_s" in row:
+                    shown_rate = row["clips_per_s"]
                 bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{row.get('clips_per_s', 0):.1f}")
+                bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{shown_rate:.1f}", refresh=False)
             stopping = step >= total or (stop_at is not None and step >= stop_at)
             if info.is_main and (step % run.save_every == 0 or stopping):
                 state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
@@ -288,7 +292,7 @@ def fit(
 
 # Keys that may differ between a run and its resumption (where it runs, how it reports).
 _RESUME_FREE = {"run.out", "run.device", "run.progress", "run.tensorboard", "run.log_every", "run.save_every",
-                "data.num_workers", "data.pin_memory", "data.persistent_workers", "data.prefetch_factor",
+                "data.num_workers", "data.pin_memory", "data.prefetch_factor",
                 "data.train", "data.val", "data.labels", "run.compile", "run.grad_checkpointing"}
 
 
@@ -316,7 +320,10 @@ def _progress(total: int, initial: int, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    # Not a terminal (a CI log): redraw rarely instead of flooding the log with carriage returns.
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
+                mininterval=interval)
 
 
 def _tensorboard(out: Path):

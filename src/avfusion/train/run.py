@@ -98,7 +98,8 @@ def _run(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
         for head in model.heads().values():  # classifiers take no part in the contrastive loss
             head.requires_grad_(False)
         c = cfg.contrastive
-        contrastive = ContrastiveHead(model.cfg.embed_dim, c.pairs, c.proj_dim, c.proj_hidden, c.temperature)
+        dim = model.num_features  # hierarchical backbones (Zorro-Swin, -HiP) end wider than embed_dim
+        contrastive = ContrastiveHead(dim, c.pairs, c.proj_dim, c.proj_hidden, c.temperature)
     task = Task(model, mode, task_kind, cfg.loss.label_smoothing, cfg.loss.aggregation, cfg.loss.weights, contrastive)
 
     sampler = None

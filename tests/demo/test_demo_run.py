@@ -1,0 +1,40 @@
+"""The demo end to end on a reduced run: every step runs and every artefact of the report exists.
+
+(The full run's numbers are recorded in docs/demo.md; this checks the machinery, not accuracy.)
+"""
+
+import json
+
+from avfusion.cli import main
+
+
+def test_reduced_demo_run(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--clips", "30", "10", "20", "--steps", "6", "--jobs", "2"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    for step in range(1, 8):
+        assert f"[{step}/7]" in printed
+    assert "Report:" in printed and "Zorro's four outputs" in printed
+
+    summary = json.loads((out / "results.json").read_text())
+    assert set(summary["results"]) == {"mbt_tiny", "zorro_vit_tiny", "mbt_tiny_late", "mbt_tiny_audio", "mbt_tiny_video"}
+    zorro = summary["results"]["zorro_vit_tiny"]["report"]["conditions"]
+    assert set(zorro) == {"audio+video", "audio only", "video only"}
+    # Zorro's audio output is the same whether or not the video is given.
+    assert zorro["audio only"]["outputs"]["audio"] == zorro["audio+video"]["outputs"]["audio"]
+    assert zorro["video only"]["outputs"]["video"] == zorro["audio+video"]["outputs"]["video"]
+    assert set(summary["results"]["mbt_tiny_audio"]["report"]["conditions"]) == {"audio"}
+    for r in summary["results"].values():
+        assert set(r["by_condition"]) == {"clean", "noisy_audio", "occluded_video"}
+        assert len(r["history"]) > 0 and r["gflops"] > 0
+
+    preds = summary["predictions"]
+    assert any("bigbuckbunny" in p["path"] for p in preds)  # a real video through predict
+    assert all(p["outputs"]["logits"] for p in preds)
+
+    page = (out / "report.html").read_text()
+    for pic in ("curves.png", "outputs.png", "missing_modality.png", "conditions.png", "flops.png",
+                "attention_zorro_vit_tiny.png", "attention_mbt_tiny.png"):
+        assert (out / pic).stat().st_size > 1000 and pic in page
+    assert (out / "best" / "model.safetensors").is_file()
