@@ -10,7 +10,7 @@ from avfusion.cli import main
 
 def test_reduced_demo_run(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--clips", "30", "10", "20", "--steps", "6", "--jobs", "2"])
+    rc = main(["demo", "--out", str(out), "--clips", "40", "10", "20", "--steps", "6", "--jobs", "2"])
     assert rc == 0
     printed = capsys.readouterr().out
     for step in range(1, 8):
