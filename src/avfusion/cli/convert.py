@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avfusion convert", description="Turn released weights into an avfusion model directory.",
         epilog="example (the released MBT AudioSet model, docs/convert.md): avfusion convert scenic-mbt "
-               "mbtb32_as-500k_rgb-spec --fusion-layer 8 --labels class_labels_indices.csv --out models/mbt_as500k")
+               "mbtb32_as-500k_rgb-spec --fusion-layer 8 --labels class_labels_indices.csv --out models/mbt_as500k; "
+               "a Spec-only / RGB-only checkpoint needs no --fusion-layer: avfusion convert scenic-mbt SPEC_ONLY_CKPT "
+               "--labels class_labels_indices.csv --out models/mbt_as500k_spec")
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
     p = sub.add_parser(
         "scenic-mbt", help="an official scenic MBT checkpoint (flax msgpack)",
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "read from parameter shapes.",
     )
     p.add_argument("checkpoint", help="flax msgpack checkpoint (scenic train state or params tree)")
-    p.add_argument("--fusion-layer", type=int, default=None,
+    p.add_argument("--fusion-layer", type=int, default=None, metavar="N",
                    help="scenic's model.fusion_layer (Lf): first layer where modalities meet; "
                         "0 = early fusion, number of layers = late fusion. Required for an RGB+spectrogram "
                         "checkpoint; optional and ignored for a unimodal one (modality_fusion=('spectrogram',) "
