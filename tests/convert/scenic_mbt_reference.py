@@ -77,29 +77,38 @@ def conv_patches(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndar
     return xs @ kernel.reshape(-1, kernel.shape[-1]) + bias
 
 
-def mbt_forward(params: Params, rgb: np.ndarray, spectrogram: np.ndarray, fusion_layer: int,
-                share_encoder: bool, use_bottleneck: bool, test_with_bottlenecks: bool = True) -> dict[str, np.ndarray]:
-    """scenic MBT, classifier='token', modality_fusion=('spectrogram', 'rgb'), eval mode.
+def mbt_forward(params: Params, rgb: np.ndarray | None, spectrogram: np.ndarray | None, fusion_layer: int,
+                share_encoder: bool, use_bottleneck: bool, test_with_bottlenecks: bool = True,
+                modality_fusion: tuple[str, ...] = ("spectrogram", "rgb")) -> dict[str, np.ndarray]:
+    """scenic MBT, classifier='token', eval mode, for ``modality_fusion`` ('spectrogram', 'rgb')
+    (the default) or one of them (the unimodal "Spec-only" / "RGB-only" models).
 
-    rgb (N, T, H, W, 3); spectrogram (N, time, mel), tiled to 3 channels as the official input.
-    Returns logits_rgb, logits_spectrogram (per-modality heads) and logits (their mean).
+    rgb (N, T, H, W, 3); spectrogram (N, time, mel), tiled to 3 channels as the official input
+    (either may be None when its modality is not in ``modality_fusion``).
+    Returns logits_<modality> per modality (the per-modality heads) and logits (their mean).
+    Scenic's naming: the CLS token is 'cls' for rgb and for any lone modality, else 'cls<modality>';
+    the rgb stream runs ``encoderblock_{l}``, another modality ``encoderblock_{l}_<modality>``
+    unless share_encoder (then the rgb-named block). One modality never fuses.
     """
     P = {k: _as64(v) for k, v in params.items()}
     tr = P["Transformer"]
-    n = rgb.shape[0]
-    spec3 = np.repeat(spectrogram[..., None], 3, axis=-1).astype(np.float64)
-    tokens = {
-        "rgb": conv_patches(rgb.astype(np.float64), P["embedding"]["kernel"], P["embedding"]["bias"]),
-        "spectrogram": conv_patches(spec3, P["embedding_spectrogram"]["kernel"], P["embedding_spectrogram"]["bias"]),
-    }
-    order = ("spectrogram", "rgb")
+    order = tuple(modality_fusion)  # scenic iterates modality_fusion
+    unimodal = len(order) == 1
+    tokens = {}
+    if "rgb" in order:
+        tokens["rgb"] = conv_patches(rgb.astype(np.float64), P["embedding"]["kernel"], P["embedding"]["bias"])
+    if "spectrogram" in order:
+        spec3 = np.repeat(spectrogram[..., None], 3, axis=-1).astype(np.float64)
+        tokens["spectrogram"] = conv_patches(spec3, P["embedding_spectrogram"]["kernel"],
+                                             P["embedding_spectrogram"]["bias"])
+    n = next(iter(tokens.values())).shape[0]
     x = {}
     for m in order:
-        cls = np.tile(P["cls" if m == "rgb" else "cls" + m], (n, 1, 1))
+        cls = np.tile(P["cls" if m == "rgb" or unimodal else "cls" + m], (n, 1, 1))
         pos = tr["posembed_input" if m == "rgb" else "posembed_input_" + m]["pos_embedding"]
         x[m] = np.concatenate([cls, tokens[m]], axis=1) + pos
     bottleneck = np.tile(P["bottleneck"], (n, 1, 1)) if use_bottleneck else None
-    depth = len([k for k in tr if k.startswith("encoderblock_") and not k.endswith("_spectrogram")])
+    depth = len({int(k.split("_")[1]) for k in tr if k.startswith("encoderblock_")})
 
     def enc(m: str, lyr: int) -> Params:
         if share_encoder or m == "rgb":
@@ -108,7 +117,7 @@ def mbt_forward(params: Params, rgb: np.ndarray, spectrogram: np.ndarray, fusion
 
     combined = None
     for lyr in range(depth):
-        if lyr < fusion_layer or (use_bottleneck and not test_with_bottlenecks):
+        if lyr < fusion_layer or unimodal or (use_bottleneck and not test_with_bottlenecks):
             for m in order:
                 x[m] = encoder_block(x[m], enc(m, lyr))
         elif use_bottleneck:
@@ -123,7 +132,7 @@ def mbt_forward(params: Params, rgb: np.ndarray, spectrogram: np.ndarray, fusion
             new = {}
             for m in order:
                 t = x[m].shape[1]
-                other = [x[o] for o in order if o != m]
+                other = [x[o] for o in ("rgb", "spectrogram") if o != m and o in order]  # scenic's _MODALITIES
                 y = encoder_block(np.concatenate(other + [x[m]], axis=1), enc(m, lyr))
                 new[m] = y[:, -t:]
             x = new
@@ -138,7 +147,7 @@ def mbt_forward(params: Params, rgb: np.ndarray, spectrogram: np.ndarray, fusion
     for m in order:
         out["logits_" + m] = dense(encoded[:, start], P["output_projection"])
         start += x[m].shape[1]
-    out["logits"] = (out["logits_rgb"] + out["logits_spectrogram"]) / 2
+    out["logits"] = sum(out["logits_" + m] for m in order) / len(order)
     return out
 
 
@@ -162,9 +171,13 @@ def random_mbt_params(
     n_bottlenecks: int | None = 4,  # None = use_bottleneck False
     share_encoder: bool = False,
     classes: int = 5,
+    modality_fusion: tuple[str, ...] = ("spectrogram", "rgb"),
 ) -> Params:
     """A PARAMS tree in scenic MBT's layout with random values (nothing zero, so no head or
-    bias hides a mapping bug)."""
+    bias hides a mapping bug). Like flax, it holds only the parameters of modules the model
+    calls: with one modality, only that modality's embedding, position embedding and blocks
+    (a spectrogram-only model with share_encoder runs the RGB-named blocks), and the CLS token
+    is 'cls' whatever the modality; ``bottleneck`` is created whenever use_bottleneck is set."""
     fh, fw, ft = patches
     d, k = hidden, hidden // heads
     n_rgb = (rgb_thw[0] // ft) * (rgb_thw[1] // fh) * (rgb_thw[2] // fw)
@@ -185,23 +198,31 @@ def random_mbt_params(
                            "Dense_1": {"kernel": w(mlp, d), "bias": w(d, std=0.1)}},
         }
 
-    tr: Params = {
-        "posembed_input": {"pos_embedding": w(1, 1 + n_rgb, d)},
-        "posembed_input_spectrogram": {"pos_embedding": w(1, 1 + n_spec, d)},
-        "encoder_norm": ln(),
-    }
+    has_rgb, has_spec = "rgb" in modality_fusion, "spectrogram" in modality_fusion
+    unimodal = len(modality_fusion) == 1
+    # (draw order kept as it was for the audio-visual trees, so their values do not change)
+    tr: Params = {}
+    if has_rgb:
+        tr["posembed_input"] = {"pos_embedding": w(1, 1 + n_rgb, d)}
+    if has_spec:
+        tr["posembed_input_spectrogram"] = {"pos_embedding": w(1, 1 + n_spec, d)}
+    tr["encoder_norm"] = ln()
     for lyr in range(depth):
-        tr[f"encoderblock_{lyr}"] = block()
-        if not share_encoder:
+        if has_rgb or share_encoder:
+            tr[f"encoderblock_{lyr}"] = block()
+        if has_spec and not share_encoder:
             tr[f"encoderblock_{lyr}_spectrogram"] = block()
-    params: Params = {
-        "embedding": {"kernel": w(ft, fh, fw, 3, d, std=0.1), "bias": w(d, std=0.1)},
-        "embedding_spectrogram": {"kernel": w(fh, fw, 3, d), "bias": w(d, std=0.1)},
-        "cls": w(1, 1, d, std=0.2),
-        "clsspectrogram": w(1, 1, d, std=0.2),
-        "Transformer": tr,
-        "output_projection": {"kernel": w(d, classes, std=0.2), "bias": w(classes, std=0.05)},
-    }
+    params: Params = {}
+    if has_rgb:
+        params["embedding"] = {"kernel": w(ft, fh, fw, 3, d, std=0.1), "bias": w(d, std=0.1)}
+    if has_spec:
+        params["embedding_spectrogram"] = {"kernel": w(fh, fw, 3, d), "bias": w(d, std=0.1)}
+    if has_rgb:
+        params["cls"] = w(1, 1, d, std=0.2)
+    if has_spec:
+        params["cls" if unimodal else "clsspectrogram"] = w(1, 1, d, std=0.2)
+    params["Transformer"] = tr
+    params["output_projection"] = {"kernel": w(d, classes, std=0.2), "bias": w(classes, std=0.05)}
     if n_bottlenecks is not None:
         params["bottleneck"] = w(1, n_bottlenecks + 1, d, std=0.2)  # +1: the 'token' classifier's extra
     return params

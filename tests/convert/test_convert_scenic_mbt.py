@@ -245,16 +245,6 @@ def test_gap_classifier_is_refused(tmp_path: Path) -> None:
         convert_scenic_mbt(_write(tmp_path, params), 1, **SIZES)
 
 
-@pytest.mark.parametrize("drop", ["rgb", "spectrogram"])
-def test_unimodal_checkpoint_is_refused(drop: str, tmp_path: Path) -> None:
-    params = random_mbt_params(np.random.default_rng(1))
-    suffix = "" if drop == "rgb" else "_spectrogram"
-    del params[f"embedding{suffix}"], params["Transformer"][f"posembed_input{suffix}"]
-    kept = "spectrogram" if drop == "rgb" else "RGB"
-    with pytest.raises(ValueError, match=f"unimodal MBT checkpoint \\({kept} only"):
-        convert_scenic_mbt(_write(tmp_path, params), 1, **SIZES)
-
-
 def test_not_a_checkpoint(tmp_path: Path) -> None:
     p = tmp_path / "junk.msgpack"
     p.write_bytes(to_flax_msgpack({"foo": {"bar": np.zeros(3, np.float32)}}))
@@ -285,3 +275,185 @@ def test_cli_label_count_mismatch(scenic_fixture: Path, tmp_path: Path, capsys: 
             "--labels", str(tmp_path / "names.txt")]
     assert convert_main(args) == 2
     assert "2 class names for 5 classes" in capsys.readouterr().err
+
+
+# -- unimodal checkpoints: the released "Spec-only" / "RGB-only" models -----------------------------
+SCENIC_TO_AVFUSION = {"spectrogram": "audio", "rgb": "video"}
+
+UNIMODAL_CONFIGS = {
+    # name: (random_mbt_params kwargs, --fusion-layer given (ignored))
+    "spec_only_bottleneck_param": (dict(modality_fusion=("spectrogram",)), None),
+    "spec_only_no_bottleneck": (dict(modality_fusion=("spectrogram",), n_bottlenecks=None), 2),
+    "spec_only_shared_encoder": (dict(modality_fusion=("spectrogram",), share_encoder=True), 1),
+    "spec_only_non_square": (dict(modality_fusion=("spectrogram",), patches=(4, 2, 2), spec_tf=(24, 10),
+                                  n_bottlenecks=None), None),
+    "rgb_only_bottleneck_param": (dict(modality_fusion=("rgb",)), None),
+    "rgb_only_no_bottleneck": (dict(modality_fusion=("rgb",), n_bottlenecks=None), 3),
+    "rgb_only_shared_encoder_flag": (dict(modality_fusion=("rgb",), share_encoder=True, n_bottlenecks=None), None),
+    "rgb_only_tubelet_t1_non_square": (dict(modality_fusion=("rgb",), patches=(4, 2, 1), rgb_thw=(3, 8, 12)), 0),
+}
+
+
+def run_unimodal(model: torch.nn.Module, scenic_modality: str, rgb: np.ndarray | None,
+                 spec: np.ndarray | None) -> dict[str, np.ndarray]:
+    m = SCENIC_TO_AVFUSION[scenic_modality]
+    x = (torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(0, 4, 1, 2, 3) if m == "video"
+         else torch.from_numpy(np.ascontiguousarray(spec, dtype=np.float32)))
+    with torch.no_grad():
+        out = model({m: x})
+    assert set(out.outputs) == {m}
+    return {"logits": out.logits.numpy(), "logits_" + scenic_modality: out.outputs[m].numpy()}
+
+
+@pytest.mark.parametrize("name", list(UNIMODAL_CONFIGS))
+def test_unimodal_checkpoint_matches_official_semantics(name: str, tmp_path: Path) -> None:
+    kwargs, fusion_layer = UNIMODAL_CONFIGS[name]
+    (scenic_m,) = kwargs["modality_fusion"]
+    m = SCENIC_TO_AVFUSION[scenic_m]
+    rng = np.random.default_rng(sum(map(ord, name)))
+    params = random_mbt_params(rng, **kwargs)
+    # what flax leaves in such a checkpoint: one modality, CLS named 'cls', only the called blocks
+    assert "cls" in params and "clsspectrogram" not in params
+    assert ("embedding" in params) == (m == "video") and ("embedding_spectrogram" in params) == (m == "audio")
+    ckpt = tmp_path / "checkpoint.msgpack"
+    ckpt.write_bytes(to_flax_msgpack(train_state(params)))
+
+    T, H, W = kwargs.get("rgb_thw", (4, 16, 16))
+    spec_tf = kwargs.get("spec_tf", (32, 16))
+    model = convert_scenic_mbt(ckpt, fusion_layer, num_frames=T, image_size=(H, W), spec_size=spec_tf)
+    c = model.cfg
+    assert c.family == "streams" and c.modalities == (m,) and c.fusion_layer == c.depth == 3
+    assert not c.share_weights
+    keys = model.state_dict().keys()
+    assert not any("bottleneck" in k for k in keys)
+    assert {k.split(".")[1] for k in keys if k.startswith("blocks.")} == {m}
+    fh, fw, ft = kwargs.get("patches", (4, 4, 2))
+    assert (c.tubelet == (ft, fh, fw)) if m == "video" else (c.spec_patch == (fh, fw))
+
+    rgb = rng.uniform(-1, 1, size=(2, T, H, W, 3)).astype(np.float32) if m == "video" else None
+    spec = rng.standard_normal((2, *spec_tf)).astype(np.float32) if m == "audio" else None
+    ref = mbt_forward(params, rgb, spec, fusion_layer=0, share_encoder=kwargs.get("share_encoder", False),
+                      use_bottleneck=kwargs.get("n_bottlenecks", 4) is not None,
+                      modality_fusion=kwargs["modality_fusion"])
+    ours = run_unimodal(model, scenic_m, rgb, spec)
+    diffs = {k: float(np.abs(ours[k].astype(np.float64) - ref[k]).max()) for k in ours}
+    assert max(diffs.values()) < TOL, diffs
+    np.testing.assert_array_equal(ref["logits"], ref["logits_" + scenic_m])  # eval = that modality's head
+    # The check can fail: logits are far from zero and differ between examples.
+    assert np.abs(ref["logits"]).max() > 1e-1 and np.abs(ref["logits"][0] - ref["logits"][1]).max() > 1e-2
+
+
+def test_unimodal_reference_never_fuses() -> None:
+    """With one modality scenic ignores fusion_layer and the bottleneck (so the reference must too)."""
+    rng = np.random.default_rng(11)
+    params = random_mbt_params(rng, modality_fusion=("spectrogram",))
+    spec = rng.standard_normal((2, 32, 16)).astype(np.float32)
+    outs = [mbt_forward(params, None, spec, lf, share_encoder=False, use_bottleneck=True,
+                        modality_fusion=("spectrogram",))["logits"] for lf in (0, 1, 3)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def test_cli_spec_only_without_fusion_layer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rng = np.random.default_rng(21)
+    params = random_mbt_params(rng, modality_fusion=("spectrogram",))
+    ckpt = tmp_path / "mbt_spec_only"
+    ckpt.write_bytes(to_flax_msgpack(train_state(params, "params")))
+    out = tmp_path / "m"
+    assert convert_main(["scenic-mbt", str(ckpt), "--out", str(out), "--spec-size", "32", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "audio only" in printed and "'bottleneck' parameter (5 tokens, use_bottleneck=True) dropped" in printed
+    assert "video " not in printed  # no row for the absent modality
+    record = json.loads((out / "convert.json").read_text())
+    assert record["modalities"] == ["audio"] and record["fusion_layer"] == 3
+    assert any("dropped" in n for n in record["notes"])
+    model = avfusion.load_pretrained(out)
+    assert model.cfg.modalities == ("audio",)
+    spec = rng.standard_normal((2, 32, 16)).astype(np.float32)
+    ref = mbt_forward(params, None, spec, 0, share_encoder=False, use_bottleneck=True,
+                      modality_fusion=("spectrogram",))
+    ours = run_unimodal(model, "spectrogram", None, spec)
+    assert np.abs(ours["logits"] - ref["logits"]).max() < TOL
+
+    # --fusion-layer is accepted (any value) and reported as ignored
+    assert convert_main(["scenic-mbt", str(ckpt), "--fusion-layer", "1", "--out", str(tmp_path / "m2"),
+                         "--spec-size", "32", "16"]) == 0
+    assert "--fusion-layer 1 ignored" in capsys.readouterr().out
+
+
+def test_cli_audio_visual_needs_fusion_layer(scenic_fixture: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    args = ["scenic-mbt", str(scenic_fixture / "checkpoint.msgpack"), "--out", str(tmp_path / "x"),
+            "--num-frames", "4", "--image-size", "16", "16", "--spec-size", "32", "16"]
+    assert convert_main(args) == 2
+    assert "--fusion-layer is required for an RGB+spectrogram checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_unimodal_checks_only_its_own_sizes(tmp_path: Path) -> None:
+    """An RGB-only checkpoint ignores --spec-size (no spectrogram stream); wrong video sizes still fail."""
+    params = random_mbt_params(np.random.default_rng(4), modality_fusion=("rgb",))
+    ckpt = _write(tmp_path, params)
+    model = convert_scenic_mbt(ckpt, num_frames=4, image_size=(16, 16), spec_size=(30, 7))
+    assert model.cfg.modalities == ("video",)
+    with pytest.raises(ValueError, match="video tokens"):
+        convert_scenic_mbt(ckpt, num_frames=8, image_size=(16, 16))
+
+
+def _unimodal(scenic_m: str, **kw) -> dict:
+    return random_mbt_params(np.random.default_rng(1), modality_fusion=(scenic_m,), **kw)
+
+
+def test_unimodal_unsupported_variants_are_refused(tmp_path: Path) -> None:
+    # RGB only, but spectrogram blocks: no scenic model writes this
+    params = _unimodal("rgb")
+    params["Transformer"]["encoderblock_0_spectrogram"] = params["Transformer"]["encoderblock_0"]
+    with pytest.raises(ValueError, match="RGB only .* spectrogram encoder blocks \\[0\\]"):
+        convert_scenic_mbt(_write(tmp_path, params), **SIZES)
+    # spectrogram only with both block namings
+    params = _unimodal("spectrogram")
+    params["Transformer"]["encoderblock_0"] = params["Transformer"]["encoderblock_0_spectrogram"]
+    with pytest.raises(ValueError, match="spectrogram only, but it has both RGB-named"):
+        convert_scenic_mbt(_write(tmp_path, params), **SIZES)
+    # one embedding but an audio-visual CLS name
+    params = _unimodal("spectrogram")
+    params["clsspectrogram"] = params.pop("cls")
+    with pytest.raises(ValueError, match="no CLS token \\('cls'\\)"):
+        convert_scenic_mbt(_write(tmp_path, params), **SIZES)
+    params = _unimodal("rgb")
+    params["clsspectrogram"] = params["cls"]
+    with pytest.raises(ValueError, match="'clsspectrogram' token"):
+        convert_scenic_mbt(_write(tmp_path, params), **SIZES)
+    # pooling classifier (no CLS at all)
+    params = _unimodal("rgb")
+    del params["cls"]
+    with pytest.raises(ValueError, match="classifier='gap'"):
+        convert_scenic_mbt(_write(tmp_path, params), **SIZES)
+    # a parameter nobody maps is still reported
+    params = _unimodal("spectrogram")
+    params["extra_head"] = {"kernel": np.zeros((24, 3), np.float32)}
+    with pytest.raises(ValueError, match="does not map: \\['extra_head/kernel'\\]"):
+        convert_scenic_mbt(_write(tmp_path, params), **SIZES)
+
+
+def test_no_embedding_is_refused(tmp_path: Path) -> None:
+    params = _unimodal("rgb")
+    del params["embedding"]
+    with pytest.raises(ValueError, match="neither 'embedding/kernel'"):
+        convert_scenic_mbt(_write(tmp_path, params), **SIZES)
+
+
+@pytest.mark.parametrize("scenic_m,variant", [("spectrogram", "mbt_base_audio"), ("rgb", "mbt_base_video")])
+def test_released_unimodal_layout_converts_without_fusion_layer(scenic_m: str, variant: str, tmp_path: Path) -> None:
+    """Checkpoints with the released Spec-only / RGB-only AudioSet geometry (narrow and random here)
+    convert with the documented command (no --fusion-layer) to avfusion's unimodal geometry."""
+    params = random_mbt_params(np.random.default_rng(6), hidden=8, heads=2, mlp=16, depth=12, patches=(16, 16, 2),
+                               rgb_thw=(32, 224, 224), spec_tf=(800, 128), classes=527, modality_fusion=(scenic_m,))
+    ckpt = tmp_path / f"mbtb32_as-500k_{scenic_m}"
+    ckpt.write_bytes(to_flax_msgpack(train_state(params)))
+    assert convert_main(["scenic-mbt", str(ckpt), "--out", str(tmp_path / "m")]) == 0
+    got = avfusion.load_pretrained(tmp_path / "m").cfg
+    ref = avfusion.get_model_config(variant)
+    for field in ("family", "modalities", "share_weights", "depth", "fusion_layer", "num_frames", "image_size",
+                  "tubelet", "spec_size", "spec_patch", "num_classes", "ln_eps", "gelu"):
+        assert getattr(got, field) == getattr(ref, field), field

@@ -1,10 +1,11 @@
 """`avfusion convert`: turn released weights into an avfusion model directory.
 
-    avfusion convert scenic-mbt CKPT --fusion-layer N --out DIR [--num-frames T] [--image-size H W]
+    avfusion convert scenic-mbt CKPT [--fusion-layer N] --out DIR [--num-frames T] [--image-size H W]
                                      [--spec-size TIME MEL] [--labels class_labels_indices.csv]
 
 Sizes are read from the checkpoint's parameter shapes; the fusion layer (behaviour) must be
-given; input sizes are checked against the position-embedding lengths (docs/convert.md).
+given for an RGB+spectrogram checkpoint (a unimodal Spec-only / RGB-only one needs none); input
+sizes are checked against the position-embedding lengths (docs/convert.md).
 """
 
 from __future__ import annotations
@@ -35,21 +36,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avfusion convert", description="Turn released weights into an avfusion model directory.",
         epilog="example (the released MBT AudioSet model, docs/convert.md): avfusion convert scenic-mbt "
-               "mbtb32_as-500k_rgb-spec --fusion-layer 8 --labels class_labels_indices.csv --out models/mbt_as500k")
+               "mbtb32_as-500k_rgb-spec --fusion-layer 8 --labels class_labels_indices.csv --out models/mbt_as500k; "
+               "a Spec-only / RGB-only checkpoint needs no --fusion-layer: avfusion convert scenic-mbt SPEC_ONLY_CKPT "
+               "--labels class_labels_indices.csv --out models/mbt_as500k_spec")
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
     p = sub.add_parser(
         "scenic-mbt", help="an official scenic MBT checkpoint (flax msgpack)",
         description="Convert an official scenic MBT checkpoint. Hidden size, layers, heads, MLP width, "
-                    "patch/tubelet sizes, bottleneck count, classes and shared/per-modality weights are "
+                    "patch/tubelet sizes, bottleneck count, classes, shared/per-modality weights and the "
+                    "modalities (RGB+spectrogram, or one of them: the released Spec-only / RGB-only models) are "
                     "read from parameter shapes.",
     )
     p.add_argument("checkpoint", help="flax msgpack checkpoint (scenic train state or params tree)")
-    p.add_argument("--fusion-layer", type=int, required=True,
+    p.add_argument("--fusion-layer", type=int, default=None, metavar="N",
                    help="scenic's model.fusion_layer (Lf): first layer where modalities meet; "
-                        "0 = early fusion, number of layers = late fusion")
+                        "0 = early fusion, number of layers = late fusion. Required for an RGB+spectrogram "
+                        "checkpoint; optional and ignored for a unimodal one (modality_fusion=('spectrogram',) "
+                        "or ('rgb',), the released Spec-only / RGB-only models), which never fuses: it converts "
+                        "to a one-stream model with fusion_layer = number of layers")
     p.add_argument("--out", required=True, help="output model directory (model.safetensors + config.json)")
     p.add_argument("--num-frames", type=int, default=None,
-                   help=f"frames per clip the checkpoint was trained on (default {DEFAULT_NUM_FRAMES})")
+                   help=f"frames per clip the checkpoint was trained on (default {DEFAULT_NUM_FRAMES}); "
+                        "video sizes are unused for a Spec-only checkpoint, --spec-size for an RGB-only one")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help=f"frame crop size (default {DEFAULT_IMAGE_SIZE[0]} {DEFAULT_IMAGE_SIZE[1]})")
     p.add_argument("--spec-size", type=int, nargs=2, metavar=("TIME", "MEL"), default=None,
@@ -66,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from avfusion.convert.scenic_mbt import convert_scenic_mbt
+    from avfusion.convert.scenic_mbt import convert_scenic_mbt_with_notes
     from avfusion.models.pretrained import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 
     out = Path(args.out)
@@ -75,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         class_names = _read_labels(args.labels) if args.labels else None
-        model = convert_scenic_mbt(
+        model, notes = convert_scenic_mbt_with_notes(
             args.checkpoint, args.fusion_layer, num_frames=args.num_frames,
             image_size=tuple(args.image_size) if args.image_size else None,
             spec_size=tuple(args.spec_size) if args.spec_size else None,
@@ -87,21 +95,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2  # bad input, as the avfusion CLI reports it
     save_pretrained(model, out, metadata={"source": "scenic-mbt", "checkpoint": Path(args.checkpoint).name})
     c = model.cfg
-    rows = [
-        ("fusion", f"{c.fusion} from layer {c.fusion_layer} of {c.depth}"
-                   + (f", {c.num_bottlenecks} (+1) bottleneck tokens" if c.fusion == "bottleneck" else "")),
-        ("weights", "shared by both modalities" if c.share_weights else "per modality"),
-        ("width", f"{c.embed_dim}, {c.num_heads} heads, MLP {c.mlp_dim}"),
-        ("video", f"{c.num_frames} x {c.image_size[0]} x {c.image_size[1]} frames "
-                  f"in {'x'.join(map(str, c.tubelet))} tubelets"),
-        ("audio", f"{c.spec_size[0]} x {c.spec_size[1]} log-mel in {'x'.join(map(str, c.spec_patch))} patches"),
+    if len(c.modalities) == 1:
+        rows = [
+            ("modality", f"{c.modalities[0]} only (unimodal: no fusion, {c.depth} layers, logits = "
+                         f"{c.modalities[0]} head)"),
+        ]
+    else:
+        rows = [
+            ("fusion", f"{c.fusion} from layer {c.fusion_layer} of {c.depth}"
+                       + (f", {c.num_bottlenecks} (+1) bottleneck tokens" if c.fusion == "bottleneck" else "")),
+            ("weights", "shared by both modalities" if c.share_weights else "per modality"),
+        ]
+    rows.append(("width", f"{c.embed_dim}, {c.num_heads} heads, MLP {c.mlp_dim}"))
+    if "video" in c.modalities:
+        rows.append(("video", f"{c.num_frames} x {c.image_size[0]} x {c.image_size[1]} frames "
+                              f"in {'x'.join(map(str, c.tubelet))} tubelets"))
+    if "audio" in c.modalities:
+        rows.append(("audio", f"{c.spec_size[0]} x {c.spec_size[1]} log-mel in "
+                              f"{'x'.join(map(str, c.spec_patch))} patches"))
+    rows += [
         ("classes", f"{c.num_classes}" + ("" if c.class_names else " (no names; pass --labels)")),
         ("parameters", f"{model.num_params():,}"),
-        ("written", f"{out / WEIGHTS_NAME}, {out / CONFIG_NAME}"),
     ]
+    rows += [("note", n) for n in notes]
+    rows.append(("written", f"{out / WEIGHTS_NAME}, {out / CONFIG_NAME}"))
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-    record = {"source": "scenic-mbt", "checkpoint": str(args.checkpoint), "fusion_layer": c.fusion_layer, **dict(rows)}
+    record = {"source": "scenic-mbt", "checkpoint": str(args.checkpoint), "modalities": list(c.modalities),
+              "fusion_layer": c.fusion_layer, **{k: v for k, v in rows if k != "note"}, "notes": notes}
     (out / "convert.json").write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
