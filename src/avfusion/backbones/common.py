@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avfusion.heads.readout import OUTPUTS
-from avfusion.models.base import AVModel, ModelOutput, present_modalities
+from avfusion.heads.readout import OUTPUTS, Readout
+from avfusion.models.base import AVModel, ModelOutput, init_weights, present_modalities
 from avfusion.models.config import MODALITIES, ModelConfig
 
 
@@ -30,6 +30,16 @@ class ZorroHeads(AVModel):
         self.head = nn.ModuleDict({o: nn.Linear(dim, self.cfg.num_classes) for o in self.outputs})
         for h in self.head.values():
             self._init_head(h)
+
+    def _build_readout_and_heads(self, dim: int, num_heads: int, mlp_dim: int) -> None:
+        """The end every Zorro backbone shares: final norm, masked readout, initialisation, heads."""
+        cfg = self.cfg
+        self.num_features = dim
+        self.norm = nn.LayerNorm(dim, eps=cfg.ln_eps)
+        self.readout = Readout(dim, num_heads, mlp_dim, self.outputs, cfg.qkv_bias, cfg.ln_eps, cfg.gelu,
+                               cfg.attn_impl)
+        init_weights(self)
+        self._build_heads(dim)
 
     def heads(self) -> dict[str, nn.Linear]:
         return dict(self.head.items())

@@ -23,11 +23,10 @@ import torch
 from torch import nn
 
 from avfusion.backbones.common import ZorroHeads, missing_note
-from avfusion.heads.readout import Readout
 from avfusion.layers.block import Block, CrossBlock, drop_path_rates
 from avfusion.layers.masks import RULES, Segment, TokenMask, TokenType, segments_of, self_mask
 from avfusion.layers.tokenizer import ModalityTokenizer
-from avfusion.models.base import init_weights, present_modalities
+from avfusion.models.base import present_modalities
 from avfusion.models.config import ModelConfig
 
 _TYPE = {"audio": TokenType.AUDIO, "video": TokenType.VIDEO, "fusion": TokenType.FUSION}
@@ -82,12 +81,7 @@ class ZorroHiP(ZorroHeads):
             for s, depth in enumerate(cfg.depths)
         )
         D = cfg.stage_dims[-1]
-        self.num_features = D
-        self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)
-        self.readout = Readout(D, D // head_dim, int(D * mlp_ratio), self.outputs, cfg.qkv_bias, cfg.ln_eps,
-                               cfg.gelu, cfg.attn_impl)
-        init_weights(self)
-        self._build_heads(D)
+        self._build_readout_and_heads(D, D // head_dim, int(D * mlp_ratio))
 
     def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
         present = present_modalities(inputs)

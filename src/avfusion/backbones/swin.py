@@ -24,12 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from avfusion.backbones.common import ZorroHeads, missing_note
-from avfusion.heads.readout import Readout
 from avfusion.layers.attention import Attention
 from avfusion.layers.block import DropPath, Mlp, drop_path_rates
 from avfusion.layers.masks import RULES, Segment, TokenType, segments_of, self_mask
 from avfusion.layers.tokenizer import ModalityTokenizer
-from avfusion.models.base import init_weights, present_modalities
+from avfusion.models.base import present_modalities
 from avfusion.models.config import ModelConfig
 
 _TYPE = {"audio": TokenType.AUDIO, "video": TokenType.VIDEO}
@@ -270,12 +269,7 @@ class ZorroSwin(ZorroHeads):
             self.stages.append(SwinStage(in_dim, dim, depth, head_dim, mlp_ratio, cfg,
                                          dpr[sum(cfg.depths[:s]):sum(cfg.depths[:s + 1])]))
         D = C0 * 2 ** (len(cfg.depths) - 1)
-        self.num_features = D
-        self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)
-        self.readout = Readout(D, D // head_dim, int(D * mlp_ratio), self.outputs, cfg.qkv_bias, cfg.ln_eps,
-                               cfg.gelu, cfg.attn_impl)
-        init_weights(self)
-        self._build_heads(D)
+        self._build_readout_and_heads(D, D // head_dim, int(D * mlp_ratio))
 
     def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
         present = present_modalities(inputs)

@@ -24,12 +24,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avfusion.heads.readout import OUTPUTS, Readout
+from avfusion.heads.readout import OUTPUTS
 from avfusion.layers.block import Block, drop_path_rates
 from avfusion.layers.masks import RULES, TokenType, segments_of, self_mask
 from avfusion.layers.tokenizer import ModalityTokenizer
 from avfusion.backbones.common import ZorroHeads
-from avfusion.models.base import init_weights, present_modalities
+from avfusion.models.base import present_modalities
 from avfusion.models.config import MODALITIES, ModelConfig
 
 _TYPE = {"audio": TokenType.AUDIO, "video": TokenType.VIDEO}
@@ -48,11 +48,7 @@ class MaskedFusion(ZorroHeads):
                   cfg.drop_rate, cfg.attn_drop_rate, dpr[i], cfg.attn_impl)
             for i in range(cfg.depth)
         )
-        self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)
-        self.readout = Readout(D, cfg.num_heads, cfg.mlp_dim, outputs, cfg.qkv_bias, cfg.ln_eps,
-                               cfg.gelu, cfg.attn_impl)
-        init_weights(self)
-        self._build_heads(D)
+        self._build_readout_and_heads(D, cfg.num_heads, cfg.mlp_dim)
 
     def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
         cfg = self.cfg
