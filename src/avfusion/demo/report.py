@@ -46,54 +46,47 @@ def plot_curves(results: dict[str, Any], path: Path) -> str:
     return _save(fig, path)
 
 
-def plot_outputs(results: dict[str, Any], path: Path) -> str:
+def _grouped_bars(groups: list[str], series: dict[str, list[float]], title: str, path: Path,
+                  lines: list[tuple[float, str, str]] = ()) -> str:
+    """Bars per group (model), one colour per series; optional horizontal reference lines."""
     fig = _fig(7, 3.6)
     ax = fig.add_subplot()
+    width = 0.8 / max(1, len(series))
+    for j, (label, values) in enumerate(series.items()):
+        ax.bar(np.arange(len(groups)) + (j - (len(series) - 1) / 2) * width, values, width, label=label)
+    for y, style, label in lines:
+        ax.axhline(y, ls=style, color="k", lw=1, label=label)
+    ax.set_xticks(range(len(groups)), [LABELS.get(n, n) for n in groups])
+    ax.set(ylabel="test top-1", ylim=(0, 1), title=title)
+    ax.legend(fontsize=8, ncol=min(5, len(series) + len(lines)))
+    return _save(fig, path)
+
+
+def plot_outputs(results: dict[str, Any], path: Path) -> str:
     names = list(results)
-    outputs = ["logits", "audio", "video", "fusion", "global"]
-    width = 0.8 / len(outputs)
-    for j, o in enumerate(outputs):
+    series = {}
+    for o in ("logits", "audio", "video", "fusion", "global"):
         vals = []
         for n in names:
             outs = next(iter(results[n]["report"]["conditions"].values()))["outputs"]
             vals.append(outs[o]["top1"] if o in outs else np.nan)
-        ax.bar(np.arange(len(names)) + (j - 2) * width, vals, width, label=o)
-    ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names])
-    ax.set(ylabel="test top-1", ylim=(0, 1), title="Accuracy per model and output (both modalities given)")
-    ax.legend(fontsize=8, ncol=5)
-    return _save(fig, path)
+        series[o] = vals
+    return _grouped_bars(names, series, "Accuracy per model and output (both modalities given)", path)
 
 
 def plot_missing(results: dict[str, Any], path: Path) -> str:
-    fig = _fig(7, 3.6)
-    ax = fig.add_subplot()
     names = [n for n in results if "audio+video" in results[n]["report"]["conditions"]]
-    conds = ["audio+video", "audio only", "video only"]
-    width = 0.25
-    for j, c in enumerate(conds):
-        ax.bar(np.arange(len(names)) + (j - 1) * width, [_main_top1(results[n], c) or 0 for n in names], width, label=c)
-    for n, style in (("mbt_tiny_audio", "--"), ("mbt_tiny_video", ":")):
-        if n in results:
-            ax.axhline(_main_top1(results[n]), ls=style, color="k", lw=1, label=f"{LABELS[n]} baseline")
-    ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names])
-    ax.set(ylabel="test top-1", ylim=(0, 1), title="Missing-modality robustness")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    series = {c: [_main_top1(results[n], c) or 0 for n in names] for c in ("audio+video", "audio only", "video only")}
+    lines = [(_main_top1(results[n]), style, f"{LABELS[n]} baseline")
+             for n, style in (("mbt_tiny_audio", "--"), ("mbt_tiny_video", ":")) if n in results]
+    return _grouped_bars(names, series, "Missing-modality robustness", path, lines)
 
 
 def plot_conditions(results: dict[str, Any], path: Path) -> str:
-    fig = _fig(7, 3.6)
-    ax = fig.add_subplot()
     names = list(results)
     conds = sorted({c for r in results.values() for c in r["by_condition"]})
-    width = 0.8 / max(1, len(conds))
-    for j, c in enumerate(conds):
-        ax.bar(np.arange(len(names)) + (j - (len(conds) - 1) / 2) * width,
-               [results[n]["by_condition"].get(c, np.nan) for n in names], width, label=c)
-    ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names])
-    ax.set(ylabel="test top-1", ylim=(0, 1), title="Accuracy per clip condition")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    series = {c: [results[n]["by_condition"].get(c, np.nan) for n in names] for c in conds}
+    return _grouped_bars(names, series, "Accuracy per clip condition", path)
 
 
 def plot_flops(results: dict[str, Any], path: Path) -> str:

@@ -92,7 +92,7 @@ def _validate(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, A
         probs = validate_rows(rows, labels, clip_cfg)
         out[split] = validation_summary(rows, probs)
     bad = {k: v for k, v in out.items() if v.get("errors")}
-    say(f"[2/7] validated the manifests: {sum(len(read_manifest(root / f'{s}.csv')) for s in out)} rows, "
+    say(f"[2/7] validated the manifests: {sum(v['rows'] for v in out.values())} rows, "
         f"{sum(v.get('errors', 0) for v in out.values())} errors, {sum(v.get('warnings', 0) for v in out.values())} warnings")
     if bad:
         raise RuntimeError(f"AV-digits failed validation: {bad}")
@@ -179,16 +179,19 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
 
     say("[5/7] evaluating on the test split (unseen voices and writers)")
     results: dict[str, Any] = {}
-    conditions_col = [r.extra.get("condition", "") for r in read_manifest(root / "test.csv")]
+    test_rows = read_manifest(root / "test.csv")
+    conditions_col = [r.extra.get("condition", "") for r in test_rows]
+    audio_visual = []
     for name in s.models:
         model = load_pretrained(out / "models" / name)
+        if len(model.cfg.modalities) == 2:
+            audio_visual.append(name)
         report = evaluate_dataset(model, sets["test"], "single", batch_size=64)
         flops = count_flops(model.cfg)
         results[name] = {"report": report, "gflops": flops.gflops, "params": flops.params,
                          "train_seconds": trained[name]["seconds"], "history": trained[name]["history"],
                          "by_condition": _by_condition(report, sets["test"].d.ids, conditions_col)}
-    best = max((n for n in s.models if len(load_pretrained(out / "models" / n).cfg.modalities) == 2),
-               key=lambda n: _top1(results[n]["report"]))
+    best = max(audio_visual, key=lambda n: _top1(results[n]["report"]))
     best_dir = out / "best"
     shutil.rmtree(best_dir, ignore_errors=True)
     shutil.copytree(out / "models" / best, best_dir, ignore=shutil.ignore_patterns("checkpoint", "*.jsonl"))
@@ -197,7 +200,6 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     from avfusion.eval.predict import predict_file
 
     model = load_pretrained(best_dir)
-    test_rows = read_manifest(root / "test.csv")
     predictions = [predict_file(model, r.path, top_k=3, clips=1) | {"truth": r.labels[0], "condition": r.extra.get("condition")}
                    for r in test_rows[:4]]
     if s.predict_bigbuckbunny:

@@ -62,7 +62,7 @@ class Task(nn.Module):
             for name, value in terms.items():
                 parts[name] = parts.get(name, 0.0) + value * (len(idx) / B)
         how = "mean" if self.mode == "contrastive" else self.aggregation
-        total = combine({k: v for k, v in parts.items()}, how, self.weights)
+        total = combine(parts, how, self.weights)
         return {"loss": total, **{f"loss_{k}": v.detach() for k, v in parts.items()}}
 
     def _terms(self, out: ModelOutput, target: torch.Tensor | None) -> dict[str, torch.Tensor]:
