@@ -41,3 +41,20 @@ def test_unknown_config_key_is_refused():
         build(TrainConfig, {"optim": {"lrate": 0.1}})
     with pytest.raises(ValueError, match="optim.name"):
         build(TrainConfig, {}, ["optim.name=adam"])
+
+
+def test_scalar_overrides_are_typed():
+    # YAML 1.1 reads "1e-3" as a string; a float field gets the float, not the string.
+    cfg = build(TrainConfig, {}, ["optim.lr=1e-3", "run.max_steps=5", "run.out=2026", "optim.weight_decay=0"])
+    assert cfg.optim.lr == 0.001 and isinstance(cfg.optim.lr, float)
+    assert cfg.run.out == "2026" and isinstance(cfg.optim.weight_decay, float)
+    for bad in ("optim.lr=fast", "run.max_steps=2.5", "run.max_steps=[1]"):
+        with pytest.raises(ValueError, match="expects"):
+            build(TrainConfig, {}, [bad])
+
+
+def test_model_overrides_are_typed():
+    cfg = get_model_config("mbt_tiny", drop_path_rate="1e-1")
+    assert cfg.drop_path_rate == 0.1
+    with pytest.raises(ValueError, match="expects int"):
+        get_model_config("mbt_tiny", depth="four")

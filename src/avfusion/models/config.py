@@ -7,8 +7,11 @@ rebuilds it (unknown keys are an error, so a typo never passes silently).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from avfusion.utils.dataclass_config import coerce_scalar
 
 MODALITIES: tuple[str, ...] = ("audio", "video")
 
@@ -209,4 +212,5 @@ def _checked_kwargs(cls: type, d: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(d) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {sorted(names)}")
-    return dict(d)
+    hints = typing.get_type_hints(cls)  # scalar fields checked / converted ("1e-3" -> 0.001)
+    return {k: coerce_scalar(v, hints[k], k) for k, v in d.items()}

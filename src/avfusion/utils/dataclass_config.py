@@ -1,7 +1,9 @@
 """Typed dataclass configs from YAML / dicts with dotted overrides (dinov2's habit, no exec).
 
 ``build(TrainConfig, yaml_dict, ["optim.lr=0.1", "run.seed=3"])`` builds the nested dataclasses,
-refuses unknown keys (naming the valid ones), and parses override values as YAML scalars.
+refuses unknown keys (naming the valid ones), parses override values as YAML scalars, and checks
+scalar fields against their annotated types (``1e-3``, which YAML 1.1 reads as a string, becomes
+the float a ``float`` field expects; ``"abc"`` for a float is refused naming the key).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def from_dict(cls: type[T], d: Mapping[str, Any] | None, where: str = "") -> T:
         sub = _dataclass_type(hints[name])
         if sub is not None and isinstance(value, Mapping):
             value = from_dict(sub, value, f"{where}{name}.")
+        else:
+            value = coerce_scalar(value, hints[name], where + name)
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -63,6 +67,34 @@ def _dataclass_type(hint: Any) -> type | None:
             if dataclasses.is_dataclass(arg):
                 return arg
     return None
+
+
+def coerce_scalar(value: Any, hint: Any, key: str) -> Any:
+    """Check / convert a value for a ``bool``, ``int``, ``float`` or ``str`` field (optionally ``| None``).
+
+    Other annotations (tuples, dicts, literals) pass through unchanged.
+    """
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    if value is None and type(None) in args:
+        return None
+    scalar = [a for a in args if a in (bool, int, float, str)]
+    if len(scalar) != 1 or len(args) - (type(None) in args) != 1:
+        return value
+    want = scalar[0]
+    if want is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML 1.1 reads "1e-3" (no dot) as a string
+        except ValueError:
+            pass
+    elif want is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif want is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    elif want in (bool, str) and isinstance(value, want):
+        return value
+    elif want is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # a name or path YAML read as a number ("run.out=2026")
+    raise ValueError(f"config key {key!r} expects {want.__name__}, got {value!r} ({type(value).__name__})")
 
 
 def build(cls: type[T], base: Mapping[str, Any] | None = None, overrides: Iterable[str] = ()) -> T:
