@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="clips per split")
     p.add_argument("--models", nargs="+", help="a subset of the five demo models")
     p.add_argument("--no-bigbuckbunny", action="store_true", help="skip the real-video prediction")
+    p.add_argument("--seed", type=int, default=None, help="seed of the data set and of training (default 0)")
     p.add_argument("--jobs", type=int, default=None, help="models trained at once, one CPU thread each (default 2)")
     p.add_argument("--smoke", action="store_true", help="only run every tiny model on random inputs")
     p.add_argument("--pattern", default="*_tiny*", help="--smoke: which models to run")
@@ -57,6 +58,8 @@ def run_full(args: argparse.Namespace) -> int:
     s.predict_bigbuckbunny = not args.no_bigbuckbunny
     if args.jobs:
         s.jobs = args.jobs
+    if args.seed is not None:
+        s.seed = args.seed
     summary = run_demo(s)
     print()
     print_results(summary)
