@@ -35,13 +35,20 @@ def _main_top1(r: dict[str, Any], cond: str | None = None) -> float | None:
     return None if not c or "outputs" not in c else c["outputs"]["logits"]["top1"]
 
 
+def _loss_per_output(entry: dict[str, float]) -> float:
+    """Mean of a log entry's per-output losses: Zorro's loss is the sum of four, MBT's a mean of two,
+    so the curves are comparable only per output."""
+    parts = [v for k, v in entry.items() if k.startswith("loss_")]
+    return sum(parts) / len(parts) if parts else entry["loss"]
+
+
 def plot_curves(results: dict[str, Any], path: Path) -> str:
     fig = _fig()
     ax = fig.add_subplot()
     for name, r in results.items():
         steps = [h["step"] for h in r["history"]]
-        ax.plot(steps, [h["loss"] for h in r["history"]], label=LABELS.get(name, name))
-    ax.set(xlabel="step", ylabel="training loss", title="Training curves")
+        ax.plot(steps, [_loss_per_output(h) for h in r["history"]], label=LABELS.get(name, name))
+    ax.set(xlabel="step", ylabel="training loss per output", title="Training curves")
     ax.legend()
     return _save(fig, path)
 
