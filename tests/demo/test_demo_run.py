@@ -38,3 +38,31 @@ def test_reduced_demo_run(tmp_path, capsys):
                 "attention_zorro_vit_tiny.png", "attention_mbt_tiny.png"):
         assert (out / pic).stat().st_size > 1000 and pic in page
     assert (out / "best" / "model.safetensors").is_file()
+
+
+def test_demo_flags_reach_the_settings(monkeypatch, capsys):
+    import avfusion.demo.run as run
+
+    seen = {}
+
+    def fake_run(s):
+        seen["s"] = s
+        return {"seconds": 0.0, "report": "r.html"}
+
+    monkeypatch.setattr(run, "run_demo", fake_run)
+    monkeypatch.setattr(run, "print_results", lambda summary: None)
+    assert main(["demo", "--seed", "3", "--steps", "7", "--clips", "5", "6", "7", "--models", "mbt_tiny",
+                 "--jobs", "1", "--no-bigbuckbunny"]) == 0
+    s = seen["s"]
+    assert (s.seed, s.steps, s.n_train, s.n_val, s.n_test, s.models, s.jobs, s.predict_bigbuckbunny) == (
+        3, 7, 5, 6, 7, ("mbt_tiny",), 1, False)
+    assert main(["demo"]) == 0 and seen["s"].seed == 0 and seen["s"].steps == 1500  # the documented defaults
+
+
+def test_training_curves_compare_losses_per_output():
+    from avfusion.demo.report import _loss_per_output
+
+    # Zorro logs the sum of its four outputs' losses; MBT the mean of its two; a baseline its one.
+    assert _loss_per_output({"loss": 8.0, "loss_audio": 1.0, "loss_video": 2.0, "loss_fusion": 2.0, "loss_global": 3.0}) == 2.0
+    assert _loss_per_output({"loss": 1.5, "loss_audio": 1.0, "loss_video": 2.0}) == 1.5
+    assert _loss_per_output({"loss": 0.7, "step": 10}) == 0.7
