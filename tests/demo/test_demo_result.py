@@ -17,7 +17,8 @@ import json
 
 from avfusion.cli import main
 
-MODELS = ["mbt_tiny", "zorro_vit_tiny", "mbt_tiny_audio", "mbt_tiny_video"]
+# In this order the two jobs finish together: MBT then video only, Zorro then audio only.
+MODELS = ["mbt_tiny", "zorro_vit_tiny", "mbt_tiny_video", "mbt_tiny_audio"]
 
 
 def _top1(summary, model, output="logits", condition=None):
