@@ -66,3 +66,11 @@ def test_training_curves_compare_losses_per_output():
     assert _loss_per_output({"loss": 8.0, "loss_audio": 1.0, "loss_video": 2.0, "loss_fusion": 2.0, "loss_global": 3.0}) == 2.0
     assert _loss_per_output({"loss": 1.5, "loss_audio": 1.0, "loss_video": 2.0}) == 1.5
     assert _loss_per_output({"loss": 0.7, "step": 10}) == 0.7
+
+
+def test_demo_refuses_a_negative_seed_naming_the_flag(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--seed", "-1"])
+    assert "--seed: must be a non-negative integer, got -1" in capsys.readouterr().err

@@ -27,6 +27,13 @@ def _ms(fn, repeats: int = 3) -> float:
     return (time.perf_counter() - t0) / repeats * 1e3
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:  # numpy's generators, which draw the clips, take no negative seeds
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="avfusion demo", description=__doc__)
     p.add_argument("--out", default="runs/demo", help="where everything goes (default runs/demo)")
@@ -34,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="clips per split")
     p.add_argument("--models", nargs="+", help="a subset of the five demo models")
     p.add_argument("--no-bigbuckbunny", action="store_true", help="skip the real-video prediction")
-    p.add_argument("--seed", type=int, default=None, help="seed of the data set and of training (default 0)")
+    p.add_argument("--seed", type=_seed, default=None, help="seed of the data set and of training (default 0)")
     p.add_argument("--jobs", type=int, default=None, help="models trained at once, one CPU thread each (default 2)")
     p.add_argument("--smoke", action="store_true", help="only run every tiny model on random inputs")
     p.add_argument("--pattern", default="*_tiny*", help="--smoke: which models to run")
