@@ -10,6 +10,8 @@ import importlib
 import os
 import sys
 
+from avfusion.errors import UserError
+
 # name -> (module, one-line help). A subcommand is listed here only once it works.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("avfusion.cli.models", "list the registered models"),
@@ -36,6 +38,9 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug (anywhere) shows the traceback of an expected failure; no subcommand uses the name.
+    debug = "--debug" in argv or bool(os.environ.get("AVFUSION_DEBUG"))
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -46,10 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     try:
         return int(module.main(rest) or 0)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        # Bad input (an unknown model, a wrong override, a missing file): one clear line, exit 2.
-        # AVFUSION_DEBUG=1 shows the traceback instead.
-        if os.environ.get("AVFUSION_DEBUG"):
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"avfusion {name}: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, OSError, ValueError, KeyError) as e:
+        # An expected failure (bad input or value, a damaged or missing file, a full disk, a busy
+        # run folder): one clear line, exit 2. Anything else is a bug and keeps its traceback.
+        if debug:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"avfusion {name}: error: {msg}", file=sys.stderr)

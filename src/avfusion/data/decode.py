@@ -26,10 +26,12 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from avfusion.errors import InputError
+
 _SLACK = 1e-3  # seconds: timestamps are rounded in their time base
 
 
-class DecodeError(RuntimeError):
+class DecodeError(InputError, RuntimeError):
     """A file (or a stream in it) that cannot be decoded; the message names the file."""
 
 

@@ -18,6 +18,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from avfusion.errors import InputError
+
 LABEL_SEP = ";"
 
 
@@ -40,7 +42,7 @@ class Row:
         return d
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     pass
 
 
