@@ -15,7 +15,7 @@ from avfusion.models.config import PreprocessConfig
 def bbb_wave(bigbuckbunny) -> np.ndarray:
     """bigbuckbunny's 5.1 48 kHz AAC, through our decoder: 16 kHz mono."""
     info = probe(bigbuckbunny)
-    d = decode(bigbuckbunny, None, (0.0, info.audio_duration))
+    d = decode(bigbuckbunny, None, (0.0, info.audio.end))
     return d.audio
 
 

@@ -143,9 +143,13 @@ def test_cli_usage_and_unreadable_inputs(corpus, tmp_path, capsys):
     assert cli_main(["--help"]) == 0
     usage = capsys.readouterr().out
     assert "validate" in usage and "prepare" in usage
-    assert validate_main([str(corpus.manifest), "--labels", str(tmp_path / "nope.csv")]) == 2
-    assert prepare_main([str(tmp_path / "nope.csv"), "--labels", str(corpus.labels), "--out", str(tmp_path / "o")]) == 2
-    assert "avfusion prepare:" in capsys.readouterr().err
+    assert cli_main(["validate", str(corpus.manifest), "--labels", str(tmp_path / "nope.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("avfusion validate: error:") and "nope.csv" in err and err.count("\n") == 1
+    assert cli_main(["prepare", str(tmp_path / "nope.csv"), "--labels", str(corpus.labels), "--out",
+                     str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("avfusion prepare: error:") and err.count("\n") == 1
 
 
 def test_validate_probe_only_misses_truncation(corpus, capsys):
@@ -157,7 +161,7 @@ def test_validate_probe_only_misses_truncation(corpus, capsys):
 def test_prepare_text_summary(corpus, tmp_path, capsys):
     rc = prepare_main([str(corpus.manifest), "--labels", str(corpus.labels), "--out", str(tmp_path / "s"), *SMALL])
     out = capsys.readouterr().out
-    assert rc == 0 and "7 rows written" in out and "7 failed" in out and "missing: FileNotFoundError" in out
+    assert rc == 0 and "7 rows written" in out and "7 failed" in out and "missing: file not found" in out
 
 
 def test_shard_shuffle_buffer_and_epochs(prepared, corpus, small_cfg):

@@ -9,7 +9,7 @@ def test_bigbuckbunny_full_decode(bigbuckbunny):
     info = probe(bigbuckbunny)
     assert (info.width, info.height, info.fps) == (1280, 720, 25.0)
     assert (info.audio_rate, info.audio_channels) == (48000, 6)
-    d = decode(bigbuckbunny, grid_times(0, info.video_duration, 25), (0, info.audio_duration), short_side=128)
+    d = decode(bigbuckbunny, grid_times(0, info.video.duration, 25), (0, info.audio.duration), short_side=128)
     # 132 frames at 25 fps = 5.28 s; audio 254976 samples at 48 kHz = 5.312 s -> 84992 at 16 kHz
     assert d.video.shape == (132, 128, 228, 3) and d.video.dtype == np.uint8
     assert d.video_valid == 132
@@ -40,7 +40,7 @@ def test_audio_duration_and_priming(tmp_path):
     # AAC adds 1024 priming samples and pads the last frame; neither may reach the waveform.
     p = make_media(tmp_path / "a.mp4", duration=1.0, video=False, rate=48000, clicks=(0.5,))
     info = probe(p)
-    assert info.audio_duration == pytest.approx(1.0, abs=1e-6)
+    assert info.audio.duration == pytest.approx(1.0, abs=1e-6)
     d = decode(p, None, (0.0, 1.2))
     assert d.audio.shape == (19200,)
     assert d.audio_range == (0, 16000)  # exactly 1.0 s real, the rest zero padding

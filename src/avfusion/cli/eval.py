@@ -4,6 +4,11 @@ The papers' protocol: K uniformly spaced clips x 3 crops per video, logits avera
 metrics for `logits` and for every output head (audio, video, fusion, global); and, for
 audio-visual models, the same with only audio and only video given. Writes eval.json and plots
 (per-class AP for multi-label sets, a confusion matrix for single-label sets) to --out.
+
+A file that cannot be used (missing, unreadable, no decodable stream) stops the evaluation with
+one line naming it; --skip-bad leaves such files out and lists them. Damaged files (truncated,
+packets that fail to decode) are evaluated on what decodes; eval.json's "inputs" lists them, with
+each file's damage, notes and padding share.
 """
 
 from __future__ import annotations
@@ -31,6 +36,19 @@ def table_rows(report: dict) -> list[dict]:
     return rows
 
 
+def inputs_summary(inputs: dict) -> list[str]:
+    """One line per kind of input trouble (the files are listed in eval.json under "inputs")."""
+    lines = []
+    if inputs.get("skipped"):
+        lines.append(f"skipped {len(inputs['skipped'])} file(s) that cannot be used (--skip-bad)")
+    if inputs.get("damage"):
+        lines.append(f"{len(inputs['damage'])} damaged file(s) evaluated on what decodes")
+    heavy = [i for i, p in inputs.get("padded", {}).items() if max(p.values()) >= 0.1]
+    if heavy:
+        lines.append(f"{len(heavy)} file(s) with >= 10% padding in a modality")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="avfusion eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out files that cannot be used (listed in eval.json) instead of stopping")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     args = p.parse_args(argv)
 
@@ -55,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_pretrained(args.model, map_location=device)
     report = evaluate_manifest(model, args.data, args.labels, args.task, args.batch_size, args.workers,
-                               args.clips, args.crops)
+                               args.clips, args.crops, skip_bad=args.skip_bad)
     out = Path(args.out) if args.out else Path(args.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -65,5 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = table_rows(report)
         print_table(rows, list(rows[0]) if rows else ["condition"])
+        for line in inputs_summary(report.get("inputs", {})):
+            print(line)
         print(f"\nreport: {out / 'eval.json'}" + "".join(f"\nplot: {q}" for q in plots))
     return 0

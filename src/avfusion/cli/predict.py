@@ -1,7 +1,10 @@
 """`avfusion predict VIDEO... [--model DIR] [--top-k K] [--json]`: top labels per output.
 
 Without --model, the model the demo trained last (runs/demo/best) is used. A file without an
-audio stream gets the model's video-only outputs (and vice versa), and the output says so.
+audio stream gets the model's video-only outputs (and vice versa), and the output says so. A
+damaged file (truncated, packets that fail to decode) is answered from what decodes, and the
+notes (and "coverage" in --json) say how much was padding or lost; a file with nothing
+decodable is an error for that file (exit status 1), the other files are still answered.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from avfusion.errors import UserError
 
 DEFAULT_MODEL = Path("runs/demo/best")
 
@@ -35,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     for video in args.videos:
         try:
             res = predict_file(model, video, args.top_k, args.clips)
-        except (ValueError, FileNotFoundError, RuntimeError) as e:  # one bad file does not stop the rest
+        except (UserError, OSError) as e:  # one bad file does not stop the rest: it is named, exit 1
             res = {"path": video, "error": str(e)}
             status = 1
         if args.json:
-            print(json.dumps(res))
+            print(json.dumps(res, allow_nan=False))  # predict_file made the scores strict JSON
             continue
         print(f"{video}:")
         if "error" in res:
@@ -48,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         for note in res["notes"]:
             print(f"  note: {note}")
         for output, labels in res["outputs"].items():
-            top = ", ".join(f"{e.get('head', '') + ':' if 'head' in e else ''}{e['label']} {e['score']:.2f}"
-                            for e in labels)
+            top = ", ".join(f"{e.get('head', '') + ':' if 'head' in e else ''}{e['label']} "
+                            + ("n/a" if e["score"] is None else f"{e['score']:.2f}") for e in labels)
             print(f"  {output:<7} {top}")
     return status

@@ -22,7 +22,8 @@ import torch
 
 from avfusion.data import audio as A
 from avfusion.data import video as V
-from avfusion.data.decode import Decoded, decode, open_container, probe_container
+from avfusion.data.decode import Decoded, DecodeError, decode, open_container, read_timeline
+from avfusion.data.timeline import judge
 from avfusion.models.config import ModelConfig, PreprocessConfig
 
 
@@ -104,7 +105,8 @@ def clip_centres(seg_start: float, seg_end: float, length: float, k: int | None,
 
 
 class Segment(Protocol):
-    """Something clips can be cut from: a media file, or a prepared shard sample."""
+    """Something clips can be cut from: a media file, or a prepared shard sample. ``start`` /
+    ``end`` are seconds on the file's timeline (avfusion.data.timeline)."""
 
     start: float
     end: float
@@ -117,28 +119,40 @@ class Segment(Protocol):
 
 
 class FileSegment:
-    """A manifest row's segment of a media file, decoded on demand with PyAV."""
+    """A manifest row's segment of a media file, decoded on demand with PyAV.
+
+    ``start`` / ``end`` are the row's seconds from the file's origin (None: the file's edges);
+    the segment is placed on the file's timeline (a file whose streams start at 5 s is read
+    from 5 s)."""
 
     def __init__(self, path: str, start: float | None, end: float | None, cfg: ClipConfig,
                  threads: int = 0) -> None:
         self.path, self.cfg, self.threads = path, cfg, threads
         with open_container(path) as c:
-            self.info = probe_container(c, path)
-        self.has_video, self.has_audio = self.info.has_video, self.info.has_audio
-        self.start = start if start is not None else 0.0
-        self.end = end if end is not None else self.info.duration
-        if self.end <= self.start:
-            raise ValueError(f"{path}: segment end {self.end} <= start {self.start}")
+            self.timeline = read_timeline(c, path)
+        self.has_video, self.has_audio = self.timeline.has_video, self.timeline.has_audio
+        if not (self.has_video or self.has_audio):
+            raise DecodeError(f"{path}: no audio or video stream")
+        seg = self.timeline.segment(start, end)
+        self.start, self.end = seg.start, seg.end
 
     def decode(self, video_times: np.ndarray | None, audio_span: tuple[float, float] | None) -> Decoded:
         p = self.cfg.preprocess
         return decode(self.path, video_times, audio_span, fps=p.fps, sample_rate=p.sample_rate,
-                      short_side=p.short_side, threads=self.threads)
+                      short_side=p.short_side, threads=self.threads, timeline=self.timeline)
 
 
 class ClipProcessor:
     """Cuts clips from a segment and turns them into tensors (train: 1 random clip, augmented;
-    eval: K clips x crops views)."""
+    eval: K clips x crops views).
+
+    Besides the tensors a sample says how much of each modality is padding (``video_padded`` in
+    frames, ``audio_padded`` in samples: outside the stream, as documented), and for a media
+    file what decoding found: ``damage`` (truncation, packets that failed to decode: a list of
+    reasons, empty for a sound file) and ``notes`` (e.g. a display rotation that was applied).
+    A modality whose stream exists but gave no data at all is left out of the sample (its flag
+    False) and named in ``damage``: callers that want a sound file refuse the sample.
+    """
 
     def __init__(self, cfg: ClipConfig, train: bool) -> None:
         self.cfg, self.train = cfg, train
@@ -159,11 +173,25 @@ class ClipProcessor:
         spans = [cfg.audio_span(c) for c in centres]
         frames = audio = None
         v_valid = a_valid = 0
+        damage: list[str] = []
+        notes: list[str] = []
+        lost = {"video": 0, "audio": 0}  # positions inside a stream's span that damage took
         if isinstance(seg, FileSegment):
             union = (min(s[0] for s in spans), max(s[1] for s in spans))
-            d = seg.decode(np.sort(times) if seg.has_video else None, union if seg.has_audio else None)
+            order = np.argsort(times, kind="stable")
+            d = seg.decode(times[order] if seg.has_video else None, union if seg.has_audio else None)
+            tl = seg.timeline
+            if seg.has_video:
+                v = judge(tl, "video", d.video_read, (float(times.min()), float(times.max())), positions=times[order])
+                damage += v.errors
+                lost["video"] = v.missing["video"]
+                if d.rotation:
+                    notes.append(f"video turned {d.rotation} degrees counter-clockwise, as its display matrix says")
+            if seg.has_audio:
+                v = judge(tl, "audio", d.audio_read, union, rate=cfg.preprocess.sample_rate)
+                damage += v.errors
+                lost["audio"] = v.missing["audio"]
             if d.video is not None:
-                order = np.argsort(times, kind="stable")
                 frames = np.empty_like(d.video)
                 frames[order] = d.video  # back to clip order
                 v_valid = d.video_valid
@@ -171,8 +199,7 @@ class ClipProcessor:
                 sr = cfg.preprocess.sample_rate
                 offs = [int(round((s[0] - union[0]) * sr)) for s in spans]
                 audio = np.stack([_take(d.audio, o, cfg.audio_samples) for o in offs])
-                lo, hi = d.audio_range
-                a_valid = sum(max(0, min(hi, o + cfg.audio_samples) - max(lo, o)) for o in offs)
+                a_valid = sum(int(d.audio_real[o : o + cfg.audio_samples].sum()) for o in offs)
         else:
             if seg.has_video:
                 frames, v_valid = seg.frames(times)
@@ -180,16 +207,21 @@ class ClipProcessor:
                 parts = [seg.audio(*s) for s in spans]
                 audio = np.stack([_take(p[0], 0, cfg.audio_samples) for p in parts])
                 a_valid = sum(p[1] for p in parts)
-        out: dict[str, Any] = {"has_video": frames is not None, "has_audio": audio is not None}
+        out: dict[str, Any] = {"has_video": frames is not None, "has_audio": audio is not None,
+                               "damage": damage, "notes": notes}
         n = len(centres)
         if frames is not None:
             clips = torch.from_numpy(frames).view(n, cfg.num_frames, *frames.shape[1:])  # (K, T, H, W, 3)
             out["video"] = self.video_views(clips, generator)
             out["video_padded"] = int(len(times) - v_valid)
+            out["video_requested"] = int(len(times))
+            out["video_lost"] = min(lost["video"], out["video_padded"])
         if audio is not None:
             wav = torch.from_numpy(np.ascontiguousarray(audio))  # (K, N)
             out["audio"] = self.audio_views(wav, generator)
             out["audio_padded"] = int(wav.numel() - a_valid)
+            out["audio_requested"] = int(wav.numel())
+            out["audio_lost"] = min(lost["audio"], out["audio_padded"])
         return out
 
     # -- transforms ----------------------------------------------------------------------------

@@ -18,11 +18,15 @@ from torch.utils.data import Dataset
 
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment
 from avfusion.data.decode import DecodeError
-from avfusion.data.manifest import LabelMap, Row, split_missing
+from avfusion.data.manifest import LabelMap, Row, UnknownLabel, split_missing
+from avfusion.errors import InputError
 
 
-class SampleError(RuntimeError):
+class SampleError(InputError, RuntimeError):
     """Decoding or labelling one row failed; names the row (never silently replaced)."""
+
+
+ON_ERROR = ("raise", "mark")
 
 
 class VideoDataset(Dataset):
@@ -31,10 +35,24 @@ class VideoDataset(Dataset):
     ``train=True``: one random clip, augmented (random draws: see ``seed``). ``train=False``: ``eval_clips`` x ``eval_crops``
     views stacked on a leading view axis. Rows whose file is missing raise at construction
     (``missing="error"``) or are left out and listed in ``self.missing`` (``missing="skip"``).
+
+    A row that cannot be used (the file cannot be opened, its labels are unknown, and, with
+    ``damaged="error"``, a truncated or damaged stream under the clip) raises :class:`SampleError`
+    naming the row (``on_error="raise"``), or comes back as a marker ``{"id", "line", "error"}``
+    (``on_error="mark"``) that :func:`collate` moves to ``batch["errors"]``, so the main process
+    (not a loader worker) decides: stop with that one line, or count and report a skip.
+    ``damaged="report"`` (evaluation) keeps a damaged clip and lists the damage in
+    ``sample["damage"]``.
     """
 
     def __init__(self, rows: Sequence[Row], labels: LabelMap | None, cfg: ClipConfig, train: bool,
-                 missing: str = "error", seed: int | None = None, threads: int = 0) -> None:
+                 missing: str = "error", seed: int | None = None, threads: int = 0,
+                 on_error: str = "raise", damaged: str = "error") -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if damaged not in ("error", "report"):
+            raise ValueError(f"damaged must be 'error' or 'report', got {damaged!r}")
+        self.on_error, self.damaged = on_error, damaged
         present, self.missing = split_missing(rows)
         if self.missing and missing == "error":
             names = ", ".join(f"{r.id} ({r.path})" for r in self.missing[:5])
@@ -62,21 +80,40 @@ class VideoDataset(Dataset):
         if self.train and self.seed is not None:
             g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) & 0x7FFFFFFF)
         try:
+            if self.labels is not None:  # None: unlabelled use (contrastive pre-training, prediction)
+                label = self.labels.encode(row.labels)
             seg = FileSegment(row.path, row.start, row.end, self.cfg, self.threads)
             sample = self.proc(seg, g)
-            if self.labels is not None:  # None: unlabelled use (contrastive pre-training, prediction)
-                sample["label"] = self.labels.encode(row.labels)
-        except (DecodeError, ValueError, KeyError) as e:
-            raise SampleError(f"row {row.id!r} ({row.path}): {e}") from e
+            if sample["damage"] and (self.damaged == "error" or not (sample["has_video"] or sample["has_audio"])):
+                raise DecodeError("; ".join(sample["damage"]))
+        except (InputError, UnknownLabel) as e:
+            where = f"row {row.id!r}" + (f" (line {row.line})" if row.line else "")
+            msg = f"{where}: {str(e).replace(f'{row.path}: ', '')} [{row.path}]"
+            if self.on_error == "mark":
+                return {"id": row.id, "line": row.line, "error": msg}
+            raise SampleError(msg) from e
+        if self.labels is not None:
+            sample["label"] = label
         sample["id"] = row.id
         return sample
 
 
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack samples into a batch; absent modalities become zeros marked by the flags."""
+    """Stack samples into a batch; absent modalities become zeros marked by the flags. Error
+    markers (``VideoDataset(on_error="mark")``) are left out and listed in ``batch["errors"]``
+    as (id, message)."""
     if not samples:
         raise ValueError("collate: empty batch")
+    errors = [(s["id"], s["error"]) for s in samples if "error" in s]
+    samples = [s for s in samples if "error" not in s]
+    if not samples:  # every sample failed: the batch is only its errors
+        return {"id": [], "errors": errors}
     batch: dict[str, Any] = {"id": [s["id"] for s in samples]}
+    if errors:
+        batch["errors"] = errors
+    for key in ("damage", "notes", "video_padded", "audio_padded", "video_requested", "audio_requested"):  # what decoding found, per sample
+        if any(key in s for s in samples):
+            batch[key] = [s.get(key) for s in samples]
     for mod in ("video", "audio"):
         flag = torch.tensor([bool(s.get(f"has_{mod}", mod in s)) for s in samples])
         batch[f"has_{mod}"] = flag

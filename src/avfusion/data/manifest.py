@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
@@ -27,10 +28,11 @@ LABEL_SEP = ";"
 class Row:
     id: str
     path: str
-    start: float | None = None
+    start: float | None = None  # seconds from the file's start (its earliest stream), see data/timeline.py
     end: float | None = None
     labels: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    line: int = 0  # where the row stands in its manifest (1-based; a CSV header is line 1); 0 = made in code
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "path": self.path}
@@ -46,13 +48,30 @@ class ManifestError(InputError):
     pass
 
 
-def _float(v: Any, what: str, where: str) -> float | None:
+@dataclass
+class RowProblem:
+    """A manifest line that cannot become a row: where, and why."""
+
+    line: int
+    reason: str
+    id: str = ""
+    path: str = ""
+
+
+def _float(v: Any, what: str) -> float | None:
     if v is None or (isinstance(v, str) and not v.strip()):
         return None
+    if isinstance(v, bool):
+        raise ManifestError(f"{what} {v!r} is not a number")
     try:
-        return float(v)
+        x = float(v)
     except (TypeError, ValueError):
-        raise ManifestError(f"{where}: {what} {v!r} is not a number") from None
+        raise ManifestError(f"{what} {v!r} is not a number") from None
+    if not math.isfinite(x):
+        raise ManifestError(f"{what} {v!r} is not a finite number")
+    if x < 0:
+        raise ManifestError(f"negative {what} {x:g} (seconds count from the file's start)")
+    return x
 
 
 def _labels(v: Any) -> list[str]:
@@ -63,49 +82,102 @@ def _labels(v: Any) -> list[str]:
     return [x.strip() for x in str(v).split(LABEL_SEP) if x.strip()]
 
 
-def row_from_dict(d: dict[str, Any], base: Path | None = None, where: str = "") -> Row:
+def row_from_dict(d: dict[str, Any], base: Path | None = None, where: str = "", line: int = 0) -> Row:
+    """One manifest record -> Row; a malformed record raises ManifestError prefixed with ``where``."""
+    prefix = f"{where}: " if where else ""
+    if not isinstance(d, dict):
+        raise ManifestError(f"{prefix}a row must be an object with a 'path', got {type(d).__name__}")
     path = d.get("path")
-    if not path:
-        raise ManifestError(f"{where}: no 'path'")
-    path = str(path)
+    if path is None or not str(path).strip():
+        raise ManifestError(f"{prefix}no 'path'")
+    path = str(path).strip()
     if base is not None and not os.path.isabs(path):
         path = str(base / path)
     rid = str(d.get("id") or "").strip() or Path(path).stem
     known = {"id", "path", "start", "end", "labels"}
-    return Row(
-        id=rid,
-        path=path,
-        start=_float(d.get("start"), "start", where),
-        end=_float(d.get("end"), "end", where),
-        labels=_labels(d.get("labels")),
-        extra={k: v for k, v in d.items() if k not in known},
-    )
+    try:
+        start, end = _float(d.get("start"), "start"), _float(d.get("end"), "end")
+        if start is not None and end is not None and end <= start:
+            raise ManifestError(f"end {end:g} <= start {start:g}")
+    except ManifestError as e:
+        raise ManifestError(f"{prefix}{e}") from None
+    return Row(id=rid, path=path, start=start, end=end, labels=_labels(d.get("labels")),
+               extra={k: v for k, v in d.items() if k not in known}, line=line)
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    """(line, record, problem) for every non-blank record of a CSV / JSONL manifest; a record is
+    None when its line is malformed (then ``problem`` says why)."""
+    try:
+        # utf-8-sig: a byte-order mark (Excel, Windows tools) is not part of the first column name
+        f = open(path, newline="", encoding="utf-8-sig")
+    except IsADirectoryError:
+        raise ManifestError(f"{path}: is a folder, not a manifest file") from None
+    with f:
+        try:
+            if path.suffix.lower() in (".jsonl", ".json"):
+                for i, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        yield i, json.loads(line), ""
+                    except json.JSONDecodeError as e:
+                        yield i, None, f"invalid JSON: {e.msg} (column {e.colno})"
+                return
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                return  # empty file
+            header = [h.strip() for h in header]
+            if "path" not in header:
+                raise ManifestError(f"{path}: CSV header {header} has no 'path' column")
+            dup = sorted({h for h in header if header.count(h) > 1})
+            if dup:
+                raise ManifestError(f"{path}: CSV header repeats column(s) {dup}")
+            line = reader.line_num + 1
+            for rec in reader:
+                if not any(c.strip() for c in rec):
+                    line = reader.line_num + 1
+                    continue
+                if len(rec) != len(header):
+                    yield line, None, f"{len(rec)} value(s) for the header's {len(header)} column(s)"
+                else:
+                    yield line, dict(zip(header, rec)), ""
+                line = reader.line_num + 1
+        except UnicodeDecodeError as e:
+            raise ManifestError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                                "save it as UTF-8") from None
+        except csv.Error as e:
+            raise ManifestError(f"{path}: malformed CSV: {e}") from None
+
+
+def check_manifest(path: str | os.PathLike) -> tuple[list[Row], list[RowProblem]]:
+    """Read a ``.csv`` (with a header) or ``.jsonl`` manifest, keeping going past bad lines:
+    (good rows, one problem per malformed line, with its line number and reason)."""
+    path = Path(path)
+    rows: list[Row] = []
+    problems: list[RowProblem] = []
+    for line, rec, problem in _records(path):
+        if rec is None:
+            problems.append(RowProblem(line, problem))
+            continue
+        try:
+            rows.append(row_from_dict(rec, path.parent, line=line))
+        except ManifestError as e:
+            rid = str(rec.get("id") or "").strip() if isinstance(rec, dict) else ""
+            problems.append(RowProblem(line, str(e), rid, str(rec.get("path") or "") if isinstance(rec, dict) else ""))
+    return rows, problems
 
 
 def read_manifest(path: str | os.PathLike) -> list[Row]:
-    """Read a ``.csv`` (with a header) or ``.jsonl`` manifest. Malformed rows raise with their line."""
-    path = Path(path)
-    base = path.parent
-    rows: list[Row] = []
-    if path.suffix.lower() in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    d = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ManifestError(f"{path}:{i}: invalid JSON: {e}") from None
-                rows.append(row_from_dict(d, base, f"{path}:{i}"))
-        return rows
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None:
-            return rows  # empty file
-        if "path" not in reader.fieldnames:
-            raise ManifestError(f"{path}: CSV header {reader.fieldnames} has no 'path' column")
-        for i, d in enumerate(reader, 2):
-            rows.append(row_from_dict(d, base, f"{path}:{i}"))
+    """Read a ``.csv`` (with a header) or ``.jsonl`` manifest. Malformed lines raise one
+    ManifestError naming each (up to ten) with its line number."""
+    rows, problems = check_manifest(path)
+    if problems:
+        shown = "; ".join(f"line {p.line}: {p.reason}" for p in problems[:10])
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise ManifestError(f"{path}: {len(problems)} malformed row(s): {shown}{more}; "
+                            "`avfusion validate` lists them all")
     return rows
 
 
@@ -144,6 +216,22 @@ class LabelEntry:
 class UnknownLabel(KeyError):
     def __str__(self) -> str:
         return f"unknown label {self.args[0]!r}"
+
+
+def _label_entry(rec: list[str], col: dict[str, int], header: list[str], out: list[LabelEntry]) -> str:
+    """Append the label-map row ``rec`` to ``out``; return what is wrong with it instead, if anything."""
+    if len(rec) != len(header):
+        return f"{len(rec)} value(s) for the header's {len(header)} column(s)"
+    index, mid, name = (rec[col[k]].strip() for k in ("index", "mid", "display_name"))
+    try:
+        i = int(index)
+    except ValueError:
+        return f"index {index!r} is not an integer"
+    if not mid:
+        return "empty mid"
+    head = rec[col["head"]].strip() or None if "head" in col else None
+    out.append(LabelEntry(i, mid, name or mid, head))
+    return ""
 
 
 class LabelMap:
@@ -235,16 +323,45 @@ class LabelMap:
     # -- I/O ------------------------------------------------------------------------------
     @classmethod
     def read(cls, path: str | os.PathLike, mode: str | None = None) -> "LabelMap":
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            cols = set(reader.fieldnames or [])
-            if not {"index", "mid", "display_name"} <= cols:
-                raise ManifestError(f"{path}: label map needs columns index,mid,display_name; got {reader.fieldnames}")
-            entries = [
-                LabelEntry(int(d["index"]), d["mid"].strip(), d["display_name"].strip(), (d.get("head") or "").strip() or None)
-                for d in reader
-            ]
-        return cls(entries, mode)
+        """Read ``index,mid,display_name[,head]``; every malformed row is named with its line."""
+        entries: list[LabelEntry] = []
+        problems: list[str] = []
+        try:
+            f = open(path, newline="", encoding="utf-8-sig")
+        except IsADirectoryError:
+            raise ManifestError(f"{path}: is a folder, not a label map") from None
+        with f:
+            try:
+                reader = csv.reader(f)
+                header = [h.strip() for h in next(reader, [])]
+                if not {"index", "mid", "display_name"} <= set(header):
+                    raise ManifestError(f"{path}: label map needs columns index,mid,display_name; got {header}")
+                col = {h: header.index(h) for h in header}
+                line = reader.line_num + 1
+                for rec in reader:
+                    if any(c.strip() for c in rec):
+                        problem = _label_entry(rec, col, header, entries)
+                        if problem:
+                            problems.append(f"line {line}: {problem}")
+                    line = reader.line_num + 1
+            except UnicodeDecodeError as e:
+                raise ManifestError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
+            except csv.Error as e:
+                raise ManifestError(f"{path}: malformed CSV: {e}") from None
+        seen: dict[tuple[str | None, str], int] = {}
+        for e in entries:
+            key = (e.head, e.mid)
+            if key in seen:
+                problems.append(f"mid {e.mid!r}{'' if e.head is None else f' (head {e.head!r})'} appears twice "
+                                f"(indices {seen[key]} and {e.index})")
+            seen[key] = e.index
+        if problems:
+            shown = "; ".join(problems[:10]) + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")
+            raise ManifestError(f"{path}: {len(problems)} problem(s) in the label map: {shown}")
+        try:
+            return cls(entries, mode)
+        except ManifestError as e:
+            raise ManifestError(f"{path}: {e}") from None
 
     @classmethod
     def from_names(cls, names: Sequence[str], mode: str | None = None, head: str | None = None) -> "LabelMap":

@@ -38,8 +38,10 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from avfusion.data.clips import ClipConfig, ClipProcessor
-from avfusion.data.decode import DecodeError, decode, decode_video, grid_times, open_container, probe_container
-from avfusion.data.manifest import LabelMap, Row, UnknownLabel
+from avfusion.data.decode import decode_video
+from avfusion.data.manifest import LabelMap, Row, RowProblem
+from avfusion.data.validate import check_row
+from avfusion.errors import InputError
 
 VIDEO_FORMATS = ("jpeg", "h264")
 JPEG_QUALITY = 3  # MJPEG qscale (2 = best .. 31): ~visually lossless at a few KB per 256p frame
@@ -111,43 +113,45 @@ class PrepareResult:
         return {"ok": self.ok, "failed": self.failed, "failures": self.failures, "shards": self.shards}
 
 
+def _runs(mask: np.ndarray) -> list[list[int]]:
+    """[[start, end), ...] runs of True in a bool mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return edges.reshape(-1, 2).tolist()
+
+
+def _covered(runs: Sequence[Sequence[int]], idx: np.ndarray) -> np.ndarray:
+    """Which of the positions ``idx`` fall in one of ``runs``."""
+    hit = np.zeros(idx.shape, dtype=bool)
+    for a, b in runs:
+        hit |= (idx >= a) & (idx < b)
+    return hit
+
+
 def encode_row(row: Row, labels: LabelMap, cfg: ClipConfig, video_format: str = "h264") -> dict[str, Any]:
-    """Decode one row's whole segment into a WebDataset sample (bytes values). Raises on bad input."""
+    """Decode one row's whole segment into a WebDataset sample (bytes values).
+
+    The row is checked by :func:`avfusion.data.validate.check_row`, the function behind
+    ``avfusion validate``, from the same decode: a row validate calls an error raises
+    InputError with the same reason, every other row is written."""
     if video_format not in VIDEO_FORMATS:
         raise ValueError(f"video_format must be one of {VIDEO_FORMATS}, got {video_format!r}")
-    bad = labels.unknown(row.labels)
-    if bad:
-        raise UnknownLabel(";".join(bad))
-    labels.encode(row.labels)  # fails early on e.g. two labels in single-label mode
+    chk = check_row(row, labels, cfg, decode_check=True, collect=True)
+    if not chk.ok:
+        raise InputError(chk.first_error())
+    d, tl, seg, rng = chk.decoded, chk.timeline, chk.segment, chk.data
+    assert d is not None and tl is not None and seg is not None and rng is not None
     p = cfg.preprocess
-    with open_container(row.path) as c:
-        info = probe_container(c, row.path)
-    start = row.start if row.start is not None else 0.0
-    end = row.end if row.end is not None else info.duration
-    if not end > start:
-        raise ValueError(f"segment end {end} <= start {start} (file duration {info.duration:.3f} s)")
-    # Clips of a segment shorter than a clip read the file around it (context), as the file
-    # dataset does: store that context too, so both paths give the same clips.
-    d0, d1 = start, end
-    length = max(cfg.video_seconds if info.has_video else 0.0, cfg.audio_seconds if info.has_audio else 0.0)
-    if end - start < length:
-        mid = (start + end) / 2
-        d0, d1 = max(0.0, min(start, mid - length / 2)), max(end, min(info.duration, mid + length / 2))
-    d = decode(row.path, grid_times(d0, d1, p.fps), (d0, d1), fps=p.fps,
-               sample_rate=p.sample_rate, short_side=p.short_side)
-    # A truncated file decodes less than its header promises: a failure, not silent padding.
-    real_end = min(d1, info.duration) - d0
-    if d.video is not None and d.video_valid < int(real_end * p.fps) - 2:
-        raise DecodeError(f"video decodes {d.video_valid / p.fps:.3f} s of {real_end:.3f} s (truncated?)")
-    if d.audio is not None and d.audio_valid < 0.9 * real_end * p.sample_rate:
-        raise DecodeError(f"audio decodes {d.audio_valid / p.sample_rate:.3f} s of {real_end:.3f} s (truncated?)")
     meta = {
-        "id": row.id, "labels": row.labels, "start": start, "end": end, "data_start": d0, "data_end": d1,
-        "fps": p.fps,
+        "id": row.id, "labels": row.labels, "start": seg.start, "end": seg.end, "origin": tl.origin,
+        "data_start": rng.start, "data_end": rng.end, "fps": p.fps,
         "sample_rate": p.sample_rate, "short_side": p.short_side,
         "has_video": d.video is not None, "has_audio": d.audio is not None,
-        "video_valid": d.video_valid, "audio_range": list(d.audio_range),
-        "num_frames": 0 if d.video is None else len(d.video),
+        "video_span": [tl.video.start, tl.video.end] if tl.video else None,
+        "audio_span": [tl.audio.start, tl.audio.end] if tl.audio else None,
+        "video_real": _runs(d.video_real) if d.video_real is not None else [],
+        "audio_real": _runs(d.audio_real) if d.audio_real is not None else [],
+        "num_frames": 0 if d.video is None else len(d.video), "rotation": d.rotation,
+        "notes": [q.reason for q in chk.problems if q.severity != "error"],
     }
     sample: dict[str, Any] = {"json": json.dumps(meta).encode()}
     if d.video is not None and video_format == "jpeg":
@@ -169,29 +173,33 @@ def write_shards(
     max_size: float = 1e9,
     progress: Callable[[Iterable[Row]], Iterable[Row]] | None = None,
     video_format: str = "h264",
+    bad_lines: Sequence[RowProblem] = (),
 ) -> PrepareResult:
-    """Write ``out_dir/shard-%06d.tar``; each failing row is recorded with its reason, never fatal."""
+    """Write ``out_dir/shard-%06d.tar``; each failing row (and each malformed manifest line in
+    ``bad_lines``) is recorded with its reason, never fatal."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res = PrepareResult()
-    seen: set[str] = set()
+    for b in bad_lines:
+        res.failed += 1
+        res.failures.append({"id": b.id, "line": b.line, "path": b.path, "reason": b.reason})
+    seen: dict[str, Row] = {}
     pattern = str(out / "shard-%06d.tar")
     rows = list(rows)
     it = progress(rows) if progress else rows
     with wds.ShardWriter(pattern, maxcount=max_count, maxsize=max_size, verbose=0) as sink:
         for row in it:
             try:
-                if row.id in seen:
-                    raise ValueError(f"duplicate id {row.id!r}")
-                if not os.path.isfile(row.path):
-                    raise FileNotFoundError(f"file not found: {row.path}")
+                if row.id in seen:  # the same words as validate's
+                    raise InputError(f"duplicate id (first on line {seen[row.id].line})")
                 sample = encode_row(row, labels, cfg, video_format)
-            except Exception as e:  # noqa: BLE001 - one bad file never stops the run; it is reported
-                # with its exception type, so a bug shows up in the summary, not as a crash mid-run.
+            except Exception as e:  # noqa: BLE001 - one bad file never stops the run; it is reported,
+                # a bug with its exception type, so it shows up in the summary, not as a crash mid-run.
                 res.failed += 1
-                res.failures.append({"id": row.id, "path": row.path, "reason": f"{type(e).__name__}: {e}"})
+                reason = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
+                res.failures.append({"id": row.id, "line": row.line, "path": row.path, "reason": reason})
                 continue
-            seen.add(row.id)
+            seen[row.id] = row
             sample["__key__"] = f"{res.ok:09d}"
             sink.write(sample)
             res.ok += 1
@@ -210,31 +218,54 @@ def write_shards(
 
 
 class ShardSegment:
-    """A prepared sample seen as a segment (see clips.Segment): frames decode lazily."""
+    """A prepared sample seen as a segment (see clips.Segment): frames decode lazily.
 
-    def __init__(self, sample: dict[str, Any]) -> None:
-        self.meta = json.loads(sample["json"])
-        self.start, self.end = float(self.meta["start"]), float(self.meta["end"])  # the segment
-        self.base = float(self.meta.get("data_start", self.start))  # time of stored frame 0 / sample 0
-        self.fps, self.sr = float(self.meta["fps"]), int(self.meta["sample_rate"])
-        self.has_video, self.has_audio = bool(self.meta["has_video"]), bool(self.meta["has_audio"])
+    ``source`` names the shard (and the sample's key) in errors."""
+
+    REQUIRED = ("id", "labels", "start", "end", "fps", "sample_rate", "has_video", "has_audio", "num_frames")
+
+    def __init__(self, sample: dict[str, Any], source: str = "") -> None:
+        where = source or f"{sample.get('__url__', 'shard')} sample {sample.get('__key__', '?')}"
+        if "json" not in sample:
+            raise InputError(f"{where}: no .json member (not a sample written by `avfusion prepare`)")
+        try:
+            self.meta = json.loads(sample["json"])
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"{where}: its .json member is not valid JSON ({e})") from None
+        if not isinstance(self.meta, dict):
+            raise InputError(f"{where}: its .json member is not an object")
+        missing = [k for k in self.REQUIRED if k not in self.meta]
+        if missing:
+            raise InputError(f"{where}: its .json lacks field(s) {missing} (written by an older or another tool?)")
+        m = self.meta
+        self.start, self.end = float(m["start"]), float(m["end"])  # the segment, on the file's timeline
+        self.base = float(m.get("data_start", self.start))  # time of stored frame 0 / sample 0
+        self.fps, self.sr = float(m["fps"]), int(m["sample_rate"])
+        self.has_video, self.has_audio = bool(m["has_video"]), bool(m["has_audio"])
+        # Which stored frames / samples are decoded data (the rest is padding); shards written
+        # before runs were stored give one run.
+        self.video_real = m.get("video_real", [[0, m.get("video_valid", m["num_frames"])]])
+        self.audio_real = m.get("audio_real", [m["audio_range"]] if "audio_range" in m else [])
         self._jpegs = msgpack.unpackb(sample["frames.msgpack"]) if "frames.msgpack" in sample else None
         self._mp4: bytes | None = sample.get("frames.mp4")
         if self.has_video and self._jpegs is None and self._mp4 is None:
-            raise ValueError(f"shard sample {self.meta['id']!r} has video but no frames member")
+            raise InputError(f"{where}: has video but no frames member")
+        if self.has_audio and "audio.pcm" not in sample:
+            raise InputError(f"{where}: has audio but no audio.pcm member")
         self._pcm = np.frombuffer(sample["audio.pcm"], dtype="<i2") if self.has_audio else None
 
     def frames(self, times: np.ndarray) -> tuple[np.ndarray, int]:
         n = int(self.meta["num_frames"])
         idx = np.floor((np.asarray(times) - self.base) * self.fps + 1e-3).astype(int)  # frame shown at t
-        valid = int(((idx >= 0) & (idx < self.meta["video_valid"])).sum())
+        valid = int(_covered(self.video_real, idx).sum())
         idx = idx.clip(0, n - 1)
         uniq, inv = np.unique(idx, return_inverse=True)  # decode each stored frame once
         if self._jpegs is not None:
             return decode_jpegs([self._jpegs[i] for i in uniq])[inv], valid
         assert self._mp4 is not None
         with av.open(io.BytesIO(self._mp4)) as c:
-            got, _ = decode_video(c, uniq / self.fps)  # stored frame j sits at j / fps
+            got, _, _, _ = decode_video(c, uniq / self.fps)  # stored frame j sits at j / fps
+        assert got is not None
         return got[inv], valid
 
     def audio(self, t0: float, t1: float) -> tuple[np.ndarray, int]:
@@ -245,8 +276,7 @@ class ShardSegment:
         s0, d0 = max(o, 0), max(-o, 0)
         m = max(0, min(len(self._pcm) - s0, n - d0))
         out[d0 : d0 + m] = self._pcm[s0 : s0 + m].astype(np.float32) / 32767.0
-        lo, hi = self.meta["audio_range"]
-        valid = max(0, min(hi, s0 + m) - max(lo, s0)) if m else 0
+        valid = sum(max(0, min(b, s0 + m) - max(a, s0)) for a, b in self.audio_real) if m else 0
         return out, valid
 
 
@@ -314,7 +344,7 @@ class ShardDataset(IterableDataset):
         if self.train and self.shuffle > 1:
             src = _shuffle(src, self.shuffle, rng)
         for raw in src:
-            seg = ShardSegment(raw)
+            seg = ShardSegment(raw)  # names the shard and sample in an error
             sample = self.proc(seg, g if self.train else None)
             sample["label"] = self.labels.encode(seg.meta["labels"])
             sample["id"] = seg.meta["id"]

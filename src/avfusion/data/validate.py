@@ -1,124 +1,192 @@
-"""Check every manifest row before training: file, decoding, streams, duration, labels, ids.
+"""Check every manifest row before training: file, streams, timeline, decoding, labels, ids.
 
-Severities: ``error`` (the row cannot be used: missing / unreadable / truncated file, no stream at
-all, unknown or unencodable labels, duplicate id, segment outside the file) and ``warning``
-(usable, with the model's missing-modality path or padding: a missing audio or video stream, a
-segment shorter than a clip, no labels in multi-label mode). An empty manifest is one error.
+One function, :func:`check_row`, decides whether a row is usable; ``avfusion validate`` reports
+what it finds and ``avfusion prepare`` writes exactly the rows it passes (from the same decode),
+so the two agree row by row.
+
+Severities:
+- ``error``: the row cannot be used: a malformed manifest line, a missing / unreadable file,
+  a still image, no stream at all, a truncated or damaged stream (the file ends before its own
+  index says, or packets fail to decode), unknown or unencodable labels, a duplicate id, a
+  segment outside the file;
+- ``warning``: usable with the model's missing-modality path or with padding: a missing audio or
+  video stream, a segment shorter than a clip or running past the file, no labels (multi-label),
+  frames smaller than 32 pixels;
+- ``note``: worth knowing, nothing to fix: streams that start after 0 s, streams of clearly
+  unequal length, a display rotation that decoding applies.
+
+Valid real-world shapes are never errors: audio that outlasts the video (or the reverse),
+streams that start at 1 s or 5 s, VFR video, edit lists (see data/timeline.py).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-import av
-import numpy as np
-
 from avfusion.data.clips import ClipConfig
-from avfusion.data.decode import DecodeError, decode_audio, decode_video, open_container, probe_container
-from avfusion.data.manifest import LabelMap, ManifestError, Row
+from avfusion.data.decode import Decoded, DecodeError, decode, grid_times, open_container, read_timeline
+from avfusion.data.manifest import LabelMap, ManifestError, Row, RowProblem
+from avfusion.data.timeline import Span, Timeline, judge
+from avfusion.errors import InputError
+
+SEVERITIES = ("error", "warning", "note")
+TINY_FRAME = 32  # pixels: a smaller short side is upsampled a lot
 
 
 @dataclass
 class Problem:
     id: str
-    severity: str  # "error" | "warning"
+    severity: str  # "error" | "warning" | "note"
     reason: str
     path: str = ""
+    line: int = 0  # the row's line in the manifest (0: unknown)
 
 
-def check_row(row: Row, labels: LabelMap, cfg: ClipConfig, decode_check: bool = True) -> list[Problem]:
-    probs: list[Problem] = []
+@dataclass
+class RowCheck:
+    """What :func:`check_row` found: the problems, and on the way the file's timeline, the row's
+    segment, the range prepare stores (``data``) and, with ``collect``, its decoded content."""
+
+    problems: list[Problem] = field(default_factory=list)
+    timeline: Timeline | None = None
+    segment: Span | None = None
+    data: Span | None = None
+    decoded: Decoded | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+    def first_error(self) -> str:
+        return next((p.reason for p in self.problems if p.severity == "error"), "")
+
+
+def data_range(tl: Timeline, seg: Span, cfg: ClipConfig) -> Span:
+    """What a row's clips can read: its segment, widened to a centred clip around a segment shorter
+    than a clip (clips read the file around it, for context), within the file's usable span."""
+    length = max(cfg.video_seconds if tl.has_video else 0.0, cfg.audio_seconds if tl.has_audio else 0.0)
+    if seg.duration >= length:
+        return seg
+    mid = (seg.start + seg.end) / 2
+    return Span(max(tl.origin, min(seg.start, mid - length / 2)), max(seg.end, min(tl.end, mid + length / 2)))
+
+
+def check_row(row: Row, labels: LabelMap | None, cfg: ClipConfig, decode_check: bool = True,
+              collect: bool = False) -> RowCheck:
+    """Every check of one row. ``decode_check`` decodes the whole range its clips can read (what
+    prepare stores); ``collect`` keeps the decoded frames and audio (prepare), otherwise nothing is
+    converted or kept (validation of long files stays cheap in memory)."""
+    res = RowCheck()
 
     def add(sev: str, reason: str) -> None:
-        probs.append(Problem(row.id, sev, reason, row.path))
+        res.problems.append(Problem(row.id, sev, reason, row.path, row.line))
 
-    bad = labels.unknown(row.labels)
-    if bad:
-        add("error", f"unknown label(s): {', '.join(bad)}")
-    else:
-        try:
-            labels.encode(row.labels)
-            if not row.labels:  # multi-label: an all-zero target, legal but rarely intended
-                add("warning", "no labels")
-        except ManifestError as e:
-            add("error", str(e))
+    if labels is not None:
+        bad = labels.unknown(row.labels)
+        if bad:
+            add("error", f"unknown label(s): {', '.join(bad)}")
+        else:
+            try:
+                labels.encode(row.labels)
+                if not row.labels:  # multi-label: an all-zero target, legal but rarely intended
+                    add("warning", "no labels")
+            except ManifestError as e:
+                add("error", str(e))
     if not os.path.isfile(row.path):
-        add("error", "file not found")
-        return probs
+        add("error", "file not found" if not os.path.exists(row.path) else "not a file")
+        return res
     try:
         with open_container(row.path) as c:
-            info = probe_container(c, row.path)
+            tl = res.timeline = read_timeline(c, row.path)
     except DecodeError as e:
         add("error", str(e).replace(f"{row.path}: ", ""))
-        return probs
-    if not info.has_video and not info.has_audio:
+        return res
+    if not tl.has_video and not tl.has_audio:
         add("error", "no audio or video stream")
-        return probs
-    if not info.has_video:
+        return res
+    if tl.duration <= 0:
+        add("error", "no content (zero duration)")
+        return res
+    truncated = tl.truncation()
+    if truncated:
+        add("error", truncated)
+    if not tl.has_video:
         add("warning", "no video stream (audio only)")
-    if not info.has_audio:
+    if not tl.has_audio:
         add("warning", "no audio stream (video only)")
-    start = row.start if row.start is not None else 0.0
-    end = row.end if row.end is not None else info.duration
-    if info.duration <= 0:
-        add("error", "unknown or zero duration")
-        return probs
-    if start >= info.duration - 1e-3 or end <= start:
-        add("error", f"segment [{start:.3f}, {end:.3f}] s outside the file ({info.duration:.3f} s)")
-        return probs
-    if end > info.duration + 0.05:
-        add("warning", f"segment ends at {end:.3f} s after the file ({info.duration:.3f} s): padded")
-    length = min(end, info.duration) - start
-    need = max(cfg.video_seconds if info.has_video else 0, cfg.audio_seconds if info.has_audio else 0)
+    if tl.has_video and 0 < min(tl.width, tl.height) < TINY_FRAME:
+        add("warning", f"tiny frames ({tl.width}x{tl.height}): upsampled to the model's size")
+    for note in tl.stream_notes():
+        add("note", note)
+    try:
+        seg = res.segment = tl.segment(row.start, row.end)
+    except InputError as e:
+        add("error", f"{e} (the file has {tl.duration:.3f} s: {tl.describe()})")
+        return res
+    if seg.end > tl.end + 0.05:
+        add("warning", f"segment ends at {seg.end - tl.origin:.3f} s, after the file's {tl.duration:.3f} s: padded")
+    length = min(seg.end, tl.end) - seg.start
+    need = max(cfg.video_seconds if tl.has_video else 0, cfg.audio_seconds if tl.has_audio else 0)
     if length < need - 1e-3:
         add("warning", f"segment {length:.3f} s is shorter than a clip ({need:.3f} s): padded")
-    if decode_check:
-        # Decode the segment's first and last frames and its audio: catches truncation.
-        seg_end = min(end, info.duration)
-        try:
-            if info.has_video:
-                with open_container(row.path) as c:
-                    times = np.array([start, max(start, seg_end - 1.0 / max(info.fps, 1.0))])
-                    _, valid = decode_video(c, times, short_side=None, info=info)
-                    if valid < len(times):
-                        add("error", f"video ends early (truncated?): no frame decoded near {seg_end:.3f} s")
-            if info.has_audio:
-                with open_container(row.path) as c:
-                    _, (lo, hi) = decode_audio(c, start, seg_end, cfg.preprocess.sample_rate, info)
-                    want = int(round((seg_end - start) * cfg.preprocess.sample_rate))
-                    if hi - lo < 0.9 * want:
-                        add("error", f"audio decodes {(hi - lo) / cfg.preprocess.sample_rate:.3f} s of "
-                                     f"{seg_end - start:.3f} s (truncated?)")
-        except (DecodeError, av.FFmpegError) as e:
-            add("error", f"decoding failed: {e}")
-    return probs
+    rng = res.data = data_range(tl, seg, cfg)
+    if not decode_check:
+        return res
+    p = cfg.preprocess
+    times = grid_times(rng.start, rng.end, p.fps)
+    try:
+        d = decode(row.path, times, (rng.start, rng.end), fps=p.fps, sample_rate=p.sample_rate,
+                   short_side=p.short_side, timeline=tl, collect=collect)
+    except DecodeError as e:
+        add("error", f"decoding failed: {str(e).replace(f'{row.path}: ', '')}")
+        return res
+    for kind, read in (("video", d.video_read), ("audio", d.audio_read)):
+        if kind in tl.spans:
+            v = judge(tl, kind, read, (rng.start, rng.end), positions=times if kind == "video" else None,
+                      rate=p.sample_rate)
+            for reason in v.errors:
+                add("error", reason)
+    if d.rotation:
+        add("note", f"display rotation: frames are turned {d.rotation} degrees counter-clockwise")
+    res.decoded = d
+    return res
+
+
+def manifest_problems(problems: Sequence[RowProblem]) -> list[Problem]:
+    """Malformed manifest lines as validation errors."""
+    return [Problem(p.id or f"line {p.line}", "error", p.reason, p.path, p.line) for p in problems]
 
 
 def validate_rows(rows: Sequence[Row], labels: LabelMap, cfg: ClipConfig, decode_check: bool = True,
-                  progress: Callable[[Iterable[Row]], Iterable[Row]] | None = None) -> list[Problem]:
-    probs: list[Problem] = []
-    if not rows:
+                  progress: Callable[[Iterable[Row]], Iterable[Row]] | None = None,
+                  bad_lines: Sequence[RowProblem] = ()) -> list[Problem]:
+    probs = manifest_problems(bad_lines)
+    if not rows and not bad_lines:
         return [Problem("-", "error", "empty manifest: no rows")]
-    seen: dict[str, int] = {}
+    first: dict[str, Row] = {}
     for row in progress(rows) if progress else rows:
-        if row.id in seen:
-            probs.append(Problem(row.id, "error", f"duplicate id (also row {seen[row.id] + 1})", row.path))
+        if row.id in first:
+            other = first[row.id]
+            where = f"line {other.line}" if other.line else f"row {rows.index(other) + 1}"
+            probs.append(Problem(row.id, "error", f"duplicate id (first on {where})", row.path, row.line))
         else:
-            seen[row.id] = len(seen)
-        probs += check_row(row, labels, cfg, decode_check)
+            first[row.id] = row
+        probs += check_row(row, labels, cfg, decode_check).problems
     return probs
 
 
-def summary(rows: Sequence[Row], probs: Sequence[Problem]) -> dict[str, Any]:
-    err_ids = {p.id for p in probs if p.severity == "error"}
+def summary(rows: Sequence[Row], probs: Sequence[Problem], bad_lines: int = 0) -> dict[str, Any]:
+    err_rows = {(p.id, p.line) for p in probs if p.severity == "error"}
     return {
-        "rows": len(rows),
+        "rows": len(rows) + bad_lines,
         "errors": sum(p.severity == "error" for p in probs),
         "warnings": sum(p.severity == "warning" for p in probs),
-        "rows_with_errors": len(err_ids),
-        "problems": [{"id": p.id, "severity": p.severity, "reason": p.reason, "path": p.path} for p in probs],
+        "notes": sum(p.severity == "note" for p in probs),
+        "rows_with_errors": len(err_rows),
+        "problems": [{"id": p.id, "line": p.line, "severity": p.severity, "reason": p.reason, "path": p.path}
+                     for p in probs],
     }
 
 
@@ -126,9 +194,10 @@ def format_table(probs: Sequence[Problem]) -> str:
     if not probs:
         return "no problems"
     wid = min(40, max(len("id"), *(len(p.id) for p in probs)))
-    lines = [f"{'id':<{wid}}  {'severity':<8}  reason", f"{'-' * wid}  {'-' * 8}  {'-' * 6}"]
-    lines += [f"{p.id[:wid]:<{wid}}  {p.severity:<8}  {p.reason}" for p in probs]
+    lines = [f"{'line':>5}  {'id':<{wid}}  {'severity':<8}  reason", f"{'-' * 5}  {'-' * wid}  {'-' * 8}  {'-' * 6}"]
+    lines += [f"{p.line or '':>5}  {p.id[:wid]:<{wid}}  {p.severity:<8}  {p.reason}" for p in probs]
     return "\n".join(lines)
 
 
-__all__ = ["Problem", "check_row", "validate_rows", "summary", "format_table"]
+__all__ = ["Problem", "RowCheck", "check_row", "data_range", "validate_rows", "manifest_problems", "summary",
+           "format_table"]

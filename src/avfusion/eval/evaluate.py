@@ -25,9 +25,10 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from avfusion.data.clips import ClipConfig
-from avfusion.data.datasets import VideoDataset, collate, split_by_presence
+from avfusion.data.datasets import SampleError, VideoDataset, collate, split_by_presence
 from avfusion.data.manifest import LabelMap, read_manifest
 from avfusion.eval.aggregate import average_views
+from avfusion.errors import InputError
 from avfusion.eval.metrics import json_safe, report_per_output
 from avfusion.train.distributed import DistInfo, gather_objects, shard_indices
 
@@ -52,13 +53,45 @@ def headline(kind: str, metrics: dict[str, Any]) -> tuple[str, float | None]:
 
 
 @torch.no_grad()
+def _unusable(msg: str, more: int = 0) -> SampleError:
+    extra = f" (and {more} more file(s))" if more else ""
+    return SampleError(f"{msg}{extra}; `avfusion validate` finds such rows before evaluation, --skip-bad "
+                       "evaluates without them and lists them")
+
+
+def record_inputs(batch: dict[str, Any], inputs: dict[str, Any], stop_at_error: bool) -> None:
+    """What decoding found for a batch's files, in ``inputs``: unusable files (listed; with
+    ``stop_at_error`` the first one raises at once), damage, notes, the share of each modality
+    that is padding."""
+    for vid, msg in batch.get("errors", []):
+        if stop_at_error:
+            raise _unusable(msg)
+        inputs["skipped"].append({"id": vid, "error": msg})
+    for i, vid in enumerate(batch["id"]):
+        for key in ("damage", "notes"):
+            found = batch.get(key, [None] * len(batch["id"]))[i]
+            if found:
+                inputs[key][str(vid)] = list(found)
+        for mod in ("video", "audio"):
+            padded = batch.get(f"{mod}_padded", [None] * len(batch["id"]))[i]
+            total = batch.get(f"{mod}_requested", [None] * len(batch["id"]))[i]
+            if padded and total:
+                inputs["padded"].setdefault(str(vid), {})[mod] = round(padded / total, 4)
+
+
 def run_views(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-              conditions: dict[str, tuple[str, ...]]) -> dict[str, dict[str, Any]]:
-    """Run every view of every sample under each condition; returns per-condition raw results."""
+              conditions: dict[str, tuple[str, ...]], skip_bad: bool = False
+              ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Run every view of every sample under each condition: per-condition raw results, and what
+    decoding found about the inputs (:func:`record_inputs`)."""
     res: dict[str, dict[str, Any]] = {c: {"outputs": defaultdict(list), "ids": [], "views": [], "targets": [],
                                           "skipped": 0} for c in conditions}
+    inputs: dict[str, Any] = {"skipped": [], "damage": {}, "notes": {}, "padded": {}}
     splits = model.cfg.class_splits
     for batch in loader:
+        record_inputs(batch, inputs, stop_at_error=not skip_bad)
+        if not batch["id"]:
+            continue
         for cond, keep in conditions.items():
             r = res[cond]
             for idx, sub in split_by_presence(batch):
@@ -78,23 +111,35 @@ def run_views(model: torch.nn.Module, loader: DataLoader, device: torch.device,
                 if isinstance(target, dict):
                     target = torch.stack([target[h] for h in splits], dim=1)
                 r["targets"].append(target.repeat_interleave(V, dim=0))
-    return res
+    return res, inputs
 
 
 def evaluate_dataset(model: torch.nn.Module, dataset: VideoDataset, task: str, batch_size: int = 4,
                      num_workers: int = 0, info: DistInfo = DistInfo(),
-                     conditions: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
-    """Metrics per condition and per output on an evaluation dataset (train=False)."""
+                     conditions: dict[str, tuple[str, ...]] | None = None, skip_bad: bool = False) -> dict[str, Any]:
+    """Metrics per condition and per output on an evaluation dataset (train=False), and under
+    ``inputs`` what decoding found: files skipped (``skip_bad``), damage, notes, padding shares."""
     device = next(model.parameters()).device
     model.eval()
     conditions = conditions or conditions_for(model.cfg.modalities)
     mine = Subset(dataset, shard_indices(len(dataset), info, pad=False))
     loader = DataLoader(mine, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
-    raw = run_views(model, loader, device, conditions)
-    gathered = gather_objects(raw, info)
+    # Distributed, a rank must not stop alone (the others would wait for it): errors are listed,
+    # gathered, and raised on every rank together.
+    raw, inputs = run_views(model, loader, device, conditions, skip_bad or info.enabled)
+    gathered = gather_objects((raw, inputs), info)
+    merged: dict[str, Any] = {"skipped": [], "damage": {}, "notes": {}, "padded": {}}
+    for _, part in gathered:  # type: ignore[misc]
+        merged["skipped"] += part["skipped"]
+        for key in ("damage", "notes", "padded"):
+            merged[key].update(part[key])
+    if merged["skipped"] and not skip_bad:
+        raise _unusable(merged["skipped"][0]["error"], len(merged["skipped"]) - 1)
     if not info.is_main:
         return {}
-    report: dict[str, Any] = {"model": model.cfg.name, "task": task, "conditions": {}, "summary": {}}
+    gathered = [g for g, _ in gathered]  # type: ignore[misc]
+    report: dict[str, Any] = {"model": model.cfg.name, "task": task, "conditions": {}, "summary": {},
+                              "inputs": merged}
     for cond in conditions:
         parts = [g[cond] for g in gathered]  # type: ignore[index]
         skipped = sum(p["skipped"] for p in parts)
@@ -125,18 +170,24 @@ def evaluate_dataset(model: torch.nn.Module, dataset: VideoDataset, task: str, b
 
 def evaluate_manifest(model: torch.nn.Module, manifest: str | Path, labels: str | Path, task: str | None = None,
                       batch_size: int = 4, num_workers: int = 0, eval_clips: int = 4, eval_crops: int = 3,
-                      info: DistInfo = DistInfo(), conditions: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
-    """Evaluate ``model`` on the clips of a manifest with the papers' multi-view protocol."""
+                      info: DistInfo = DistInfo(), conditions: dict[str, tuple[str, ...]] | None = None,
+                      skip_bad: bool = False) -> dict[str, Any]:
+    """Evaluate ``model`` on the clips of a manifest with the papers' multi-view protocol.
+
+    A file that cannot be used stops the evaluation with one line naming it, or with
+    ``skip_bad`` is left out and listed in ``report["inputs"]["skipped"]``; a damaged file
+    (truncated, packets that fail to decode) is evaluated on what decodes and listed with its
+    damage."""
     rows = read_manifest(manifest)
     if task is None:
         task = infer_task(labels, rows)
     label_map = LabelMap.read(labels, LABEL_MODE[task])
     if label_map.num_classes != model.cfg.num_classes:
-        raise ValueError(f"the label map has {label_map.num_classes} classes but the model predicts "
+        raise InputError(f"the label map has {label_map.num_classes} classes but the model predicts "
                          f"{model.cfg.num_classes}")
     clips = ClipConfig.from_model(model.cfg, eval_clips=eval_clips, eval_crops=eval_crops)
-    dataset = VideoDataset(rows, label_map, clips, train=False, missing="error")
-    report = evaluate_dataset(model, dataset, task, batch_size, num_workers, info, conditions)
+    dataset = VideoDataset(rows, label_map, clips, train=False, missing="error", on_error="mark", damaged="report")
+    report = evaluate_dataset(model, dataset, task, batch_size, num_workers, info, conditions, skip_bad)
     if report:
         report.update(manifest=str(manifest), eval_clips=eval_clips, eval_crops=eval_crops,
                       class_names=label_map.names)
