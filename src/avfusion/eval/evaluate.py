@@ -86,10 +86,10 @@ def run_views(model: torch.nn.Module, loader: DataLoader, device: torch.device,
     decoding found about the inputs (:func:`record_inputs`)."""
     res: dict[str, dict[str, Any]] = {c: {"outputs": defaultdict(list), "ids": [], "views": [], "targets": [],
                                           "skipped": 0} for c in conditions}
-    inputs: dict[str, Any] = {"skipped": [], "damage": {}, "notes": {}, "padded": {}}
+    found: dict[str, Any] = {"skipped": [], "damage": {}, "notes": {}, "padded": {}}
     splits = model.cfg.class_splits
     for batch in loader:
-        record_inputs(batch, inputs, stop_at_error=not skip_bad)
+        record_inputs(batch, found, stop_at_error=not skip_bad)
         if not batch["id"]:
             continue
         for cond, keep in conditions.items():
@@ -111,7 +111,7 @@ def run_views(model: torch.nn.Module, loader: DataLoader, device: torch.device,
                 if isinstance(target, dict):
                     target = torch.stack([target[h] for h in splits], dim=1)
                 r["targets"].append(target.repeat_interleave(V, dim=0))
-    return res, inputs
+    return res, found
 
 
 def evaluate_dataset(model: torch.nn.Module, dataset: VideoDataset, task: str, batch_size: int = 4,
