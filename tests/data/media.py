@@ -38,9 +38,14 @@ def make_media(
     acodec: str = "aac",
     clicks: tuple[float, ...] = (),
     faststart: bool = False,
+    audio_duration: float | None = None,  # default: ``duration``
+    start: float = 0.0,  # both streams' first timestamp (a clip cut with `ffmpeg -ss ... -c copy`)
+    rotation: int | None = None,  # display matrix: turn counter-clockwise by this for display
+    vfr: bool = False,  # frame durations alternate 1 and 3 frame periods
+    fmt: str | None = None,  # container format (default: from the file name)
 ) -> Path:
     path = Path(path)
-    c = av.open(str(path), "w", options={"movflags": "faststart"} if faststart else None)
+    c = av.open(str(path), "w", format=fmt, options={"movflags": "faststart"} if faststart else None)
     vs = as_ = None
     if video:
         vs = c.add_stream(vcodec, rate=fps)
@@ -48,25 +53,34 @@ def make_media(
         vs.pix_fmt = pix_fmt
         if vcodec == "libx264":
             vs.options = {"preset": "ultrafast", "crf": "10", "g": "12"}
+        if rotation is not None:
+            vs.set_display_rotation(rotation)
+        if vfr:
+            vs.codec_context.time_base = Fraction(1, 4 * fps)
     if audio:
         as_ = c.add_stream(acodec, rate=rate)
         as_.layout = layout
     if vs is not None:
         n = int(round(duration * fps))
         w, h = size
+        tick = 0  # in 1 / (4 fps) when vfr
         for i in range(n):
             img = np.zeros((h, w, 3), np.uint8)
             img[..., 0], img[..., 1] = frame_value(i)
             img[..., 2] = 128
             f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)
-            f.pts = i
-            f.time_base = Fraction(1, fps)
+            if vfr:
+                f.pts, f.time_base = int(round(start * 4 * fps)) + tick, Fraction(1, 4 * fps)
+                tick += 4 if i % 2 == 0 else 12
+            else:
+                f.pts = int(round(start * fps)) + i
+                f.time_base = Fraction(1, fps)
             for p in vs.encode(f):
                 c.mux(p)
         for p in vs.encode(None):
             c.mux(p)
     if as_ is not None:
-        n = int(round(duration * rate))
+        n = int(round((duration if audio_duration is None else audio_duration) * rate))
         ch = av.AudioLayout(layout).nb_channels
         t = np.arange(n) / rate
         # a -60 dB noise floor, like real recordings (a bare sine leaves mel bins at the log floor)
@@ -79,13 +93,13 @@ def make_media(
         fs = as_.codec_context.frame_size or 1024
         for i in range(0, n, fs):
             chunk = np.ascontiguousarray(data[:, i : i + fs])
-            if acodec == "pcm_s16le":  # packed int16 frames (WAV)
+            if acodec in ("pcm_s16le", "flac"):  # packed int16 frames
                 pcm = (chunk.T.reshape(1, -1) * 32767).astype(np.int16)
                 fr = av.AudioFrame.from_ndarray(pcm, format="s16", layout=layout)
             else:
                 fr = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
             fr.sample_rate = rate
-            fr.pts = i
+            fr.pts = int(round(start * rate)) + i
             for p in as_.encode(fr):
                 c.mux(p)
         for p in as_.encode(None):

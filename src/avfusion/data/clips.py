@@ -174,6 +174,7 @@ class ClipProcessor:
         frames = audio = None
         v_valid = a_valid = 0
         damage: list[str] = []
+        verdicts = []
         notes: list[str] = []
         lost = {"video": 0, "audio": 0}  # positions inside a stream's span that damage took
         if isinstance(seg, FileSegment):
@@ -183,14 +184,15 @@ class ClipProcessor:
             tl = seg.timeline
             if seg.has_video:
                 v = judge(tl, "video", d.video_read, (float(times.min()), float(times.max())), positions=times[order])
-                damage += v.errors
+                verdicts.append(v)
                 lost["video"] = v.missing["video"]
                 if d.rotation:
                     notes.append(f"video turned {d.rotation} degrees counter-clockwise, as its display matrix says")
             if seg.has_audio:
                 v = judge(tl, "audio", d.audio_read, union, rate=cfg.preprocess.sample_rate)
-                damage += v.errors
+                verdicts.append(v)
                 lost["audio"] = v.missing["audio"]
+            damage = tl.damage(verdicts)
             if d.video is not None:
                 frames = np.empty_like(d.video)
                 frames[order] = d.video  # back to clip order

@@ -137,6 +137,11 @@ def read_timeline(c: av.container.InputContainer, path: str = "") -> Timeline:
         tl.measured = tuple(unknown)
         if c_end is not None and any(f in fmt.split(",") for f in HEADER_DURATION_FORMATS):
             tl.header_end = c_end
+    size = os.path.getsize(path) if os.path.isfile(path) else None
+    for kind, s in (("video", vs), ("audio", aus)):
+        cut = _index_cut(s, size) if s is not None and size is not None else None
+        if cut is not None:
+            tl.cut[kind] = cut
     for kind in starts:
         end = ends.get(kind)
         if end is None or end <= starts[kind]:
@@ -145,6 +150,31 @@ def read_timeline(c: av.container.InputContainer, path: str = "") -> Timeline:
             end = starts[kind] + (1.0 / tl.fps if kind == "video" and tl.fps else 0.0)
         setattr(tl, kind, Span(starts[kind], end))
     return tl
+
+
+def _index_cut(stream: av.stream.Stream, file_size: int) -> float | None:
+    """Where a stream's indexed data (mp4 / mov sample tables) first runs past the end of the
+    file, in seconds: the file was cut off after its index was written. None when it all fits
+    (or the format keeps no such index: Matroska cues have no sizes)."""
+    try:
+        entries = stream.index_entries
+        n = len(entries)
+    except (AttributeError, av.FFmpegError):  # PyAV < 13
+        return None
+    if not n or stream.time_base is None:
+        return None
+    last = entries[n - 1]
+    if last.size <= 0 or last.pos < 0 or last.pos + last.size <= file_size:
+        return None
+    lo, hi = 0, n - 1  # the first entry that does not fit (entries are stored in file order)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        e = entries[mid]
+        if e.pos + e.size > file_size:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(entries[lo].timestamp * stream.time_base)
 
 
 def _measure_ends(path: str, kinds: list[str], container_end: float | None) -> dict[str, float]:

@@ -73,6 +73,7 @@ class Timeline:
     format: str = ""
     measured: tuple[str, ...] = ()  # streams whose end was measured from their last packets
     header_end: float | None = None  # the end the header records, where the format keeps one there
+    cut: dict[str, float] = field(default_factory=dict)  # stream -> where its indexed data runs past the file's end
 
     @property
     def has_video(self) -> bool:
@@ -120,11 +121,26 @@ class Timeline:
         return ", ".join(parts) or "no streams"
 
     def truncation(self) -> str | None:
-        """A file-level sign of truncation: measured stream ends short of the header's duration."""
+        """File-level truncation, found without decoding: the index (mp4 / mov) points past the
+        file's end, or the measured stream ends fall short of the header's duration (Matroska)."""
+        if self.cut:
+            kind, t = min(self.cut.items(), key=lambda kv: kv[1])
+            span = self.spans[kind]
+            return (f"truncated: the {kind} stops at {t - self.origin:.2f} s but the file says it runs to "
+                    f"{span.end - self.origin:.2f} s")
         if self.measured and self.header_end is not None and self.end < self.header_end - HEADER_TOLERANCE:
             return (f"truncated: the data ends at {self.end - self.origin:.2f} s but the file says it runs to "
                     f"{self.header_end - self.origin:.2f} s")
         return None
+
+    def damage(self, verdicts: list["Verdict"]) -> list[str]:
+        """The damage of a decoded window: the file-level truncation once, then what decoding
+        found that it does not already explain."""
+        found = [e for v in verdicts for e in v.errors]
+        first = self.truncation()
+        if first is None:
+            return found
+        return [first] + [e for e in found if not e.startswith("truncated")]
 
     def stream_notes(self) -> list[str]:
         """Facts about the file worth a line: a non-zero start, streams of clearly unequal length."""

@@ -110,8 +110,9 @@ def check_row(row: Row, labels: LabelMap | None, cfg: ClipConfig, decode_check: 
         add("error", "no content (zero duration)")
         return res
     truncated = tl.truncation()
-    if truncated:
+    if truncated:  # found from the index, before any decoding
         add("error", truncated)
+        return res
     if not tl.has_video:
         add("warning", "no video stream (audio only)")
     if not tl.has_audio:
@@ -142,12 +143,11 @@ def check_row(row: Row, labels: LabelMap | None, cfg: ClipConfig, decode_check: 
     except DecodeError as e:
         add("error", f"decoding failed: {str(e).replace(f'{row.path}: ', '')}")
         return res
-    for kind, read in (("video", d.video_read), ("audio", d.audio_read)):
-        if kind in tl.spans:
-            v = judge(tl, kind, read, (rng.start, rng.end), positions=times if kind == "video" else None,
+    verdicts = [judge(tl, kind, read, (rng.start, rng.end), positions=times if kind == "video" else None,
                       rate=p.sample_rate)
-            for reason in v.errors:
-                add("error", reason)
+                for kind, read in (("video", d.video_read), ("audio", d.audio_read)) if kind in tl.spans]
+    for reason in tl.damage(verdicts):
+        add("error", reason)
     if d.rotation:
         add("note", f"display rotation: frames are turned {d.rotation} degrees counter-clockwise")
     res.decoded = d
