@@ -152,10 +152,12 @@ def test_cli_usage_and_unreadable_inputs(corpus, tmp_path, capsys):
     assert err.startswith("avfusion prepare: error:") and err.count("\n") == 1
 
 
-def test_validate_probe_only_misses_truncation(corpus, capsys):
+def test_validate_without_decoding_finds_truncation_in_the_index(corpus, capsys):
     rc = validate_main([str(corpus.manifest), "--labels", str(corpus.labels), "--json", "--no-decode", *SMALL])
-    errors = {p["id"] for p in json.loads(capsys.readouterr().out)["problems"] if p["severity"] == "error"}
-    assert rc == 1 and errors == corpus.expected_errors - {"truncated"}  # the header looks fine
+    probs = json.loads(capsys.readouterr().out)["problems"]
+    errors = {p["id"] for p in probs if p["severity"] == "error"}
+    assert rc == 1 and errors == corpus.expected_errors  # the mp4 index points past the file's end
+    assert any(p["id"] == "truncated" and p["reason"].startswith("truncated:") for p in probs)
 
 
 def test_prepare_text_summary(corpus, tmp_path, capsys):
