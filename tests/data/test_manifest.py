@@ -126,3 +126,103 @@ def test_esc50_wav_end_to_end(tmp_path, small_cfg):
     assert s["audio"].shape == (100, 128) and s["label"] == 0
     batch = collate([s])
     assert "video" not in batch and batch["label"].tolist() == [0]
+
+
+# -- malformed manifests and label maps: every line named, nothing lost ---------------------------
+
+
+def test_bom_and_crlf_keep_the_id_column(tmp_path):
+    m = tmp_path / "excel.csv"
+    m.write_bytes("id,path,labels\r\nmy_id,a.mp4,Dog\r\n".encode("utf-8-sig"))  # what Excel writes
+    (r,) = read_manifest(m)
+    assert r.id == "my_id" and r.labels == ["Dog"] and r.line == 2
+    j = tmp_path / "bom.jsonl"
+    j.write_bytes(b"\xef\xbb\xbf" + b'{"id": "x", "path": "a.mp4"}\r\n\r\n{"id": "y", "path": "b.mp4"}\r\n')
+    assert [(r.id, r.line) for r in read_manifest(j)] == [("x", 1), ("y", 3)]
+
+
+def test_every_malformed_line_is_named(tmp_path):
+    from avfusion.data.manifest import check_manifest
+
+    m = tmp_path / "m.csv"
+    m.write_text("id,path,start,end,labels\n"
+                 "ok1,a.mp4,,,Dog\n"          # 2
+                 "nan,a.mp4,nan,,Dog\n"       # 3
+                 "inf,a.mp4,0,inf,Dog\n"      # 4
+                 "neg,a.mp4,-1,,Dog\n"        # 5
+                 "short,a.mp4\n"              # 6
+                 "long,a.mp4,,,Dog,extra\n"   # 7
+                 "nopath,,,,Dog\n"            # 8
+                 "back,a.mp4,3,2,Dog\n"       # 9
+                 "\n"                         # 10 (blank: skipped)
+                 "ok2,b.mp4,1.5,,Cat\n")      # 11
+    rows, problems = check_manifest(m)
+    assert [(r.id, r.line) for r in rows] == [("ok1", 2), ("ok2", 11)]
+    got = {p.line: p.reason for p in problems}
+    assert got == {
+        3: "start 'nan' is not a finite number",
+        4: "end 'inf' is not a finite number",
+        5: "negative start -1 (seconds count from the file's start)",
+        6: "2 value(s) for the header's 5 column(s)",
+        7: "6 value(s) for the header's 5 column(s)",
+        8: "no 'path'",
+        9: "end 2 <= start 3",
+    }
+    with pytest.raises(ManifestError, match=r"7 malformed row\(s\): line 3: start 'nan'"):
+        read_manifest(m)
+
+
+def test_jsonl_lines_that_are_not_objects(tmp_path):
+    from avfusion.data.manifest import check_manifest
+
+    j = tmp_path / "m.jsonl"
+    j.write_text('{"path": "a.mp4"}\n["a.mp4"]\n"a.mp4"\n{"path": "b.mp4", "start": "x"}\n{bad json\n')
+    rows, problems = check_manifest(j)
+    assert [r.line for r in rows] == [1]
+    reasons = {p.line: p.reason for p in problems}
+    assert reasons[2] == "a row must be an object with a 'path', got list"
+    assert reasons[3] == "a row must be an object with a 'path', got str"
+    assert reasons[4] == "start 'x' is not a number"
+    assert reasons[5].startswith("invalid JSON")
+
+
+def test_not_utf8_and_bad_headers_are_refused_whole(tmp_path):
+    m = tmp_path / "latin1.csv"
+    m.write_bytes("id,path\ncaf\xe9,a.mp4\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match="not UTF-8 text"):
+        read_manifest(m)
+    m.write_text("path,path\na.mp4,b.mp4\n")
+    with pytest.raises(ManifestError, match="repeats column"):
+        read_manifest(m)
+
+
+def test_label_map_problems_are_named_with_their_lines(tmp_path):
+    lm = tmp_path / "labels.csv"
+    lm.write_bytes("index,mid,display_name\r\n0,/m/a,A\r\n1,/m/b\r\nx,/m/c,C\r\n3,,D\r\n4,/m/a,A again\r\n".encode("utf-8-sig"))
+    with pytest.raises(ManifestError) as e:
+        LabelMap.read(lm)
+    msg = str(e.value)
+    assert "line 3: 2 value(s) for the header's 3 column(s)" in msg
+    assert "line 4: index 'x' is not an integer" in msg and "line 5: empty mid" in msg
+    assert "mid '/m/a' appears twice (indices 0 and 4)" in msg
+    lm.write_bytes("index,mid,display_name\r\n0,/m/a,A\r\n1,/m/b,B\r\n".encode("utf-8-sig"))  # BOM + CRLF: fine
+    assert LabelMap.read(lm).names == ["A", "B"]
+    lm.write_text("index,mid,display_name\n0,/m/a,A\n2,/m/b,B\n")
+    with pytest.raises(ManifestError, match="indices must be 0..n-1"):
+        LabelMap.read(lm)
+
+
+def test_validate_goes_on_past_bad_lines_and_names_duplicates_by_line(corpus, tmp_path, small_cfg):
+    from avfusion.data.manifest import check_manifest
+    from avfusion.data.validate import summary, validate_rows
+
+    good = corpus.files["good_a"]
+    m = tmp_path / "m.csv"
+    m.write_text(f"id,path,start,labels\nA,{good},,Dog\nB,{good},nan,Dog\nA,{good},,Dog\nC,{good},0.5,Cat\n")
+    rows, bad = check_manifest(m)
+    probs = validate_rows(rows, LabelMap.read(corpus.labels), small_cfg, bad_lines=bad)
+    errors = [(p.line, p.id, p.reason) for p in probs if p.severity == "error"]
+    assert errors == [(3, "B", "start 'nan' is not a finite number"),
+                      (4, "A", "duplicate id (first on line 2)")]
+    s = summary(rows, probs, len(bad))
+    assert s["rows"] == 4 and s["rows_with_errors"] == 2
