@@ -157,6 +157,10 @@ class ModelConfig:
     def validate(self) -> None:
         bad = self._bad
 
+        small = {k: getattr(self, k) for k in ("embed_dim", "num_heads", "mlp_dim", "num_frames") if getattr(self, k) < 1}
+        if small or self.depth < 0:
+            raise bad(f"embed_dim, num_heads, mlp_dim and num_frames must be >= 1 and depth >= 0, got "
+                      f"{small or {'depth': self.depth}}")
         if self.family not in FAMILIES:
             raise bad(f"family must be one of {FAMILIES}, got {self.family!r}")
         if not self.modalities:
@@ -170,10 +174,6 @@ class ModelConfig:
             raise bad("fusion='concat' runs all tokens through one block: it needs share_weights=True")
         if not 0 <= self.fusion_layer <= self.depth:
             raise bad(f"fusion_layer must be in [0, depth={self.depth}], got {self.fusion_layer}")
-        small = {k: getattr(self, k) for k in ("embed_dim", "num_heads", "mlp_dim", "num_frames") if getattr(self, k) < 1}
-        if small or self.depth < 0:
-            raise bad(f"embed_dim, num_heads, mlp_dim and num_frames must be >= 1 and depth >= 0, got "
-                      f"{small or {'depth': self.depth}}")
         if self.embed_dim % self.num_heads:
             raise bad(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.num_bottlenecks < 0 or self.num_fusion_tokens < 0 or self.num_classes < 1:
