@@ -63,9 +63,11 @@ class BenchConfig:
             raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.optimizer not in ("none", "sgd", "adamw"):
             raise ConfigError(f"optimizer must be none, sgd or adamw, got {self.optimizer!r}")
-        if self.batch_size < 1 or self.repeats < 1 or self.warmup < 0 or (self.threads is not None and self.threads < 1):
+        counts_ok = self.batch_size >= 1 and self.repeats >= 1 and self.warmup >= 0
+        if not counts_ok or (self.threads is not None and self.threads < 1):
             raise ConfigError(f"batch_size, repeats and threads must be >= 1 and warmup >= 0, got batch_size "
-                              f"{self.batch_size}, repeats {self.repeats}, threads {self.threads}, warmup {self.warmup}")
+                              f"{self.batch_size}, repeats {self.repeats}, threads {self.threads}, "
+                              f"warmup {self.warmup}")
         resolve_device(self.device)  # a device name torch does not know, or CUDA on a machine without it
 
 

@@ -34,7 +34,8 @@ def _read_labels(path: str) -> list[str]:
             raise InputError(f"--labels {path}: expected columns index,mid,display_name")
         bad = next((r for r in rows if not (r["index"] or "").strip().isdigit()), None)
         if bad is not None:
-            raise InputError(f"--labels {path}: index {bad['index']!r} of {bad['display_name']!r} is not a whole number")
+            raise InputError(f"--labels {path}: index {bad['index']!r} of {bad['display_name']!r} "
+                             "is not a whole number")
         return [r["display_name"] for r in sorted(rows, key=lambda r: int(r["index"]))]
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:

@@ -150,7 +150,8 @@ def hf_vit_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[k] = v  # kept under its own name: reported as unexpected
     for (i, kind), parts in qkv.items():
         if len(parts) != 3:
-            raise InputError(f"Hugging Face ViT layer {i}: attention {kind} has only {sorted(parts)} of query, key, value")
+            raise InputError(f"Hugging Face ViT layer {i}: attention {kind} has only {sorted(parts)} "
+                             "of query, key, value")
         out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
     return out
 

@@ -157,7 +157,7 @@ class ModelConfig:
     def validate(self) -> None:
         bad = self._bad
 
-        small = {k: getattr(self, k) for k in ("embed_dim", "num_heads", "mlp_dim", "num_frames") if getattr(self, k) < 1}
+        small = {k: v for k in ("embed_dim", "num_heads", "mlp_dim", "num_frames") if (v := getattr(self, k)) < 1}
         if small or self.depth < 0:
             raise bad(f"embed_dim, num_heads, mlp_dim and num_frames must be >= 1 and depth >= 0, got "
                       f"{small or {'depth': self.depth}}")
