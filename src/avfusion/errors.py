@@ -3,8 +3,15 @@ folder). The command line turns a :class:`UserError` into one line on stderr and
 anything else is a bug and keeps its traceback.
 
 Each subclass also derives from the builtin a caller would naturally catch (``ValueError`` for
-a bad value, ``RuntimeError`` for a file that cannot be decoded), so library code can catch
-either.
+a bad value, ``RuntimeError`` for a run that cannot go on), so library code can catch either.
+
+Which to raise: :class:`ConfigError` when the fix is a different value, name or option;
+:class:`InputError` when the fix is a different (or repaired) file; a missing file, a directory
+where a file is expected, or one that cannot be read or written stays an ``OSError``
+(``FileNotFoundError``, ``IsADirectoryError``, ...) naming the path, which the command line
+also reports in one line. A broken invariant of our own code is not a UserError: leave it a
+ValueError / KeyError / assert, so that it keeps its traceback. docs/DESIGN.md section 6 has the
+exit statuses and ``--debug``.
 """
 
 from __future__ import annotations

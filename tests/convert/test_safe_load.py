@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from avfusion.convert.safe_load import UnsafeCheckpointError, flatten_tree, load_flax_msgpack, load_state_dict
+from avfusion.errors import InputError
 
 MARKER = "avfusion_pwned_marker"
 
@@ -79,10 +80,34 @@ def test_npz_object_array_is_refused(tmp_path: Path) -> None:
 
 def test_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "w.txt").write_text("x")
-    with pytest.raises(ValueError, match="unsupported checkpoint type"):
+    with pytest.raises(InputError, match="unsupported checkpoint type"):
         load_state_dict(tmp_path / "w.txt")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         load_state_dict(tmp_path / "nope.pth")
+    (tmp_path / "d.pth").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        load_state_dict(tmp_path / "d.pth")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        load_flax_msgpack(tmp_path / "d.pth")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors", ".npz", ".msgpack"])
+@pytest.mark.parametrize("content", [b"", b"garbage\x00\x01 not a checkpoint", b"PK\x03\x04truncated zip"])
+def test_damaged_file_is_an_input_error_naming_it(tmp_path: Path, suffix: str, content: bytes) -> None:
+    # Not an UnsafeCheckpointError: bytes that are no pickle at all are damaged, not dangerous.
+    p = tmp_path / f"w{suffix}"
+    p.write_bytes(content)
+    load = load_flax_msgpack if suffix == ".msgpack" else load_state_dict
+    with pytest.raises(InputError, match=f"w\\{suffix}") as info:
+        load(p)
+    assert not isinstance(info.value, UnsafeCheckpointError)
+    assert "\n" not in str(info.value)
+
+
+def test_a_pickle_without_tensors_holds_no_state_dict(tmp_path: Path) -> None:
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(InputError, match="holds no state dict"):
+        load_state_dict(tmp_path / "list.pth")
 
 
 def _ext(a: np.ndarray, dtype_name: str | None = None, raw: bytes | None = None) -> msgpack.ExtType:
@@ -109,5 +134,5 @@ def test_flax_msgpack_dtypes_and_chunks(tmp_path: Path) -> None:
 
 def test_not_msgpack(tmp_path: Path) -> None:
     (tmp_path / "x.msgpack").write_bytes(b"\xc1\xc1garbage")
-    with pytest.raises(ValueError, match="not a flax msgpack checkpoint"):
+    with pytest.raises(InputError, match="not a flax msgpack checkpoint"):
         load_flax_msgpack(tmp_path / "x.msgpack")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import avfusion
+from avfusion.errors import ConfigError
 from avfusion.models import ModelConfig, get_model_config, list_models
 
 TINY = list_models("*_tiny*")
@@ -108,20 +109,48 @@ def test_overrides_and_errors():
     assert m.cfg.fusion_layer == 1 and m.bottleneck.shape[1] == 3  # + scenic's extra token
     z = avfusion.create_model("zorro_vit_tiny", num_fusion_tokens=6)
     assert z.fusion_tokens.shape[1] == 6
-    with pytest.raises(ValueError, match="unknown ModelConfig key"):
+    with pytest.raises(ConfigError, match="unknown ModelConfig key"):
         get_model_config("mbt_tiny", fusion_layr=3)
-    with pytest.raises(ValueError, match="fusion_layer must be in"):
+    with pytest.raises(ConfigError, match="fusion_layer must be in"):
         get_model_config("mbt_tiny", fusion_layer=9)
-    with pytest.raises(ValueError, match="needs share_weights=True"):
+    with pytest.raises(ConfigError, match="needs share_weights=True"):
         get_model_config("mbt_tiny", fusion="concat")
-    with pytest.raises(KeyError, match="unknown model"):
+    with pytest.raises(ConfigError, match="unknown model"):
         get_model_config("mbt_huge")
-    with pytest.raises(ValueError, match="class_splits"):
+    with pytest.raises(ConfigError, match="class_splits"):
         get_model_config("mbt_tiny", class_splits={"verb": 3, "noun": 4})
     assert get_model_config("mbt_tiny", class_splits={"verb": 3, "noun": 4}, num_classes=7,
                             task="multihead").num_classes == 7
     with pytest.raises(ValueError, match="multihead"):
         get_model_config("mbt_tiny", class_splits={"verb": 3, "noun": 4}, num_classes=7)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"image_size": 5}, r"image_size must be 2 positive integers.*got 5"),
+    ({"tubelet": [0, 16, 16]}, "tubelet must be 3 positive integers"),
+    ({"spec_size": [192]}, "spec_size must be 2 positive integers"),
+    ({"depths": "abc"}, "depths must be a list of positive integers"),
+    ({"image_size": [50, 48]}, r"must be multiples of tubelet"),
+    ({"spec_size": [190, 32]}, r"spec_size \(190, 32\) must be a multiple of spec_patch"),
+    ({"num_frames": 0}, "num_frames must be >= 1"),
+    ({"embed_dim": 0}, "embed_dim"),
+    ({"modalities": ["audio", "sound"]}, "modalities must be among"),
+    ({"class_splits": 3}, "class_splits must map head names"),
+    ({"drop_path_rate": 1.5}, r"dropout rates must be in \[0, 1\)"),
+    ({"drop_rate": "abc"}, "config key 'drop_rate' expects float"),
+    ({"attn_impl": "fast"}, "attn_impl must be one of"),
+    ({"eval_output": "nope"}, None),  # checked when the model is built (the heads depend on the family)
+    ({"preprocess.nokey": 1}, "unknown PreprocessConfig key"),
+    ({"preprocess": 5}, "preprocess must be a mapping"),
+])
+def test_bad_overrides_are_config_errors_naming_the_key(overrides, match):
+    name = "zorro_vit_tiny" if "eval_output" in overrides else "mbt_tiny"
+    with pytest.raises(ConfigError, match=match or "eval_output must be one of"):
+        avfusion.create_model(name, **overrides)
+
+
+def test_a_modality_name_alone_is_one_modality():
+    assert get_model_config("mbt_tiny", modalities="audio").modalities == ("audio",)
 
 
 def test_config_json_round_trip():

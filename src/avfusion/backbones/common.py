@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from avfusion.errors import ConfigError
 from avfusion.heads.readout import OUTPUTS, Readout
 from avfusion.models.base import AVModel, ModelOutput, init_weights, present_modalities
 from avfusion.models.config import MODALITIES, ModelConfig
@@ -24,7 +25,8 @@ class ZorroHeads(AVModel):
             raise ValueError(f"{type(self).__name__} builds family {family!r}, got {cfg.family!r}")
         self.outputs = outputs
         if cfg.eval_output not in (*self.outputs, "mean"):
-            raise ValueError(f"eval_output must be one of {(*self.outputs, 'mean')}, got {cfg.eval_output!r}")
+            raise ConfigError(f"model config {cfg.name!r}: eval_output must be one of {(*self.outputs, 'mean')}, "
+                              f"got {cfg.eval_output!r}")
 
     def _build_heads(self, dim: int) -> None:
         self.head = nn.ModuleDict({o: nn.Linear(dim, self.cfg.num_classes) for o in self.outputs})

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from avfusion.backbones.common import ZorroHeads, missing_note
+from avfusion.errors import ConfigError
 from avfusion.layers.block import Block, CrossBlock, drop_path_rates
 from avfusion.layers.masks import RULES, Segment, TokenMask, TokenType, segments_of, self_mask
 from avfusion.layers.tokenizer import ModalityTokenizer
@@ -71,7 +72,8 @@ class ZorroHiP(ZorroHeads):
         head_dim, mlp_ratio = cfg.embed_dim // cfg.num_heads, cfg.mlp_dim / cfg.embed_dim
         for d in cfg.stage_dims:
             if d % head_dim:
-                raise ValueError(f"{cfg.name}: stage width {d} is not a multiple of the head width {head_dim}")
+                raise ConfigError(f"model config {cfg.name!r}: stage width {d} is not a multiple of the head "
+                                  f"width {head_dim}")
         self.tokens = ModalityTokenizer(cfg, use_cls=False)  # per-modality patches + learned positions
         dpr = drop_path_rates(cfg.depth, cfg.drop_path_rate)
         dims = (cfg.embed_dim, *cfg.stage_dims)

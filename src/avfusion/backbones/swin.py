@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avfusion.backbones.common import ZorroHeads, missing_note
+from avfusion.errors import ConfigError
 from avfusion.layers.attention import Attention
 from avfusion.layers.block import DropPath, Mlp, drop_path_rates
 from avfusion.layers.masks import RULES, Segment, TokenType, segments_of, self_mask
@@ -256,14 +257,14 @@ class ZorroSwin(ZorroHeads):
             if s > 0:
                 for t, g in grids.items():
                     if g[-1] % 2 or g[-2] % 2:
-                        raise ValueError(f"{cfg.name}: {t.name.lower()} grid {g} before stage {s} has an odd "
-                                         "merged axis; patch merging needs even sizes")
+                        raise ConfigError(f"model config {cfg.name!r}: {t.name.lower()} grid {g} before stage {s} "
+                                          "has an odd merged axis; patch merging needs even sizes")
                 grids = {t: (*g[:-2], g[-2] // 2, g[-1] // 2) for t, g in grids.items()}
             for t, g in grids.items():
                 win, _ = clamp_window(g, self.windows[t], False)
                 if any(a % w for a, w in zip(g, win)):
-                    raise ValueError(f"{cfg.name}: {t.name.lower()} grid {g} at stage {s} is not divisible by "
-                                     f"its window {win} (window_size / spec_window)")
+                    raise ConfigError(f"model config {cfg.name!r}: {t.name.lower()} grid {g} at stage {s} is not "
+                                      f"divisible by its window {win} (window_size / spec_window)")
             self.stage_grids.append(grids)
             in_dim, dim = C0 * 2 ** max(s - 1, 0), C0 * 2 ** s
             self.stages.append(SwinStage(in_dim, dim, depth, head_dim, mlp_ratio, cfg,

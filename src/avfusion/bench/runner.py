@@ -29,6 +29,7 @@ import torch
 from avfusion.bench.memory import measure_peak
 from avfusion.bench.peaks import device_name, matmul_precision, mfu
 from avfusion.bench.timing import Timing, load_average, synchronize
+from avfusion.errors import ConfigError
 from avfusion.models.config import ModelConfig
 from avfusion.models.flops import count_flops
 from avfusion.models.registry import build_model, get_model_config
@@ -57,19 +58,31 @@ class BenchConfig:
         self.modes = tuple(self.modes)
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
-            raise ValueError(f"modes must be among {MODES}, got {self.modes}")
+            raise ConfigError(f"modes must be among {MODES}, got {self.modes}")
         if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.optimizer not in ("none", "sgd", "adamw"):
-            raise ValueError(f"optimizer must be none, sgd or adamw, got {self.optimizer!r}")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+            raise ConfigError(f"optimizer must be none, sgd or adamw, got {self.optimizer!r}")
+        counts_ok = self.batch_size >= 1 and self.repeats >= 1 and self.warmup >= 0
+        if not counts_ok or (self.threads is not None and self.threads < 1):
+            raise ConfigError(f"batch_size, repeats and threads must be >= 1 and warmup >= 0, got batch_size "
+                              f"{self.batch_size}, repeats {self.repeats}, threads {self.threads}, "
+                              f"warmup {self.warmup}")
+        resolve_device(self.device)  # a device name torch does not know, or CUDA on a machine without it
 
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: no CUDA device is available (use --device cpu or auto)")
+    return dev
 
 
 def _trim_cpu_heap() -> None:

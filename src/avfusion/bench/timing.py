@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from avfusion.errors import ConfigError
+
 
 @dataclass
 class Timing:
@@ -58,7 +60,7 @@ def time_fn(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5,
             clock: Callable[[], float] = time.perf_counter) -> Timing:
     """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times timed, synchronising the device."""
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+        raise ConfigError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
     for _ in range(warmup):
         fn()
     synchronize(device)

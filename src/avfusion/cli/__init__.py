@@ -36,6 +36,11 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _one_line(e: BaseException) -> str:
+    """The message on one line (a message quoting a file's text may hold newlines)."""
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # --debug (anywhere) shows the traceback of an expected failure; no subcommand uses the name.
@@ -56,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"avfusion {name}: interrupted", file=sys.stderr)
         return 130
-    except (UserError, OSError, ValueError, KeyError) as e:
+    except (UserError, OSError) as e:
         # An expected failure (bad input or value, a damaged or missing file, a full disk, a busy
-        # run folder): one clear line, exit 2. Anything else is a bug and keeps its traceback.
+        # run folder): one clear line, exit 2. Anything else, a plain ValueError or KeyError
+        # included, is a bug and keeps its traceback.
         if debug:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"avfusion {name}: error: {msg}", file=sys.stderr)
+        print(f"avfusion {name}: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

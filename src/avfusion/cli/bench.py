@@ -21,9 +21,13 @@ import json
 
 from avfusion.bench.runner import BenchConfig, attn_ratios, bench_models, scheme_ratios
 from avfusion.bench.timing import load_average
-from avfusion.cli._common import parse_overrides, print_json, print_table
+from pathlib import Path
+
+from avfusion.cli._common import print_json, print_table
+from avfusion.errors import ConfigError
 from avfusion.layers.attention import ATTN_IMPLS
-from avfusion.models import list_models
+from avfusion.models import get_model_config, list_models
+from avfusion.utils.cli_args import int_at_least, parse_key_values
 
 _MODES = {"fwd": ("fwd",), "fwdbwd": ("fwdbwd",), "both": ("fwd", "fwdbwd")}
 
@@ -38,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("items", nargs="+", metavar="MODEL|key=value",
                    help="registered model names or shell patterns ('mbt_base*'), and config overrides "
                         "applied to every model (num_frames=8)")
-    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--batch-size", type=int_at_least(1), default=2)
     p.add_argument("--mode", choices=sorted(_MODES), default="both")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (eager if it fails)")
@@ -49,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="add an optimizer step to each training step")
     p.add_argument("--fused", choices=("auto", "on", "off"), default="auto", help="fused optimizer kernels")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch threads (default: torch's)")
+    p.add_argument("--warmup", type=int_at_least(0), default=1)
+    p.add_argument("--repeats", type=int_at_least(1), default=5)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory step")
     p.add_argument("--no-interleave", action="store_true",
                    help="time each model in turn instead of round-robin (round-robin keeps ratios fair "
@@ -69,7 +73,15 @@ def main(argv: list[str] | None = None) -> int:
         names += [n for n in found if n not in names]
     if not names:
         p.error("name at least one model")
-    overrides = parse_overrides(pairs)
+    overrides = parse_key_values(pairs)
+    for name in names:  # unknown names and bad overrides fail now, not after minutes of timing others
+        get_model_config(name, **overrides)
+    if args.out:  # the results are written at the end: a path that cannot take them fails first
+        out = Path(args.out)
+        if out.is_dir():
+            raise ConfigError(f"--out {out} is a directory; name a file, e.g. {out / 'bench.json'}")
+        if not out.parent.is_dir():
+            raise ConfigError(f"--out {out}: folder {out.parent} does not exist")
     impls = [None] if args.attn_impl is None else [s.strip() for s in args.attn_impl.split(",") if s.strip()]
     for impl in impls:
         if impl is not None and impl not in ATTN_IMPLS:

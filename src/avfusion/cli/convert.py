@@ -17,19 +17,30 @@ import sys
 from pathlib import Path
 
 from avfusion.convert.scenic_mbt import DEFAULT_IMAGE_SIZE, DEFAULT_NUM_FRAMES, DEFAULT_SPEC_SIZE
+from avfusion.errors import ConfigError, InputError
 
 
 def _read_labels(path: str) -> list[str]:
     """Class names from AudioSet's ``class_labels_indices.csv`` layout (index,mid,display_name)
     or a plain text file with one name per line."""
     p = Path(path)
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"--labels {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if p.suffix.lower() == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
         if not rows or "display_name" not in rows[0] or "index" not in rows[0]:
-            raise ValueError(f"{path}: expected columns index,mid,display_name")
+            raise InputError(f"--labels {path}: expected columns index,mid,display_name")
+        bad = next((r for r in rows if not (r["index"] or "").strip().isdigit()), None)
+        if bad is not None:
+            raise InputError(f"--labels {path}: index {bad['index']!r} of {bad['display_name']!r} "
+                             "is not a whole number")
         return [r["display_name"] for r in sorted(rows, key=lambda r: int(r["index"]))]
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise InputError(f"--labels {path}: no class names in it")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,21 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     from avfusion.models.pretrained import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 
     out = Path(args.out)
+    # Refused before the (slow) conversion; a failure inside it is a UserError or OSError, which
+    # `avfusion` (avfusion/cli/__init__.py) reports as one line.
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
     if (out / WEIGHTS_NAME).exists() and not args.force:
-        print(f"avfusion convert: {out} already holds a model; pass --force to overwrite", file=sys.stderr)
-        return 2
-    try:
-        class_names = _read_labels(args.labels) if args.labels else None
-        model, notes = convert_scenic_mbt_with_notes(
-            args.checkpoint, args.fusion_layer, num_frames=args.num_frames,
-            image_size=tuple(args.image_size) if args.image_size else None,
-            spec_size=tuple(args.spec_size) if args.spec_size else None,
-            name=args.name, class_names=class_names, test_with_bottlenecks=not args.test_without_bottlenecks,
-        )
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"avfusion convert: {msg}", file=sys.stderr)
-        return 2  # bad input, as the avfusion CLI reports it
+        raise ConfigError(f"--out {out} already holds a model; pass --force to overwrite")
+    class_names = _read_labels(args.labels) if args.labels else None
+    model, notes = convert_scenic_mbt_with_notes(
+        args.checkpoint, args.fusion_layer, num_frames=args.num_frames,
+        image_size=tuple(args.image_size) if args.image_size else None,
+        spec_size=tuple(args.spec_size) if args.spec_size else None,
+        name=args.name, class_names=class_names, test_with_bottlenecks=not args.test_without_bottlenecks,
+    )
     save_pretrained(model, out, metadata={"source": "scenic-mbt", "checkpoint": Path(args.checkpoint).name})
     c = model.cfg
     if len(c.modalities) == 1:
@@ -128,4 +137,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from avfusion.cli import main as avfusion_main  # its one-line errors and --debug
+
+    sys.exit(avfusion_main(["convert", *sys.argv[1:]]))

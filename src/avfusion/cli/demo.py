@@ -17,6 +17,7 @@ from avfusion.cli._common import print_table
 from avfusion.cli.models import describe
 from avfusion.models import create_model, list_models
 from avfusion.models.flops import count_flops
+from avfusion.utils.cli_args import int_at_least
 
 
 def _ms(fn, repeats: int = 3) -> float:
@@ -27,29 +28,35 @@ def _ms(fn, repeats: int = 3) -> float:
     return (time.perf_counter() - t0) / repeats * 1e3
 
 
-def _seed(text: str) -> int:
-    value = int(text)
-    if value < 0:  # numpy's generators, which draw the clips, take no negative seeds
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="avfusion demo", description=__doc__)
     p.add_argument("--out", default="runs/demo", help="where everything goes (default runs/demo)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per model")
-    p.add_argument("--clips", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="clips per split")
+    p.add_argument("--steps", type=int_at_least(1), default=None, help="training steps per model")
+    p.add_argument("--clips", type=int_at_least(1), nargs=3, metavar=("TRAIN", "VAL", "TEST"),
+                   help="clips per split")
     p.add_argument("--models", nargs="+", help="a subset of the five demo models")
     p.add_argument("--no-bigbuckbunny", action="store_true", help="skip the real-video prediction")
-    p.add_argument("--seed", type=_seed, default=None, help="seed of the data set and of training (default 0)")
-    p.add_argument("--jobs", type=int, default=None, help="models trained at once, one CPU thread each (default 2)")
+    # numpy's generators, which draw the clips, take no negative seeds
+    p.add_argument("--seed", type=int_at_least(0), default=None,
+                   help="seed of the data set and of training (default 0)")
+    p.add_argument("--jobs", type=int_at_least(1), default=None,
+                   help="models trained at once, one CPU thread each (default 2)")
     p.add_argument("--smoke", action="store_true", help="only run every tiny model on random inputs")
     p.add_argument("--pattern", default="*_tiny*", help="--smoke: which models to run")
     p.add_argument("--no-flops", action="store_true", help="--smoke: skip the paper-size FLOP table")
     args = p.parse_args(argv)
-    if not args.smoke:
-        return run_full(args)
-    return smoke(args)
+    if args.smoke:
+        if not list_models(args.pattern):
+            p.error(f"--pattern {args.pattern!r} matches no model (`avfusion models` lists all)")
+        return smoke(args)
+    if args.models:
+        from avfusion.demo.run import MODELS
+
+        known = [m for m, _ in MODELS]
+        unknown = [m for m in args.models if m not in known]
+        if unknown:
+            p.error(f"--models: {', '.join(map(repr, unknown))} not among the demo's models {', '.join(known)}")
+    return run_full(args)
 
 
 def run_full(args: argparse.Namespace) -> int:

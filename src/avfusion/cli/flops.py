@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 
-from avfusion.cli._common import parse_overrides, print_json, print_table
-from avfusion.models import list_models
+from avfusion.cli._common import print_json, print_table
+from avfusion.models import get_model_config, list_models
+from avfusion.models.config import MODALITIES
 from avfusion.models.flops import count_flops
+from avfusion.utils.cli_args import parse_key_values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,9 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     names = list_models(args.model) if any(ch in args.model for ch in "*?[") else [args.model]
     if not names:
         p.error(f"no model matches {args.model!r}")
-    overrides = parse_overrides(args.overrides)
     modalities = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
-    reports = [count_flops(n, modalities=modalities, **overrides) for n in names]
+    if not modalities or not set(modalities) <= set(MODALITIES):
+        p.error(f"--modalities must be a comma list of {', '.join(MODALITIES)}, got {args.modalities!r}")
+    overrides = parse_key_values(args.overrides)
+    # The config is built first, so an override named like a count_flops argument is still a config key.
+    reports = [count_flops(get_model_config(n, **overrides), modalities=modalities) for n in names]
     rows = [{"model": r.name, "params (M)": f"{r.params / 1e6:.1f}", "GFLOPs": f"{r.gflops:.1f}",
              "inputs": " ".join(f"{k}{tuple(v[1:])}" for k, v in r.inputs.items())} for r in reports]
     print_table(rows, ["model", "params (M)", "GFLOPs", "inputs"])

@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'mbt_*'")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     args = p.parse_args(argv)
-    rows = [describe(n) for n in list_models(args.pattern)]
+    names = list_models(args.pattern)
+    if not names:
+        p.error(f"no model matches {args.pattern!r} (`avfusion models` lists all)")
+    rows = [describe(n) for n in names]
     if args.json:
         print_json(rows)
     else:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from avfusion.errors import ConfigError, InputError
+
 
 class ParamReader:
     """Read named arrays from a flat ``'a/b/c' -> array`` mapping and remember which were used,
@@ -32,10 +34,10 @@ class ParamReader:
 
     def get(self, key: str, ndim: int | None = None) -> np.ndarray:
         if key not in self.flat:
-            raise KeyError(f"{self.source}: parameter {key!r} is missing")
+            raise InputError(f"{self.source}: parameter {key!r} is missing")
         a = np.asarray(self.flat[key])
         if ndim is not None and a.ndim != ndim:
-            raise ValueError(f"{self.source}: parameter {key!r} has shape {a.shape}, expected {ndim} dims")
+            raise InputError(f"{self.source}: parameter {key!r} has shape {a.shape}, expected {ndim} dims")
         self.used.add(key)
         return a
 
@@ -126,4 +128,4 @@ def inflate_2d_to_3d(weight: torch.Tensor, frames: int, mode: str = "central") -
         return out
     if mode == "average":
         return weight.unsqueeze(2).repeat(1, 1, frames, 1, 1) / frames
-    raise ValueError(f"tubelet inflation mode must be 'central' or 'average', got {mode!r}")
+    raise ConfigError(f"tubelet inflation mode must be 'central' or 'average', got {mode!r}")

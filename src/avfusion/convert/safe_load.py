@@ -6,6 +6,10 @@
 - ``.npz``: ``numpy.load(allow_pickle=False)``;
 - ``.msgpack`` (flax ``serialization.to_bytes``): plain msgpack with flax's ext types decoded
   here, so neither jax nor flax is needed.
+
+A file that is missing or a directory raises FileNotFoundError / IsADirectoryError (OSError,
+like any unreadable file); one that exists but is not a checkpoint of its kind raises
+:class:`~avfusion.errors.InputError` naming the file, whatever the parser underneath said.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import msgpack
 import numpy as np
 import torch
 
+from avfusion.errors import InputError
+
 __all__ = [
     "UnsafeCheckpointError",
     "flatten_tree",
@@ -30,8 +36,23 @@ __all__ = [
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
-class UnsafeCheckpointError(RuntimeError):
-    """A checkpoint that could only be read by running code from it."""
+class UnsafeCheckpointError(InputError, RuntimeError):
+    """A checkpoint that could only be read by running code from it (a RuntimeError too, as before)."""
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if it is a file; FileNotFoundError / IsADirectoryError naming it if not."""
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"checkpoint {str(p)!r} is a directory, not a file")
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
+    return p
+
+
+def _unreadable(path: str | os.PathLike, kind: str, e: BaseException) -> InputError:
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    return InputError(f"{str(path)!r} is not a readable {kind} ({type(e).__name__}: {first[:200]})")
 
 
 # -- torch / safetensors ---------------------------------------------------------------------
@@ -39,13 +60,21 @@ def load_torch_file(path: str | os.PathLike) -> Any:
     """``torch.load(weights_only=True)`` on CPU; a code-running pickle raises UnsafeCheckpointError."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refuses unknown globals with this error
+    except OSError:
+        raise
+    except pickle.UnpicklingError as e:
+        # weights_only refuses unknown globals with this error ("Unsupported global: GLOBAL x.y"),
+        # and also bytes that are no pickle at all ("Unsupported operand 103"): only the first is unsafe.
+        if "global" not in str(e).lower():
+            raise _unreadable(path, "PyTorch checkpoint", e) from None
         raise UnsafeCheckpointError(
             f"refused to load {str(path)!r}: it is a pickle that would import or call objects "
             f"other than tensors and plain containers (torch.load(weights_only=True) said: "
             f"{str(e).splitlines()[0]}). avfusion never loads checkpoints with a full unpickler; "
             "convert the file to .safetensors in a trusted environment first."
         ) from None
+    except Exception as e:  # torch's parser on a damaged or foreign file fails in many ways: all the file's
+        raise _unreadable(path, "PyTorch checkpoint", e) from None
 
 
 def _unwrap_state_dict(obj: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -57,24 +86,26 @@ def _unwrap_state_dict(obj: Any, path: str | os.PathLike) -> dict[str, torch.Ten
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors:
             return tensors
-    raise ValueError(f"{str(path)!r} holds no state dict (a mapping of names to tensors)")
+    raise InputError(f"{str(path)!r} holds no state dict (a mapping of names to tensors)")
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A flat ``name -> tensor`` state dict from .safetensors, .pth/.pt/.bin/.ckpt or .npz."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
+    p = checkpoint_file(path)
     suffix = p.suffix.lower()
     if suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(p), device="cpu")
+        try:
+            return load_file(str(p), device="cpu")
+        except SafetensorError as e:
+            raise _unreadable(p, "safetensors file", e) from None
     if suffix in TORCH_SUFFIXES:
         return _unwrap_state_dict(load_torch_file(p), p)
     if suffix == ".npz":
         return {k: torch.from_numpy(np.array(v)) for k, v in load_npz(p).items()}
-    raise ValueError(
+    raise InputError(
         f"unsupported checkpoint type {suffix!r} for {str(p)!r}: expected .safetensors, "
         f"{', '.join(TORCH_SUFFIXES)} or .npz"
     )
@@ -82,15 +113,24 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` (object arrays, which need pickle, are refused)."""
+    p = checkpoint_file(path)
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # np.load would take any other bytes for a pickle and refuse them as one
+        raise InputError(f"{str(p)!r} is not an .npz archive (no zip header)")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+    except OSError:
+        raise
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise UnsafeCheckpointError(
-                f"refused to load {str(path)!r}: it holds pickled object arrays, which could run code"
+                f"refused to load {str(p)!r}: it holds pickled object arrays, which could run code"
             ) from None
-        raise
+        raise _unreadable(p, ".npz archive", e) from None
+    except Exception as e:  # a damaged zip (BadZipFile, EOFError, ...)
+        raise _unreadable(p, ".npz archive", e) from None
 
 
 # -- flax msgpack ----------------------------------------------------------------------------
@@ -132,15 +172,18 @@ def _unchunk(tree: Any) -> Any:
 
 def load_flax_msgpack(path: str | os.PathLike) -> dict[str, Any]:
     """The nested dict a ``flax.serialization.to_bytes`` checkpoint holds (numpy leaves)."""
-    with open(path, "rb") as f:
+    with open(checkpoint_file(path), "rb") as f:
         data = f.read()
     try:
         tree = msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as e:
-        raise ValueError(f"{str(path)!r} is not a flax msgpack checkpoint: {e}") from None
+    except (msgpack.UnpackException, ValueError, TypeError) as e:  # TypeError: e.g. an unhashable map key
+        raise InputError(f"{str(path)!r} is not a flax msgpack checkpoint: {e}") from None
     if not isinstance(tree, dict):
-        raise ValueError(f"{str(path)!r} is not a flax msgpack checkpoint (top level is {type(tree).__name__})")
-    return _unchunk(tree)
+        raise InputError(f"{str(path)!r} is not a flax msgpack checkpoint (top level is {type(tree).__name__})")
+    try:
+        return _unchunk(tree)
+    except (KeyError, TypeError, ValueError) as e:  # a chunked-array record without its chunks or shape
+        raise InputError(f"{str(path)!r} is not a flax msgpack checkpoint: a damaged chunked array ({e!r})") from None
 
 
 def flatten_tree(tree: dict[str, Any], sep: str = "/", prefix: str = "") -> dict[str, Any]:

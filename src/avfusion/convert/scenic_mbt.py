@@ -49,6 +49,7 @@ import torch
 
 from avfusion.convert.keymaps import ParamReader, conv2d, conv3d, dense, flax_block, fold_rgb_to_one_channel, t
 from avfusion.convert.safe_load import flatten_tree, load_flax_msgpack
+from avfusion.errors import ConfigError, InputError
 from avfusion.models.config import ModelConfig, PreprocessConfig
 
 __all__ = ["ScenicMBTLayout", "conversion_notes", "convert_scenic_mbt", "convert_scenic_mbt_with_notes", "infer_layout", "scenic_mbt_config",
@@ -100,7 +101,7 @@ def scenic_mbt_params(tree: dict[str, Any]) -> dict[str, Any]:
             break
     if "Transformer" in node:
         return node
-    raise ValueError(
+    raise InputError(
         "not a scenic MBT checkpoint: no 'Transformer' parameters under 'optimizer/target' or "
         f"'params' (top-level keys: {sorted(tree)[:12]})"
     )
@@ -108,28 +109,28 @@ def scenic_mbt_params(tree: dict[str, Any]) -> dict[str, Any]:
 
 def _shape(flat: dict[str, np.ndarray], key: str) -> tuple[int, ...]:
     if key not in flat:
-        raise ValueError(f"not a scenic MBT checkpoint (or an unsupported variant): parameter {key!r} is missing")
+        raise InputError(f"not a scenic MBT checkpoint (or an unsupported variant): parameter {key!r} is missing")
     return tuple(np.shape(flat[key]))
 
 
 def infer_layout(flat: dict[str, np.ndarray]) -> ScenicMBTLayout:
     """Read every size from the shapes of a flat ``'a/b' -> array`` PARAMS mapping."""
     if "pre_logits/kernel" in flat:
-        raise ValueError("checkpoint has a 'pre_logits' layer (representation_size is set): "
+        raise InputError("checkpoint has a 'pre_logits' layer (representation_size is set): "
                          "avfusion's MBT has no pre-logits layer, so it cannot be converted exactly")
     has_rgb, has_spec = "embedding/kernel" in flat, "embedding_spectrogram/kernel" in flat
     if not has_rgb and not has_spec:
-        raise ValueError("not a scenic MBT checkpoint (or an unsupported variant): neither 'embedding/kernel' (RGB) "
+        raise InputError("not a scenic MBT checkpoint (or an unsupported variant): neither 'embedding/kernel' (RGB) "
                          "nor 'embedding_spectrogram/kernel' (spectrogram) is present")
     unimodal = has_rgb != has_spec
     cls_names = ("cls",) if unimodal else ("cls", "clsspectrogram")
     if not any(c in flat for c in cls_names):
-        raise ValueError(f"checkpoint has no CLS token{'s' if len(cls_names) > 1 else ''} "
+        raise InputError(f"checkpoint has no CLS token{'s' if len(cls_names) > 1 else ''} "
                          f"({', '.join(repr(c) for c in cls_names)}): it was trained with "
                          "classifier='gap' / 'gmp' / 'gsp' (pooling over all tokens) or '0', which avfusion's MBT "
                          "head does not implement; only classifier='token' (the released MBT models) is supported")
     if unimodal and "clsspectrogram" in flat:
-        raise ValueError("unsupported scenic MBT checkpoint: it has one modality's embedding "
+        raise InputError("unsupported scenic MBT checkpoint: it has one modality's embedding "
                          f"({'RGB' if has_rgb else 'spectrogram'} only) but a 'clsspectrogram' token, which scenic "
                          "creates only for an RGB+spectrogram model; the checkpoint looks edited or truncated")
     d = None
@@ -137,14 +138,14 @@ def infer_layout(flat: dict[str, np.ndarray]) -> ScenicMBTLayout:
     if has_rgb:
         emb = _shape(flat, "embedding/kernel")
         if len(emb) != 5:
-            raise ValueError(f"'embedding/kernel' has shape {emb}; a 3D tubelet kernel (ft, fh, fw, 3, d) "
+            raise InputError(f"'embedding/kernel' has shape {emb}; a 3D tubelet kernel (ft, fh, fw, 3, d) "
                              "is expected (scenic temporal_encoding '3d_conv')")
         ft, fh, fw, _, d = emb
         tubelet = (ft, fh, fw)
     if has_spec:
         spec = _shape(flat, "embedding_spectrogram/kernel")
         if len(spec) != 4 or (d is not None and spec[-1] != d):
-            raise ValueError(f"'embedding_spectrogram/kernel' has shape {spec}; expected (fh, fw, Cin, "
+            raise InputError(f"'embedding_spectrogram/kernel' has shape {spec}; expected (fh, fw, Cin, "
                              f"{d if d is not None else 'd'})")
         d = spec[-1]
         spec_patch = (spec[0], spec[1])
@@ -155,10 +156,10 @@ def infer_layout(flat: dict[str, np.ndarray]) -> ScenicMBTLayout:
         if m:
             (spec_layers if m.group(2) else rgb_layers).add(int(m.group(1)))
     if unimodal and has_rgb and spec_layers:
-        raise ValueError(f"unsupported scenic MBT checkpoint: RGB only (no spectrogram embedding) but it has "
+        raise InputError(f"unsupported scenic MBT checkpoint: RGB only (no spectrogram embedding) but it has "
                          f"spectrogram encoder blocks {sorted(spec_layers)} ('encoderblock_{{l}}_spectrogram')")
     if unimodal and has_spec and rgb_layers and spec_layers:
-        raise ValueError("unsupported scenic MBT checkpoint: spectrogram only, but it has both RGB-named "
+        raise InputError("unsupported scenic MBT checkpoint: spectrogram only, but it has both RGB-named "
                          "('encoderblock_{l}') and spectrogram ('encoderblock_{l}_spectrogram') encoder blocks; "
                          "a spectrogram-only scenic model runs one of the two (share_encoder=True: the RGB-named)")
     if unimodal and has_spec:
@@ -168,13 +169,13 @@ def infer_layout(flat: dict[str, np.ndarray]) -> ScenicMBTLayout:
         layers, suffix, shared = rgb_layers, "", not spec_layers
     depth = len(layers)
     if depth == 0 or layers != set(range(depth)):
-        raise ValueError(f"encoder blocks are not numbered 0..L-1: found {sorted(layers)}")
+        raise InputError(f"encoder blocks are not numbered 0..L-1: found {sorted(layers)}")
     if not unimodal and spec_layers and spec_layers != rgb_layers:
-        raise ValueError(f"spectrogram blocks {sorted(spec_layers)} do not match RGB blocks {sorted(rgb_layers)}")
+        raise InputError(f"spectrogram blocks {sorted(spec_layers)} do not match RGB blocks {sorted(rgb_layers)}")
 
     q = _shape(flat, f"Transformer/encoderblock_0{suffix}/MultiHeadDotProductAttention_0/query/kernel")  # (d, h, k)
     if len(q) != 3 or q[0] != d or q[1] * q[2] != d:
-        raise ValueError(f"attention query kernel has shape {q}; expected (d={d}, heads, d/heads)")
+        raise InputError(f"attention query kernel has shape {q}; expected (d={d}, heads, d/heads)")
     mlp = _shape(flat, f"Transformer/encoderblock_0{suffix}/MlpBlock_0/Dense_0/kernel")
     # minus the CLS slot
     n_rgb = _shape(flat, "Transformer/posembed_input/pos_embedding")[1] - 1 if has_rgb else 0
@@ -200,7 +201,7 @@ def _check_sizes(layout: ScenicMBTLayout, num_frames: int, image_size: tuple[int
     if "audio" in layout.modalities:
         errors += _check_audio_sizes(layout, spec_size)
     if errors:
-        raise ValueError("input sizes do not match the checkpoint:\n  " + "\n  ".join(errors))
+        raise ConfigError("input sizes do not match the checkpoint: " + "; ".join(errors))
 
 
 def _check_video_sizes(layout: ScenicMBTLayout, num_frames: int, image_size: tuple[int, int]) -> list[str]:
@@ -280,11 +281,11 @@ def scenic_mbt_config(
         return ModelConfig(modalities=layout.modalities, fusion="bottleneck", share_weights=False,
                            fusion_layer=layout.depth, **common)  # type: ignore[arg-type]
     if fusion_layer is None:
-        raise ValueError("--fusion-layer is required for an RGB+spectrogram checkpoint: it is scenic's "
+        raise ConfigError("--fusion-layer is required for an RGB+spectrogram checkpoint: it is scenic's "
                          "model.fusion_layer (behaviour, not visible in parameter shapes); the released "
                          "AudioSet MBT uses 8")
     if not 0 <= fusion_layer <= layout.depth:
-        raise ValueError(f"--fusion-layer must be in [0, {layout.depth}] for this {layout.depth}-layer checkpoint, "
+        raise ConfigError(f"--fusion-layer must be in [0, {layout.depth}] for this {layout.depth}-layer checkpoint, "
                          f"got {fusion_layer}")
     if layout.bottleneck_tokens is not None:
         fusion = "bottleneck"
@@ -349,7 +350,7 @@ def scenic_mbt_state_dict(flat: dict[str, np.ndarray], cfg: ModelConfig) -> dict
             sd.update({f"blocks.{stream}.{layer}.{k}": v for k, v in block.items()})
     leftover = r.unused()
     if leftover:
-        raise ValueError(f"scenic MBT checkpoint has parameters this converter does not map: {leftover[:10]}"
+        raise InputError(f"scenic MBT checkpoint has parameters this converter does not map: {leftover[:10]}"
                          + (f" (+{len(leftover) - 10} more)" if len(leftover) > 10 else ""))
     return sd
 

@@ -41,6 +41,7 @@ from avfusion.convert.keymaps import (
     t,
 )
 from avfusion.convert.safe_load import load_npz, load_state_dict
+from avfusion.errors import ConfigError, InputError
 from avfusion.layers.pos_embed import resample_pos_embed
 
 __all__ = ["ViTInitReport", "ViTWeights", "init_from_vit", "load_vit_state_dict", "vit_to_avfusion"]
@@ -105,7 +106,7 @@ def load_vit_state_dict(path: str | os.PathLike) -> ViTWeights:
     if any(k.startswith(("vit.", "embeddings.", "encoder.layer.")) for k in sd):
         sd = hf_vit_to_timm(sd)
     if "pos_embed" not in sd or "patch_embed.proj.weight" not in sd:
-        raise ValueError(f"{p!r} is not a ViT state dict: no 'pos_embed' / 'patch_embed.proj.weight' "
+        raise InputError(f"{p!r} is not a ViT state dict: no 'pos_embed' / 'patch_embed.proj.weight' "
                          f"(first keys: {sorted(sd)[:6]})")
     return ViTWeights(sd, _num_prefix_tokens(sd["pos_embed"]))
 
@@ -148,6 +149,9 @@ def hf_vit_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 continue
         out[k] = v  # kept under its own name: reported as unexpected
     for (i, kind), parts in qkv.items():
+        if len(parts) != 3:
+            raise InputError(f"Hugging Face ViT layer {i}: attention {kind} has only {sorted(parts)} "
+                             "of query, key, value")
         out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
     return out
 
@@ -186,7 +190,7 @@ def flax_vit_to_timm(arrays: dict[str, np.ndarray], source: str) -> ViTWeights:
     heads = set()
     for i in range(depth):
         prefix = f"Transformer/encoderblock_{i}"
-        heads.add(np.shape(flat[f"{prefix}/{names.attn}/query/kernel"])[1])
+        heads.add(r.get(f"{prefix}/{names.attn}/query/kernel", ndim=3).shape[1])
         sd.update({f"blocks.{i}.{k}": v for k, v in flax_block(r, prefix, names).items()})
     if "head/kernel" in r:  # the ImageNet classifier: never used, but named as timm names it
         sd["head.weight"], sd["head.bias"] = t(r.get("head/kernel").T), t(r.get("head/bias"))
@@ -209,7 +213,7 @@ def resample_grid(grid: torch.Tensor, old: tuple[int, int], new: tuple[int, int]
     if how == "timm":
         return resample_pos_embed(grid, old, new, 0)
     if how != "scenic":
-        raise ValueError(f"pos_resample must be one of {POS_RESAMPLE}, got {how!r}")
+        raise ConfigError(f"pos_resample must be one of {POS_RESAMPLE}, got {how!r}")
     if tuple(old) == tuple(new):
         return grid
     D = grid.shape[-1]
@@ -221,7 +225,7 @@ def resample_grid(grid: torch.Tensor, old: tuple[int, int], new: tuple[int, int]
 def _square_grid(n: int, what: str) -> tuple[int, int]:
     g = math.isqrt(n)
     if g * g != n:
-        raise ValueError(f"{what} has {n} patch positions, not a square grid; cannot infer its layout")
+        raise InputError(f"{what} has {n} patch positions, not a square grid; cannot infer its layout")
     return g, g
 
 
@@ -248,14 +252,14 @@ def vit_to_avfusion(
         weights = ViTWeights(sd, _num_prefix_tokens(sd["pos_embed"]) if "pos_embed" in sd else 0)
     vit, num_prefix_tokens = weights.state_dict, weights.num_prefix_tokens
     if weights.num_heads is not None and weights.num_heads != cfg.num_heads:
-        raise ValueError(f"{source}: the ViT has {weights.num_heads} attention heads, the model {cfg.num_heads}: "
+        raise InputError(f"{source}: the ViT has {weights.num_heads} attention heads, the model {cfg.num_heads}: "
                          "its qkv weights would be split into heads differently")
 
     def put(key: str, value: torch.Tensor, src: str) -> None:
         if key not in own:
             raise AssertionError(f"ViT key map bug: model has no {key!r}")
         if tuple(own[key].shape) != tuple(value.shape):
-            raise ValueError(f"{source}: cannot initialise {key!r} {tuple(own[key].shape)} from ViT tensor {src!r} "
+            raise InputError(f"{source}: cannot initialise {key!r} {tuple(own[key].shape)} from ViT tensor {src!r} "
                              f"{tuple(vit[src].shape)} (mapped to shape {tuple(value.shape)})")
         out[key] = value.to(own[key].dtype)
         used.add(src)

@@ -70,6 +70,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from avfusion.errors import ConfigError
+
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLITS = ("train", "val", "test")
 CONDITIONS = ("clean", "noisy_audio", "occluded_video")
@@ -275,7 +277,7 @@ def condition_counts(n: int, conditions: dict[str, float]) -> dict[str, int]:
     names = list(conditions)
     w = np.array([conditions[k] for k in names], dtype=np.float64)
     if (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"bad condition fractions {conditions}")
+        raise ConfigError(f"condition fractions must be >= 0 with a positive sum, got {conditions}")
     q = n * w / w.sum()
     counts = np.floor(q + 1e-9).astype(int)
     for i in np.argsort(-(q - counts), kind="stable")[: n - counts.sum()]:
@@ -321,9 +323,9 @@ def generate(out_dir: str | os.PathLike, n_train: int = 600, n_val: int = 150, n
     conditions = dict(DEFAULT_CONDITIONS if conditions is None else conditions)
     unknown = set(conditions) - set(CONDITIONS)
     if unknown:
-        raise ValueError(f"unknown conditions {sorted(unknown)}; known: {CONDITIONS}")
+        raise ConfigError(f"unknown conditions {sorted(unknown)}; known: {CONDITIONS}")
     if size % 2:
-        raise ValueError("size must be even (yuv420p)")
+        raise ConfigError(f"size must be even (yuv420p), got {size}")
     fps_q = Fraction(fps).limit_denominator(1000)
     num_frames = int(round(float(fps_q) * duration))
     num_samples = int(round(SAMPLE_RATE * duration))

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from avfusion.errors import ConfigError
+
 AVERAGE_MODES = ("logits", "softmax", "sigmoid")
 
 
@@ -62,7 +64,7 @@ def _activate(scores: torch.Tensor, mode: str, class_splits: Mapping[str, int] |
         if sum(sizes) != scores.shape[1]:
             raise ValueError(f"class_splits {dict(class_splits or {})} do not add up to C={scores.shape[1]}")
         return torch.cat([part.softmax(dim=1) for part in scores.split(sizes, dim=1)], dim=1)
-    raise ValueError(f"mode must be one of {AVERAGE_MODES}, got {mode!r}")
+    raise ConfigError(f"mode must be one of {AVERAGE_MODES}, got {mode!r}")
 
 
 def average_views(scores: torch.Tensor | np.ndarray, clip_ids: Sequence[Hashable],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from avfusion.errors import ConfigError
 from avfusion.layers.attention import Attention
 
 
@@ -62,7 +63,7 @@ def fusion_attention(model: torch.nn.Module, inputs: dict[str, torch.Tensor], la
     if cfg.family == "streams" and cfg.fusion == "bottleneck":
         layer = layer % cfg.depth
         if layer < cfg.fusion_layer:
-            raise ValueError(f"layer {layer} is before the fusion layer {cfg.fusion_layer}: no bottlenecks there")
+            raise ConfigError(f"layer {layer} is before the fusion layer {cfg.fusion_layer}: no bottlenecks there")
         nb = model.bottleneck.shape[1]
         for m in inputs:
             block = model._stack(m)[layer]
@@ -75,4 +76,4 @@ def fusion_attention(model: torch.nn.Module, inputs: dict[str, torch.Tensor], la
             p = _probs(block.attn, x, slice(x.shape[1] - nb, x.shape[1])).mean(dim=(1, 2))[0]
             out[m] = p[1:1 + model.tokens.embed[m].num_patches].reshape(grids[m])
         return out
-    raise ValueError(f"no fusion tokens to map in a {cfg.family}/{cfg.fusion} model")
+    raise ConfigError(f"no fusion tokens to map in a {cfg.family}/{cfg.fusion} model")

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from avfusion.errors import ConfigError, InputError
+
 ArrayLike = torch.Tensor | np.ndarray | Sequence[Any]
 
 TASK_KINDS = ("multilabel", "single", "multihead")
@@ -36,7 +38,7 @@ def _as_float64(x: ArrayLike, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must be real")
     t = t.to(torch.float64)
     if not torch.isfinite(t).all():
-        raise ValueError(f"{name} holds NaN or infinite values; metrics need finite scores")
+        raise InputError(f"{name} holds NaN or infinite values; metrics need finite scores (a diverged model?)")
     return t
 
 
@@ -220,7 +222,7 @@ def topk_accuracy(scores: ArrayLike, labels: ArrayLike, ks: Sequence[int] = (1, 
     """
     s, y = _check_single(scores, labels)
     if any(k < 1 for k in ks):
-        raise ValueError(f"every k must be >= 1, got {tuple(ks)}")
+        raise ConfigError(f"every k must be >= 1, got {tuple(ks)}")
     return _topk_from_ranks(_label_ranks(s, y), s.shape[1], ks)
 
 
@@ -261,7 +263,7 @@ def single_label_metrics(scores: ArrayLike, labels: ArrayLike, ks: Sequence[int]
 # -- EPIC-KITCHENS verb / noun / action ----------------------------------------------------------
 def _probs(scores: torch.Tensor, score_type: str) -> torch.Tensor:
     if score_type not in SCORE_TYPES:
-        raise ValueError(f"score_type must be one of {SCORE_TYPES}, got {score_type!r}")
+        raise ConfigError(f"score_type must be one of {SCORE_TYPES}, got {score_type!r}")
     return scores.softmax(dim=1) if score_type == "logits" else scores
 
 
@@ -325,7 +327,7 @@ def classification_report(kind: str, scores: ArrayLike, targets: Any,
     score_type: "logits" or "probs"; only the EPIC action scores depend on it.
     """
     if score_type not in SCORE_TYPES:
-        raise ValueError(f"score_type must be one of {SCORE_TYPES}, got {score_type!r}")
+        raise ConfigError(f"score_type must be one of {SCORE_TYPES}, got {score_type!r}")
     if kind == "multilabel":
         ap, auc = _ap_auc(*_check_2d_pair(scores, targets))
         auc_summary = _auc_summary(auc)
@@ -335,7 +337,7 @@ def classification_report(kind: str, scores: ArrayLike, targets: Any,
         return single_label_metrics(scores, targets)
     if kind == "multihead":
         if not class_splits:
-            raise ValueError("kind='multihead' needs class_splits, e.g. {'verb': 97, 'noun': 300}")
+            raise ConfigError("kind='multihead' needs class_splits, e.g. {'verb': 97, 'noun': 300}")
         s = _as_float64(scores, "scores")
         sizes = list(class_splits.values())
         if s.ndim != 2 or s.shape[1] != sum(sizes):
@@ -350,7 +352,7 @@ def classification_report(kind: str, scores: ArrayLike, targets: Any,
                                 score_type=score_type)
             report["action"] = epic["action"]
         return report
-    raise ValueError(f"kind must be one of {TASK_KINDS}, got {kind!r}")
+    raise ConfigError(f"kind must be one of {TASK_KINDS}, got {kind!r}")
 
 
 def report_per_output(kind: str, outputs: Mapping[str, ArrayLike], targets: Any,

@@ -15,6 +15,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from avfusion.errors import ConfigError, InputError
+
 
 class Projector(nn.Module):
     """Linear (hidden=0) or MLP (Linear -> BN-free GELU -> Linear) projection, L2-normalised output."""
@@ -58,7 +60,7 @@ class ContrastiveHead(nn.Module):
         self.pairs = [tuple(p) for p in pairs]
         for p in self.pairs:
             if len(p) != 2 or p[0] == p[1] or not set(p) <= set(outputs):
-                raise ValueError(f"contrastive pair {list(p)} must name two different outputs of {list(outputs)}")
+                raise ConfigError(f"contrastive pair {list(p)} must name two different outputs of {list(outputs)}")
         used = sorted({o for p in self.pairs for o in p})
         self.proj = nn.ModuleDict({o: Projector(dim, out_dim, hidden) for o in used})
         self.temperature = temperature
@@ -67,7 +69,7 @@ class ContrastiveHead(nn.Module):
         """features: output -> (B, D) -> {"a-b": loss per pair}."""
         missing = [o for o in self.proj if o not in features]
         if missing:
-            raise ValueError(f"contrastive training needs outputs {missing}, which the model did not produce "
+            raise InputError(f"contrastive training needs outputs {missing}, which the model did not produce "
                              "(does every clip have both modalities?)")
         z = {o: self.proj[o](features[o]) for o in self.proj}
         return {f"{a}-{b}": info_nce(z[a], z[b], self.temperature) for a, b in self.pairs}

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avfusion.errors import ConfigError
 from avfusion.layers.masks import TokenMask
 
 AttnImpl = Literal["auto", "dense", "split", "flex"]
@@ -39,7 +40,7 @@ ATTN_IMPLS: tuple[str, ...] = ("auto", "dense", "split", "flex")
 
 def check_attn_impl(impl: str) -> str:
     if impl not in ATTN_IMPLS:
-        raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {impl!r}")
+        raise ConfigError(f"attn_impl must be one of {ATTN_IMPLS}, got {impl!r}")
     return impl
 
 

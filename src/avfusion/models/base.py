@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from avfusion.errors import InputError
 from avfusion.layers.attention import Attention
 from avfusion.models.config import MODALITIES, ModelConfig
 
@@ -40,7 +41,8 @@ def present_modalities(inputs: dict[str, torch.Tensor | None],
         raise ValueError(f"unknown input key(s) {sorted(unknown)}; a model takes {MODALITIES}")
     present = tuple(m for m in supported if inputs.get(m) is not None)
     if not present:
-        raise ValueError(f"inputs hold none of this model's modalities {list(supported)}: at least one is needed")
+        # A clip without the stream the model needs (audio-only model, silent video): the data's fault.
+        raise InputError(f"inputs hold none of this model's modalities {list(supported)}: at least one is needed")
     sizes = {inputs[m].shape[0] for m in present}  # type: ignore[union-attr]
     if len(sizes) > 1:
         raise ValueError(f"audio and video batch sizes differ: {sorted(sizes)}")

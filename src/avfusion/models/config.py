@@ -11,6 +11,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from avfusion.errors import ConfigError
 from avfusion.utils.dataclass_config import coerce_scalar
 
 MODALITIES: tuple[str, ...] = ("audio", "video")
@@ -110,34 +111,56 @@ class ModelConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self) -> None:
+        # Overrides and config.json come from users: shapes are checked here, before anything is
+        # built, so a bad value is a ConfigError naming its key rather than a TypeError deep down.
+        if isinstance(self.modalities, str):
+            self.modalities = (self.modalities,)  # "modalities=audio" on the command line
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown:
+            raise self._bad(f"modalities must be among {MODALITIES}, got {list(self.modalities)}")
         self.modalities = tuple(m for m in MODALITIES if m in self.modalities)  # canonical order
-        self.image_size = tuple(self.image_size)  # type: ignore[assignment]
-        self.tubelet = tuple(self.tubelet)  # type: ignore[assignment]
-        self.spec_size = tuple(self.spec_size)  # type: ignore[assignment]
-        self.spec_patch = tuple(self.spec_patch)  # type: ignore[assignment]
-        self.window_size = tuple(self.window_size)  # type: ignore[assignment]
-        self.spec_window = tuple(self.spec_window)  # type: ignore[assignment]
+        for key, n in _SIZE_TUPLES.items():
+            setattr(self, key, self._sizes(key, getattr(self, key), n))
         for key in ("depths", "stage_dims", "num_latents"):
             if getattr(self, key) is not None:
-                setattr(self, key, tuple(getattr(self, key)))
+                setattr(self, key, self._sizes(key, getattr(self, key), None))
         if self.family in HIERARCHICAL_FAMILIES and self.depths:
             self.depth = sum(self.depths)
         if isinstance(self.preprocess, dict):
-            self.preprocess = PreprocessConfig(**self.preprocess)
+            self.preprocess = PreprocessConfig(**_checked_kwargs(PreprocessConfig, self.preprocess))
+        elif not isinstance(self.preprocess, PreprocessConfig):
+            raise self._bad(f"preprocess must be a mapping of its keys, got {self.preprocess!r}")
         if self.class_splits is not None:
+            if not isinstance(self.class_splits, dict) or not all(
+                    isinstance(v, int) and v > 0 for v in self.class_splits.values()):
+                raise self._bad(f"class_splits must map head names to class counts, e.g. {{verb: 97, noun: 300}}, "
+                                f"got {self.class_splits!r}")
             self.class_splits = dict(self.class_splits)
             total = sum(self.class_splits.values())
             if total != self.num_classes:
-                raise ValueError(
-                    f"model config {self.name!r}: class_splits {self.class_splits} sum to {total}, "
-                    f"but num_classes is {self.num_classes}; set both"
-                )
+                raise self._bad(f"class_splits {self.class_splits} sum to {total}, but num_classes is "
+                                f"{self.num_classes}; set both")
         self.validate()
 
-    def validate(self) -> None:
-        def bad(msg: str) -> ValueError:
-            return ValueError(f"model config {self.name!r}: {msg}")
+    def _bad(self, msg: str) -> ConfigError:
+        return ConfigError(f"model config {self.name!r}: {msg}")
 
+    def _sizes(self, key: str, value: Any, n: int | None) -> tuple[int, ...]:
+        """``value`` as a tuple of ``n`` (any number if None) positive ints, or a ConfigError."""
+        ok = isinstance(value, (list, tuple)) and (n is None or len(value) == n) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+        if not ok:
+            what = f"{n} positive integers" if n else "a list of positive integers"
+            raise self._bad(f"{key} must be {what}, e.g. {key}=[{', '.join(['8'] * (n or 2))}], got {value!r}")
+        return tuple(value)
+
+    def validate(self) -> None:
+        bad = self._bad
+
+        small = {k: v for k in ("embed_dim", "num_heads", "mlp_dim", "num_frames") if (v := getattr(self, k)) < 1}
+        if small or self.depth < 0:
+            raise bad(f"embed_dim, num_heads, mlp_dim and num_frames must be >= 1 and depth >= 0, got "
+                      f"{small or {'depth': self.depth}}")
         if self.family not in FAMILIES:
             raise bad(f"family must be one of {FAMILIES}, got {self.family!r}")
         if not self.modalities:
@@ -155,6 +178,14 @@ class ModelConfig:
             raise bad(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.num_bottlenecks < 0 or self.num_fusion_tokens < 0 or self.num_classes < 1:
             raise bad("num_bottlenecks and num_fusion_tokens must be >= 0 and num_classes >= 1")
+        rates = {k: getattr(self, k) for k in ("drop_rate", "attn_drop_rate", "drop_path_rate")}
+        if not all(0.0 <= r < 1.0 for r in rates.values()):
+            raise bad(f"dropout rates must be in [0, 1), got {rates}")
+        video = (self.num_frames, *self.image_size)
+        if "video" in self.modalities and any(s % p for s, p in zip(video, self.tubelet)):
+            raise bad(f"num_frames x image_size {video} must be multiples of tubelet {self.tubelet}")
+        if "audio" in self.modalities and any(s % p for s, p in zip(self.spec_size, self.spec_patch)):
+            raise bad(f"spec_size {self.spec_size} must be a multiple of spec_patch {self.spec_patch}")
         if self.family == "streams" and self.fusion == "bottleneck" and self.fusion_layer < self.depth:
             if self.num_bottlenecks + int(self.bottleneck_extra_token) == 0:
                 raise bad("bottleneck fusion needs at least one bottleneck token")
@@ -180,9 +211,10 @@ class ModelConfig:
             raise bad(f"gelu must be 'tanh' or 'none', got {self.gelu!r}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise bad(f"{len(self.class_names)} class names for {self.num_classes} classes")
-        from avfusion.layers.attention import check_attn_impl
+        from avfusion.layers.attention import ATTN_IMPLS
 
-        check_attn_impl(self.attn_impl)
+        if self.attn_impl not in ATTN_IMPLS:
+            raise bad(f"attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
 
     # -- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -201,16 +233,29 @@ class ModelConfig:
                 key = k.split(".", 1)[1]
                 _checked_kwargs(PreprocessConfig, {key: v})
                 pre[key] = v
+            elif k == "preprocess":  # a whole section: a PreprocessConfig or a dict of its keys
+                if not isinstance(v, (PreprocessConfig, dict)):
+                    raise ConfigError(f"preprocess must be a mapping of its keys, e.g. preprocess.fps=25, got {v!r}")
+                pre.update(dataclasses.asdict(v) if isinstance(v, PreprocessConfig) else v)
             else:
                 d[k] = v
         d["preprocess"] = pre
         return ModelConfig.from_dict(d)
 
 
+# Fixed-length size fields: key -> number of entries.
+_SIZE_TUPLES = {"image_size": 2, "tubelet": 3, "spec_size": 2, "spec_patch": 2, "window_size": 3, "spec_window": 2}
+
+
 def _checked_kwargs(cls: type, d: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {sorted(names)}")
+        raise ConfigError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {sorted(names)}")
     hints = typing.get_type_hints(cls)  # scalar fields checked / converted ("1e-3" -> 0.001)
-    return {k: coerce_scalar(v, hints[k], k) for k, v in d.items()}
+    try:
+        return {k: coerce_scalar(v, hints[k], k) for k, v in d.items()}
+    except ConfigError:
+        raise
+    except ValueError as e:  # coerce_scalar's "config key 'x' expects int, got 'abc'": the user's value
+        raise ConfigError(str(e)) from None

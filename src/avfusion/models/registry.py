@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from avfusion.errors import ConfigError
 from avfusion.models.config import ModelConfig
 
 _REGISTRY: dict[str, Callable[[], ModelConfig]] = {}
@@ -33,7 +34,7 @@ def get_model_config(name: str, **overrides: Any) -> ModelConfig:
     """The named variant's config with ``overrides`` (any ModelConfig field) applied."""
     if name not in _REGISTRY:
         close = [n for n in _REGISTRY if name.split("_")[0] in n][:8]
-        raise KeyError(f"unknown model {name!r}; e.g. {close or list_models()[:8]} (`avfusion models` lists all)")
+        raise ConfigError(f"unknown model {name!r}; e.g. {close or list_models()[:8]} (`avfusion models` lists all)")
     cfg = _REGISTRY[name]()
     cfg.name = name
     return cfg.replace(**overrides) if overrides else cfg
