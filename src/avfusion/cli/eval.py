@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from avfusion.cli._common import print_table
+from avfusion.utils.cli_args import device_arg, int_at_least
 
 
 def table_rows(report: dict) -> list[dict]:
@@ -56,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="evaluation manifest (CSV / JSONL)")
     p.add_argument("--labels", required=True, help="label map (index,mid,display_name)")
     p.add_argument("--out", help="where eval.json and the plots go (default: MODEL/eval)")
-    p.add_argument("--clips", type=int, default=4, help="temporal clips per video (default 4, as MBT)")
+    p.add_argument("--clips", type=int_at_least(1), default=4, help="temporal clips per video (default 4, as MBT)")
     p.add_argument("--crops", type=int, default=3, choices=(1, 3), help="spatial crops per clip")
     p.add_argument("--task", choices=("multilabel", "single", "multihead"), help="default: from the labels")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int_at_least(1), default=4)
+    p.add_argument("--workers", type=int_at_least(0), default=0)
+    p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out files that cannot be used (listed in eval.json) instead of stopping")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")

@@ -13,7 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from avfusion.errors import UserError
+from avfusion.errors import InputError, UserError
+from avfusion.utils.cli_args import device_arg, int_at_least
 
 DEFAULT_MODEL = Path("runs/demo/best")
 
@@ -22,20 +23,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="avfusion predict", description=__doc__)
     p.add_argument("videos", nargs="+", help="video files (anything PyAV decodes)")
     p.add_argument("--model", help=f"an avfusion model directory (default: {DEFAULT_MODEL})")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--clips", type=int, default=4, help="clips averaged per file")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--top-k", type=int_at_least(1), default=5)
+    p.add_argument("--clips", type=int_at_least(1), default=4, help="clips averaged per file")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default) | auto | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     args = p.parse_args(argv)
     model_dir = Path(args.model) if args.model else DEFAULT_MODEL
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"no model directory {str(model_dir)!r}: pass --model DIR (or run `make demo` "
+        raise InputError(f"no model directory {str(model_dir)!r}: pass --model DIR (or run `make demo` "
                                 f"to train the default one)")
 
     from avfusion.eval.predict import predict_file
     from avfusion.models.pretrained import load_pretrained
 
-    model = load_pretrained(model_dir, map_location=args.device)
+    import torch
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_pretrained(model_dir, map_location=device)
     status = 0
     for video in args.videos:
         try:

@@ -34,6 +34,23 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def device_arg(text: str) -> str:
+    """An argparse ``type`` for ``--device``: auto, cpu, cuda or cuda:N, and CUDA only where there is one."""
+    import torch
+
+    if text == "auto":
+        return text
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA device")
+    if dev.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
 def parse_key_values(pairs: Iterable[str]) -> dict[str, Any]:
     """``["fusion_layer=4", "image_size=[112,112]"]`` -> {"fusion_layer": 4, ...}; values are YAML.
 
