@@ -229,3 +229,22 @@ def write_shards_for(rows, labels, cfg, out):
     res = write_shards(rows, labels, cfg, out)
     assert res.ok == len(rows), res.failures
     return res
+
+
+def test_shard_samples_with_missing_fields_name_the_shard_and_sample(tmp_path, corpus, small_cfg):
+    import webdataset as wds
+
+    from avfusion.errors import InputError
+
+    path = tmp_path / "shard-000000.tar"
+    with wds.TarWriter(str(path)) as w:
+        w.write({"__key__": "000000007", "json": json.dumps({"id": "x", "labels": ["Dog"]}).encode()})
+    labels = LabelMap.read(corpus.labels)
+    with pytest.raises(InputError) as e:
+        next(iter(ShardDataset(tmp_path, labels, small_cfg, train=False)))
+    msg = str(e.value)
+    assert str(path) in msg and "sample 000000007" in msg and "'start'" in msg and "'fps'" in msg
+    with wds.TarWriter(str(path)) as w:
+        w.write({"__key__": "000000008", "txt": b"no json here"})
+    with pytest.raises(InputError, match="sample 000000008: no .json member"):
+        next(iter(ShardDataset(tmp_path, labels, small_cfg, train=False)))

@@ -39,7 +39,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from avfusion.data.clips import ClipConfig, ClipProcessor
 from avfusion.data.decode import decode_video
-from avfusion.data.manifest import LabelMap, Row, RowProblem
+from avfusion.data.manifest import LabelMap, ManifestError, Row, RowProblem, UnknownLabel
 from avfusion.data.validate import check_row
 from avfusion.errors import InputError
 
@@ -345,8 +345,13 @@ class ShardDataset(IterableDataset):
             src = _shuffle(src, self.shuffle, rng)
         for raw in src:
             seg = ShardSegment(raw)  # names the shard and sample in an error
+            try:
+                label = self.labels.encode(seg.meta["labels"])
+            except (UnknownLabel, ManifestError) as e:  # shards prepared with another label map
+                raise InputError(f"{raw.get('__url__')} sample {raw.get('__key__')} ({seg.meta['id']!r}): "
+                                 f"{e}") from None
             sample = self.proc(seg, g if self.train else None)
-            sample["label"] = self.labels.encode(seg.meta["labels"])
+            sample["label"] = label
             sample["id"] = seg.meta["id"]
             yield sample
 
