@@ -20,8 +20,10 @@ shuffle buffer, and cuts clips with the same :class:`ClipProcessor` as the file 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import tarfile
 import os
 import random
 import warnings
@@ -40,6 +42,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from avfusion.data.clips import ClipConfig, ClipProcessor
 from avfusion.data.decode import decode_video
 from avfusion.data.manifest import LabelMap, ManifestError, Row, RowProblem, UnknownLabel
+from avfusion.data.sources import Source, resolve
 from avfusion.data.validate import check_row
 from avfusion.errors import InputError
 
@@ -298,15 +301,13 @@ class ShardDataset(IterableDataset):
     prepare with ``--shard-size`` small enough for your world x workers.
     """
 
-    def __init__(self, shards: Sequence[str] | str | os.PathLike, labels: LabelMap, cfg: ClipConfig,
+    def __init__(self, shards: Source | Sequence[str] | str | os.PathLike, labels: LabelMap, cfg: ClipConfig,
                  train: bool, shuffle: int = 0, seed: int = 0, rank: int | None = None,
                  world_size: int | None = None) -> None:
-        if isinstance(shards, (str, os.PathLike)):
-            p = Path(shards)
-            shards = sorted(str(s) for s in p.glob("shard-*.tar")) if p.is_dir() else [str(p)]
-        if not shards:
-            raise FileNotFoundError("no shards given")
-        self.shards = list(shards)
+        src = shards if isinstance(shards, Source) else resolve(shards)  # folder, pattern, list or URL
+        if not src.is_shards:
+            raise InputError(f"{src.spec}: a manifest, not shards (use VideoDataset)")
+        self.shards = list(src.shards)
         self.labels, self.cfg, self.train = labels, cfg, train
         self.proc = ClipProcessor(cfg, train)
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
@@ -357,10 +358,21 @@ class ShardDataset(IterableDataset):
 
 
 def _group(url: str) -> Iterator[dict[str, Any]]:
-    """Samples of one tar, grouped by key, through webdataset's tar reader."""
-    with open(url, "rb") as stream:
+    """Samples of one tar (a path or any URL webdataset's ``gopen`` opens), grouped by key,
+    through webdataset's tar reader."""
+    try:
+        stream = wds.gopen(url, "rb")
+    except OSError as e:
+        raise InputError(f"{url}: cannot open: {e.strerror or e}") from None
+    try:
         files = ({**f, "__url__": url} for f in wds.tariterators.tar_file_iterator(stream))
         yield from wds.tariterators.group_by_keys(files)
+        stream.close()  # a pipe: command's exit status is checked here
+    except (tarfile.TarError, OSError) as e:
+        with contextlib.suppress(OSError):
+            stream.close()
+        what = "the command failed" if url.startswith("pipe:") else "not a readable tar"
+        raise InputError(f"{url}: {what} ({e})") from None
 
 
 def _shuffle(src: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:

@@ -1,0 +1,103 @@
+"""Where data comes from: one string (or list) names a *source*, for every command that reads data
+(train, pretrain, eval, predict, embed).
+
+A source is either
+- a manifest: a ``.csv`` / ``.jsonl`` file of rows (files decoded on the fly), or
+- shards written by ``avfusion prepare``, given as
+  - the folder prepare wrote (its ``shard-*.tar``, and its ``labels.csv`` / ``prepare.json``),
+  - one ``.tar`` file,
+  - a brace pattern (``shards/shard-{000000..000127}.tar``),
+  - a list: a Python list, or URLs joined with ``::``,
+  - any URL that webdataset's ``gopen`` opens: ``pipe:aws s3 cp s3://bucket/shard-000001.tar -``,
+    ``pipe:cat ...``, ``http(s)://...`` (read through ``curl``), with brace patterns inside.
+
+Brace expansion and ``::`` lists are webdataset's own (``shardlists.expand_urls``), and so is
+opening a URL (``gopen``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from webdataset.shardlists import expand_urls
+
+from avfusion.errors import ConfigError, InputError
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json")
+URL_PREFIXES = ("pipe:", "http://", "https://", "file:", "gs://", "s3://", "ais://")
+LABELS_NAME = "labels.csv"
+PREPARE_NAME = "prepare.json"
+
+
+@dataclass
+class Source:
+    """A resolved data source: a manifest, or a list of shard URLs (with what prepare left beside
+    them, when they are a local folder)."""
+
+    spec: str
+    manifest: Path | None = None
+    shards: list[str] = field(default_factory=list)
+    labels: Path | None = None  # the label map prepare wrote beside the shards
+    prepared: dict[str, Any] | None = None  # prepare.json: settings and counts of the preparation
+
+    @property
+    def is_shards(self) -> bool:
+        return self.manifest is None
+
+    def describe(self) -> str:
+        if self.manifest is not None:
+            return f"manifest {self.manifest}"
+        return f"{len(self.shards)} shard(s) from {self.spec}"
+
+
+def _is_url(s: str) -> bool:
+    return s.startswith(URL_PREFIXES) or "::" in s or ("{" in s and ".." in s)
+
+
+def resolve(spec: str | os.PathLike | Sequence[str]) -> Source:
+    """Resolve a source; an empty or unknown one is a one-line error naming it."""
+    if isinstance(spec, (list, tuple)):
+        urls = [u for s in spec for u in expand_urls(str(s))]
+        if not urls:
+            raise InputError("an empty list of shards")
+        return Source(spec="::".join(map(str, spec)), shards=urls)
+    s = os.fspath(spec)
+    if not s:
+        raise ConfigError("no data source given")
+    if _is_url(s):
+        urls = expand_urls(s)
+        local = [u for u in urls if not u.startswith(URL_PREFIXES)]
+        missing = [u for u in local if not os.path.isfile(u)]
+        if missing:
+            raise InputError(f"{s}: {len(missing)} of {len(urls)} shard(s) not found, e.g. {missing[0]}")
+        return Source(spec=s, shards=urls)
+    p = Path(s)
+    if p.is_dir():
+        shards = sorted(str(x) for x in p.glob("*.tar"))
+        if not shards:
+            hint = " (prepare has not finished any shard yet?)" if (p / PREPARE_NAME).exists() else ""
+            raise InputError(f"{s}: a folder without shards (*.tar){hint}")
+        src = Source(spec=s, shards=shards)
+        if (p / LABELS_NAME).is_file():
+            src.labels = p / LABELS_NAME
+        if (p / PREPARE_NAME).is_file():
+            try:
+                src.prepared = json.loads((p / PREPARE_NAME).read_text())
+            except ValueError as e:
+                raise InputError(f"{p / PREPARE_NAME}: not valid JSON ({e})") from None
+        return src
+    if not p.exists():
+        raise InputError(f"{s}: no such manifest, shard folder or file")
+    if p.suffix.lower() == ".tar":
+        return Source(spec=s, shards=[s])
+    if p.suffix.lower() in MANIFEST_SUFFIXES:
+        return Source(spec=s, manifest=p)
+    raise InputError(f"{s}: not a manifest (.csv / .jsonl), a folder of shards, a .tar, a brace pattern or a "
+                     "URL")
+
+
+__all__ = ["Source", "resolve", "MANIFEST_SUFFIXES", "LABELS_NAME", "PREPARE_NAME"]
