@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "data"))
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment  # noqa: E402
 from avfusion.data.datasets import VideoDataset  # noqa: E402
 from avfusion.data.manifest import LabelMap, Row, read_manifest  # noqa: E402
-from avfusion.data.shards import ShardDataset, write_shards  # noqa: E402
+from avfusion.data.prepare import write_shards
+from avfusion.data.shards import ShardDataset  # noqa: E402
 from avfusion.models.config import ModelConfig  # noqa: E402
 
 

@@ -224,7 +224,7 @@ def test_short_segment_context_is_the_same_from_file_and_shard(corpus, tmp_path,
 
 
 def write_shards_for(rows, labels, cfg, out):
-    from avfusion.data.shards import write_shards
+    from avfusion.data.prepare import write_shards
 
     res = write_shards(rows, labels, cfg, out)
     assert res.ok == len(rows), res.failures

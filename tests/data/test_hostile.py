@@ -17,7 +17,8 @@ import torch
 from avfusion.data.datasets import SampleError, VideoDataset
 from avfusion.data.decode import decode, grid_times
 from avfusion.data.manifest import LabelMap, read_manifest
-from avfusion.data.shards import ShardDataset, write_shards
+from avfusion.data.prepare import write_shards
+from avfusion.data.shards import ShardDataset
 from avfusion.data.validate import validate_rows
 from avfusion.errors import UserError
 from hostile import CASES, REACHES_DAMAGE, markdown_table

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from avfusion.data.shards import ShardDataset, write_shards
+from avfusion.data.prepare import write_shards
+from avfusion.data.shards import ShardDataset
 from avfusion.data.sources import resolve
 from avfusion.errors import UserError
 from avfusion.data.manifest import LabelMap, read_manifest

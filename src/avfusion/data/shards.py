@@ -1,10 +1,12 @@
-"""Prepared shards: decode once into WebDataset ``.tar`` files, then stream.
+"""Prepared shards: the sample format (``encode_row``), and streaming them (``ShardDataset``).
+Writing a corpus of them, in parallel and in parts, is avfusion.data.prepare.
 
-One tar member group per row (key = zero-padded running number; the row's id is in the JSON,
-since WebDataset keys cannot hold dots):
-- ``<key>.json``: id, labels (strings), segment start / end, the stored range data_start /
-  data_end (the segment, widened to a centred clip around a segment shorter than a clip), fps,
-  sample_rate, presence flags, number of real frames / samples;
+One tar member group per row (key = the row's zero-padded place in the manifest; the row's id is
+in the JSON, since WebDataset keys cannot hold dots):
+- ``<key>.json``: id, labels (strings), the segment start / end and the stored range data_start /
+  data_end (the segment, widened to a centred clip around a segment shorter than a clip) on the
+  file's timeline, its origin, fps, sample_rate, presence flags, each stream's span, which stored
+  frames / samples are real (runs), the rotation applied, validate's warnings and notes;
 - video, the segment's frames on the ``fps`` grid, short side resized to ``short_side``, as either
   ``<key>.frames.mp4`` (``video_format="h264"``, default: H.264 crf 23, 16-frame GOPs, odd sizes
   cropped by one pixel to even; 7-13x smaller than JPEG, ~10% slower to read) or
@@ -23,14 +25,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import tarfile
 import os
+import tarfile
 import random
 import warnings
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import av
 import msgpack
@@ -41,7 +42,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from avfusion.data.clips import ClipConfig, ClipProcessor
 from avfusion.data.decode import decode_video
-from avfusion.data.manifest import LabelMap, ManifestError, Row, RowProblem, UnknownLabel
+from avfusion.data.manifest import LabelMap, ManifestError, Row, UnknownLabel
 from avfusion.data.sources import Source, resolve
 from avfusion.data.validate import check_row
 from avfusion.errors import InputError
@@ -105,17 +106,6 @@ def decode_jpegs(jpegs: Sequence[bytes]) -> np.ndarray:
 # -- writing -------------------------------------------------------------------------------
 
 
-@dataclass
-class PrepareResult:
-    ok: int = 0
-    failed: int = 0
-    failures: list[dict[str, str]] = field(default_factory=list)
-    shards: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "failed": self.failed, "failures": self.failures, "shards": self.shards}
-
-
 def _runs(mask: np.ndarray) -> list[list[int]]:
     """[[start, end), ...] runs of True in a bool mask."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
@@ -165,56 +155,6 @@ def encode_row(row: Row, labels: LabelMap, cfg: ClipConfig, video_format: str = 
         pcm = np.clip(np.round(d.audio * 32767.0), -32768, 32767).astype("<i2")
         sample["audio.pcm"] = pcm.tobytes()
     return sample
-
-
-def write_shards(
-    rows: Iterable[Row],
-    labels: LabelMap,
-    cfg: ClipConfig,
-    out_dir: str | os.PathLike,
-    max_count: int = 256,
-    max_size: float = 1e9,
-    progress: Callable[[Iterable[Row]], Iterable[Row]] | None = None,
-    video_format: str = "h264",
-    bad_lines: Sequence[RowProblem] = (),
-) -> PrepareResult:
-    """Write ``out_dir/shard-%06d.tar``; each failing row (and each malformed manifest line in
-    ``bad_lines``) is recorded with its reason, never fatal."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    res = PrepareResult()
-    for b in bad_lines:
-        res.failed += 1
-        res.failures.append({"id": b.id, "line": b.line, "path": b.path, "reason": b.reason})
-    seen: dict[str, Row] = {}
-    pattern = str(out / "shard-%06d.tar")
-    rows = list(rows)
-    it = progress(rows) if progress else rows
-    with wds.ShardWriter(pattern, maxcount=max_count, maxsize=max_size, verbose=0) as sink:
-        for row in it:
-            try:
-                if row.id in seen:  # the same words as validate's
-                    raise InputError(f"duplicate id (first on line {seen[row.id].line})")
-                sample = encode_row(row, labels, cfg, video_format)
-            except Exception as e:  # noqa: BLE001 - one bad file never stops the run; it is reported,
-                # a bug with its exception type, so it shows up in the summary, not as a crash mid-run.
-                res.failed += 1
-                reason = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
-                res.failures.append({"id": row.id, "line": row.line, "path": row.path, "reason": reason})
-                continue
-            seen[row.id] = row
-            sample["__key__"] = f"{res.ok:09d}"
-            sink.write(sample)
-            res.ok += 1
-    if res.ok == 0:  # ShardWriter opens its first tar eagerly: leave no empty shard behind
-        for p in out.glob("shard-*.tar"):
-            p.unlink()
-    res.shards = sorted(str(p) for p in out.glob("shard-*.tar"))
-    with open(out / "prepare.json", "w") as f:
-        json.dump(res.to_dict(), f, indent=1)
-    if labels is not None:
-        labels.write(out / "labels.csv")
-    return res
 
 
 # -- reading -------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from avfusion.data.clips import ClipConfig
 from avfusion.data.datasets import collate
 from avfusion.data.manifest import LabelMap, read_manifest
 from avfusion.data.memory import MemoryClips, materialize
-from avfusion.data.shards import ShardDataset, write_shards
+from avfusion.data.prepare import write_shards
+from avfusion.data.shards import ShardDataset
 from avfusion.data.validate import summary as validation_summary
 from avfusion.data.validate import validate_rows
 from avfusion.demo.avdigits import generate

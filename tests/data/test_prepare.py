@@ -1,0 +1,96 @@
+"""Parallel, partitioned, resumable `avfusion prepare`: the same shards whatever the workers,
+parts or interruptions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from avfusion.cli import main as cli_main
+from avfusion.data.manifest import LabelMap, read_manifest
+from avfusion.data.prepare import write_shards
+from avfusion.data.shards import _group
+from avfusion.errors import ConfigError
+
+SMALL = ["--num-frames", "4", "--spec-frames", "100", "--short-side", "64", "--no-progress"]
+
+
+def contents(out: Path) -> dict[str, list[str]]:
+    """shard name -> the ids it holds, in order."""
+    return {p.name: [json.loads(s["json"])["id"] for s in _group(str(p))] for p in sorted(out.glob("*.tar"))}
+
+
+def test_workers_give_the_same_shards(corpus, small_cfg, tmp_path):
+    rows, labels = read_manifest(corpus.manifest), LabelMap.read(corpus.labels)
+    one = write_shards(rows, labels, small_cfg, tmp_path / "w1", max_count=3, workers=1)
+    two = write_shards(rows, labels, small_cfg, tmp_path / "w2", max_count=3, workers=2)
+    assert contents(tmp_path / "w1") == contents(tmp_path / "w2")
+    assert one.ok == two.ok == 7 and one.failures == two.failures and one.complete and two.complete
+    # shard i holds rows [3i, 3i+3) that decode: 14 rows -> 5 shards, in manifest order
+    ids = [i for names in contents(tmp_path / "w1").values() for i in names]
+    failed = {(f["id"], f["line"]) for f in one.failures}
+    assert ids == [r.id for r in rows if (r.id, r.line) not in failed]
+
+
+def test_parts_are_disjoint_and_complete(corpus, small_cfg, tmp_path):
+    rows, labels = read_manifest(corpus.manifest), LabelMap.read(corpus.labels)
+    whole = write_shards(rows, labels, small_cfg, tmp_path / "whole", max_count=2)
+    out = tmp_path / "parts"
+    seen = []
+    for k in range(3):
+        res = write_shards(rows, labels, small_cfg, out, max_count=2, part=(k, 3))
+        mine = {Path(s).name for s in res.shards} - set(seen)
+        assert all(int(name[6:12]) % 3 == k for name in mine)  # part k writes shards i = k mod 3
+        seen += sorted(mine)
+        assert res.complete == (k == 2)
+    assert len(seen) == len(set(seen))  # disjoint
+    assert contents(out) == contents(tmp_path / "whole")  # together complete, the same samples
+    merged = json.loads((out / "prepare.json").read_text())
+    assert merged["ok"] == whole.ok and merged["failed"] == whole.failed and merged["complete"]
+
+
+def test_rerun_skips_done_shards_and_other_settings_are_refused(corpus, small_cfg, tmp_path):
+    rows, labels = read_manifest(corpus.manifest), LabelMap.read(corpus.labels)
+    out = tmp_path / "s"
+    write_shards(rows, labels, small_cfg, out, max_count=4)
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    again = write_shards(rows, labels, small_cfg, out, max_count=4)
+    assert again.skipped == again.total == 4 and {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")} == stamp
+    with pytest.raises(ConfigError, match="shard_size"):
+        write_shards(rows, labels, small_cfg, out, max_count=5)
+    with pytest.raises(ConfigError, match="ids"):
+        write_shards(rows[:-1], labels, small_cfg, out, max_count=4)
+
+
+def test_killed_prepare_resumes_to_the_same_shards(corpus, tmp_path):
+    out, ref = tmp_path / "killed", tmp_path / "ref"
+    args = ["prepare", str(corpus.good_manifest), "--labels", str(corpus.labels), "--shard-size", "1", *SMALL]
+    assert cli_main([*args, "--out", str(ref)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "avfusion", *args, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / ".done").glob("shard-*.json"))) < 2 and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / ".done").glob("shard-*.json")))
+    assert 2 <= done < 7, f"killed after {done} shards; the test needs a kill mid-run"
+    assert cli_main([*args, "--out", str(out)]) == 0
+    assert contents(out) == contents(ref)
+    assert not list(out.glob("*.tmp"))
+    assert json.loads((out / "prepare.json").read_text())["complete"]
+
+
+def test_part_flag_is_checked(corpus, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["prepare", str(corpus.good_manifest), "--labels", str(corpus.labels), "--out", str(tmp_path),
+                  "--part", "3/2"])
+    assert "expected K/N with 0 <= K < N" in capsys.readouterr().err
