@@ -451,4 +451,4 @@ def _tensorboard(out: Path, resumed_from: int):
     except Exception:  # tensorboard is optional: metrics.jsonl always has the numbers
         return None
     # purge_step: a resumed run drops the events logged after its checkpoint (they come again).
-    return SummaryWriter(str(out / "tensorboard"), purge_step=resumed_from or None)
+    return SummaryWriter(str(out / "tensorboard"), purge_step=resumed_from + 1 if resumed_from else None)
