@@ -1,8 +1,9 @@
-"""Run a small training job (used as a subprocess by the SIGKILL test).
+"""Run a small training job (in-process from tests, or as a subprocess that a test kills).
 
-python fit_script.py OUT MAX_STEPS
+python fit_script.py OUT MAX_STEPS [key=value ...]
 """
 
+import math
 import sys
 from pathlib import Path
 
@@ -19,6 +20,24 @@ from avfusion.utils.dataclass_config import build  # noqa: E402
 from synthetic import SyntheticAV, collate  # noqa: E402
 
 
+class PoisonedTask(Task):
+    """A Task whose loss is NaN at the given (1-based) steps: a stand-in for a diverging run.
+
+    It counts its own forward calls (one per step: grad_accum=1); ``first_step`` is the step a
+    resumed run starts from."""
+
+    def __init__(self, *args, nan_steps=(), first_step: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.nan_steps, self.calls = set(nan_steps), first_step
+
+    def forward(self, batch: dict) -> dict:
+        losses = super().forward(batch)
+        self.calls += 1
+        if self.calls in self.nan_steps:
+            losses["loss"] = losses["loss"] * math.nan
+        return losses
+
+
 def make_config(out: str, max_steps: int, **extra: str) -> TrainConfig:
     overrides = [f"run.out={out}", f"run.max_steps={max_steps}", "run.save_every=2", "run.log_every=1",
                  "run.progress=false", "run.tensorboard=false", "data.batch_size=4", "data.num_workers=0",
@@ -28,17 +47,19 @@ def make_config(out: str, max_steps: int, **extra: str) -> TrainConfig:
     return build(TrainConfig, {}, overrides)
 
 
-def run(out: str, max_steps: int, stop_at: int | None = None, mixup_alpha: float = 0.0, **extra: str):
+def run(out: str, max_steps: int, stop_at: int | None = None, mixup_alpha: float = 0.0, nan_steps=(),
+        first_step: int = 0, on_log=None, **extra: str):
     cfg = make_config(out, max_steps, **extra)
     torch.manual_seed(cfg.run.seed)  # the initial weights depend on the seed only
     model = avfusion.create_model(cfg.model, **cfg.model_overrides)
-    task = Task(model, "supervised", "single", label_smoothing=0.1)
+    task = PoisonedTask(model, "supervised", "single", label_smoothing=0.1, nan_steps=nan_steps,
+                        first_step=first_step)
     transform = None
     if mixup_alpha:
         def transform(batch, g):
             return mixup(batch, mixup_alpha, model.cfg.num_classes, generator=g)
-    return fit(cfg, task, SyntheticAV(), collate, stop_at=stop_at, batch_transform=transform)
+    return fit(cfg, task, SyntheticAV(), collate, stop_at=stop_at, batch_transform=transform, on_log=on_log)
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], int(sys.argv[2]))
+    run(sys.argv[1], int(sys.argv[2]), **dict(a.split("=", 1) for a in sys.argv[3:]))

@@ -7,15 +7,21 @@
 Flags and key=value overrides (dotted, e.g. optim.lr=0.1 data.batch_size=16) apply on top of the
 config file. Running the same command again with the same --out resumes from its last
 checkpoint. Under torchrun it trains with DDP (NCCL on GPU, gloo on CPU).
+
+Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a checkpoint and exits with status
+130 / 143; the same command resumes. A diverging run (NaN / inf loss or gradients) stops with
+status 2 and keeps its last good checkpoint (see run.skip_nonfinite).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from avfusion.cli._common import print_table
+from avfusion.errors import ConfigError
 from avfusion.train.config import TrainConfig
 from avfusion.utils.dataclass_config import build, load_yaml
 
@@ -53,7 +59,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         base = load_yaml(overrides.pop(0))
     bad = [o for o in overrides if "=" not in o]
     if bad:
-        raise ValueError(f"expected key=value overrides after the config file, got {bad}")
+        raise ConfigError(f"expected key=value overrides after the config file, got {bad}")
     flags = [f"{key}={json.dumps(v)}" for flag, key in FLAGS.items() if (v := getattr(args, flag)) is not None]
     return build(TrainConfig, base, [*flags, *overrides])
 
@@ -62,8 +68,9 @@ def summarize(result, cfg: TrainConfig, as_json: bool) -> None:
     from pathlib import Path
 
     last = result.history[-1] if result.history else {}
+    loss = last.get("loss")
     row = {"out": str(result.out), "steps": result.steps, "resumed_from": result.resumed_from,
-           "final_loss": round(last.get("loss", float("nan")), 4)}
+           "final_loss": round(loss, 4) if isinstance(loss, float) and math.isfinite(loss) else None}
     eval_path = Path(cfg.run.out) / "eval.json"
     if eval_path.is_file():
         summary = json.loads(eval_path.read_text())["summary"]
@@ -79,8 +86,14 @@ def main(argv: list[str] | None = None, mode: str = "supervised", prog: str = "a
     args = parser(prog, __doc__ if mode == "supervised" else None).parse_args(argv)
     cfg = config_from_args(args)
     from avfusion.train.run import run_training
+    from avfusion.train.signals import TrainingInterrupted
 
-    result = run_training(cfg, mode)
+    try:
+        result = run_training(cfg, mode)
+    except TrainingInterrupted as e:  # a checkpoint was saved: one line, 130 (SIGINT) / 143 (SIGTERM)
+        if _is_main():
+            print(f"{prog}: {e}", file=sys.stderr)
+        return e.exit_status
     if result.out is not None and _is_main():
         summarize(result, cfg, args.json)
     return 0

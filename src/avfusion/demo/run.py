@@ -195,7 +195,9 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     best = max(audio_visual, key=lambda n: _top1(results[n]["report"]))
     best_dir = out / "best"
     shutil.rmtree(best_dir, ignore_errors=True)
-    shutil.copytree(out / "models" / best, best_dir, ignore=shutil.ignore_patterns("checkpoint", "*.jsonl"))
+    # best/ is a plain model directory: none of the run folder's training files.
+    shutil.copytree(out / "models" / best, best_dir, ignore=shutil.ignore_patterns(
+        "checkpoints", "checkpoint", ".lock", "train_config.json", "*.jsonl"))
 
     say("[6/7] predicting on test clips and on a real video")
     from avfusion.eval.predict import predict_file

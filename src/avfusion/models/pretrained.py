@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from avfusion.errors import InputError
 from avfusion.models.config import ModelConfig
 
 WEIGHTS_NAME = "model.safetensors"
@@ -78,6 +79,11 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
     cfg = load_config(directory, **overrides)
     model = build_model(cfg)
     state = load_file(str(weights), device="cpu")
+    # A model saved from a diverged run would print NaN scores: refuse it, naming the file.
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise InputError(f"{str(weights)!r}: {len(bad)} of {len(state)} weight tensors hold NaN or inf "
+                         f"(first: {bad[0]!r}); the training that wrote it diverged, so the model is unusable")
     own = model.state_dict()
     for name, t in state.items():
         if name in own and own[name].shape != t.shape:

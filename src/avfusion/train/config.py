@@ -1,15 +1,21 @@
 """Training configuration: typed dataclasses, loaded from YAML with dotted overrides.
 
 ``avfusion train CONFIG.yaml optim.lr=0.1 run.max_steps=100``; the resolved config is written
-to ``OUT/config.yaml`` with every run (and checked on resume).
+to ``OUT/train_config.json`` and stored in every checkpoint (a resume under another config is
+refused). Every value is checked when the config is built (:func:`validate`): a bad one is a
+:class:`~avfusion.errors.ConfigError` naming the key and the value, before anything runs.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from avfusion.data.clips import AugmentConfig
+from avfusion.errors import ConfigError
 
 TASKS = ("multilabel", "single", "multihead")
 
@@ -98,6 +104,9 @@ class RunConfig:
     find_unused_parameters: bool = False
     progress: bool = True
     tensorboard: bool = True  # when the tensorboard package is installed
+    # Steps whose loss or gradient norm is NaN / inf that may be skipped (no update; counted and
+    # logged); one more stops the run. 0: the first one stops it.
+    skip_nonfinite: int = 0
 
 
 @dataclass
@@ -115,16 +124,100 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        if self.optim.name not in ("sgd", "adamw"):
-            raise ValueError(f"optim.name must be 'sgd' or 'adamw', got {self.optim.name!r}")
-        if self.schedule.name not in ("cosine", "constant"):
-            raise ValueError(f"schedule.name must be 'cosine' or 'constant', got {self.schedule.name!r}")
-        if self.loss.aggregation not in ("auto", "mean", "sum"):
-            raise ValueError(f"loss.aggregation must be auto, mean or sum, got {self.loss.aggregation!r}")
-        for t in (self.data.task, self.loss.task):
-            if t not in (*TASKS, "auto"):
-                raise ValueError(f"task must be one of {TASKS} or 'auto', got {t!r}")
-        if self.run.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"run.precision must be auto, fp32 or bf16, got {self.run.precision!r}")
-        if self.run.grad_accum < 1:
-            raise ValueError("run.grad_accum must be >= 1")
+        validate(self)
+
+
+CONTRASTIVE_OUTPUTS = ("audio", "video", "fusion")  # ContrastiveHead's projectable outputs
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check every value of ``cfg``; raise one ConfigError listing each bad key and its value."""
+    errors: list[str] = []
+
+    def need(key: str, ok: bool, want: str) -> None:
+        if not ok:
+            value = cfg
+            for part in key.split("."):
+                value = getattr(value, part)
+            errors.append(f"{key} must be {want}, got {value!r}")
+
+    def num(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    def integer(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    def pair(x: Any) -> bool:
+        return isinstance(x, (list, tuple)) and len(x) == 2 and all(num(v) for v in x)
+
+    d, o, s, l, c, r, a = cfg.data, cfg.optim, cfg.schedule, cfg.loss, cfg.contrastive, cfg.run, cfg.data.augment
+    need("model", isinstance(cfg.model, str) and bool(cfg.model), "a registered model name")
+    need("model_overrides", isinstance(cfg.model_overrides, Mapping), "a mapping")
+
+    for key, choices in (("data.task", (*TASKS, "auto")), ("loss.task", (*TASKS, "auto")),
+                         ("optim.name", ("sgd", "adamw")), ("schedule.name", ("cosine", "constant")),
+                         ("loss.aggregation", ("auto", "mean", "sum")), ("run.precision", ("auto", "fp32", "bf16"))):
+        section, name = key.split(".")
+        need(key, getattr(getattr(cfg, section), name) in choices, "one of " + ", ".join(choices))
+
+    for key in ("data.batch_size", "data.eval_batch_size", "data.prefetch_factor", "data.eval_clips",
+                "contrastive.proj_dim", "run.save_every", "run.log_every", "run.grad_accum"):
+        section, name = key.split(".")
+        v = getattr(getattr(cfg, section), name)
+        need(key, integer(v) and v >= 1, "an integer >= 1")
+    for key in ("data.num_workers", "data.shuffle_buffer", "schedule.warmup_steps", "contrastive.proj_hidden",
+                "run.skip_nonfinite", "data.augment.freq_mask", "data.augment.time_mask",
+                "data.augment.num_freq_masks", "data.augment.num_time_masks", "data.augment.freq_jitter"):
+        *sections, name = key.split(".")
+        obj: Any = cfg
+        for part in sections:
+            obj = getattr(obj, part)
+        v = getattr(obj, name)
+        need(key, integer(v) and v >= 0, "an integer >= 0")
+    for key, v in (("run.max_steps", r.max_steps), ("schedule.max_steps", s.max_steps)):
+        need(key, v is None or (integer(v) and v >= 1), "empty (None) or an integer >= 1")
+    need("data.eval_crops", d.eval_crops in (1, 3), "1 (centre crop) or 3 (three-crop)")
+    need("run.seed", integer(r.seed) and 0 <= r.seed < 2**63, "an integer in [0, 2**63)")
+    need("run.eval_every", r.eval_every == 0,
+         "0 (periodic validation is not implemented: data.val is evaluated at the end of the run)")
+    need("run.out", isinstance(r.out, str) and bool(r.out.strip()), "a folder path")
+    need("run.device", isinstance(r.device, str) and _is_device(r.device), "auto, cpu, cuda or cuda:N")
+
+    need("optim.lr", num(o.lr) and o.lr > 0, "a number > 0")
+    need("optim.momentum", num(o.momentum) and 0 <= o.momentum < 1, "in [0, 1)")
+    need("optim.betas", pair(o.betas) and all(0 <= b < 1 for b in o.betas), "two numbers in [0, 1)")
+    need("optim.weight_decay", num(o.weight_decay) and o.weight_decay >= 0, "a number >= 0")
+    need("optim.clip_grad_norm", o.clip_grad_norm is None or (num(o.clip_grad_norm) and o.clip_grad_norm >= 0),
+         "empty (None) or a number >= 0 (0: no clipping)")
+    if o.nesterov and o.name == "sgd":
+        need("optim.nesterov", num(o.momentum) and o.momentum > 0, "false when optim.momentum is 0")
+
+    need("schedule.warmup_epochs", num(s.warmup_epochs) and s.warmup_epochs >= 0, "a number >= 0")
+    if r.max_steps is None and s.max_steps is None:  # the length of the run comes from the epochs
+        need("schedule.epochs", num(s.epochs) and s.epochs > 0, "a number > 0 (or set run.max_steps)")
+    lr_ok = num(o.lr) and o.lr > 0  # (a bad optim.lr is reported once, above)
+    need("schedule.min_lr", num(s.min_lr) and s.min_lr >= 0 and (not lr_ok or s.min_lr <= o.lr),
+         f"a number in [0, optim.lr = {o.lr}]")
+
+    need("loss.label_smoothing", num(l.label_smoothing) and 0 <= l.label_smoothing < 1, "in [0, 1)")
+    need("loss.weights", isinstance(l.weights, Mapping) and all(isinstance(k, str) and num(v) and v >= 0
+                                                               for k, v in l.weights.items()),
+         "a mapping of output name to a number >= 0")
+    need("contrastive.temperature", num(c.temperature) and c.temperature > 0, "a number > 0")
+    need("contrastive.pairs", isinstance(c.pairs, (list, tuple)) and len(c.pairs) > 0 and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and p[0] != p[1] and set(p) <= set(CONTRASTIVE_OUTPUTS)
+        for p in c.pairs), f"a list of pairs of two different outputs among {list(CONTRASTIVE_OUTPUTS)}")
+
+    need("data.mixup_alpha", num(d.mixup_alpha) and d.mixup_alpha >= 0, "a number >= 0 (0: no mixup)")
+    need("data.augment.crop_scale", pair(a.crop_scale) and 0 < a.crop_scale[0] <= a.crop_scale[1] <= 1,
+         "two numbers 0 < min <= max <= 1")
+    need("data.augment.crop_ratio", pair(a.crop_ratio) and 0 < a.crop_ratio[0] <= a.crop_ratio[1],
+         "two numbers 0 < min <= max")
+    need("data.augment.flip", num(a.flip) and 0 <= a.flip <= 1, "a probability in [0, 1]")
+    need("data.augment.color_jitter", num(a.color_jitter) and a.color_jitter >= 0, "a number >= 0")
+    if errors:
+        raise ConfigError("; ".join(errors))
+
+
+def _is_device(name: str) -> bool:
+    return re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name) is not None

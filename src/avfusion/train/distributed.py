@@ -51,6 +51,16 @@ def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return x / info.world_size
 
 
+def max_over_ranks(values: list[float], info: DistInfo, device: torch.device | None = None) -> list[float]:
+    """The element-wise maximum of ``values`` over ranks (one small all-reduce), so that decisions
+    taken from per-rank observations (a non-finite loss, a signal) are the same on every rank."""
+    if not info.enabled:
+        return list(values)
+    x = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return x.tolist()
+
+
 def gather_objects(obj: object, info: DistInfo) -> list[object]:
     """Every rank's ``obj`` in rank order (pickled over the process group; for metrics, not tensors in bulk)."""
     if not info.enabled:

@@ -9,6 +9,12 @@ ends with the same weights as an uninterrupted run (on CPU; tested with a real S
   (:class:`SeededSamples`), so it does not depend on which worker loads it or when;
 - model randomness (dropout, stochastic depth, mixup): the global RNG states are saved with the
   checkpoint and restored; the DataLoader gets its own generator so it never draws from them.
+
+Safety (docs/training.md): the run folder is locked while a run uses it; checkpoints follow a
+protocol with no window of loss (:mod:`avfusion.train.checkpoint`); a non-finite loss or gradient
+norm stops the run with a RunError before it can reach the weights (or, with
+``run.skip_nonfinite``, skips the step); SIGINT / SIGTERM finish the step, save a checkpoint and
+raise :class:`~avfusion.train.signals.TrainingInterrupted`.
 """
 
 from __future__ import annotations
@@ -29,11 +35,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from avfusion.models.pretrained import save_pretrained
-from avfusion.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from avfusion.errors import ConfigError, InputError, RunError
+from avfusion.train.checkpoint import (CHECKPOINTS_DIR, checkpoint_name, load_latest, remove_stale, rng_state,
+                                       save_checkpoint, set_aside, set_rng_state, write_model_dir)
 from avfusion.train.config import TrainConfig
-from avfusion.train.distributed import DistInfo, all_reduce_mean, shard_indices
+from avfusion.train.distributed import DistInfo, all_reduce_mean, barrier, max_over_ranks, shard_indices
 from avfusion.train.optim import build_optimizer, build_scheduler
+from avfusion.train.runfolder import atomic_write, lock_run_folder, trim_metrics
+from avfusion.train.signals import StopRequest, TrainingInterrupted, signals_blocked, worker_ignore_signals
 from avfusion.utils.dataclass_config import to_plain
 
 
@@ -117,6 +126,8 @@ class FitResult:
 def pick_device(name: str, info: DistInfo) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"run.device={name} but no CUDA device is available (use run.device=cpu or auto)")
     if name == "cuda":
         return torch.device("cuda", info.local_rank)
     return torch.device(name)
@@ -134,8 +145,9 @@ def fit(
     info: DistInfo = DistInfo(),
     batch_transform: Callable[[dict, torch.Generator], dict] | None = None,
     sampler: Sampler[int] | None = None,
-    on_log: Callable[[dict[str, float]], None] | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
     stop_at: int | None = None,
+    handle_signals: bool = True,
 ) -> FitResult:
     """Train ``task`` (a Task: model + loss) on ``train_set`` per ``cfg``; returns where it wrote.
 
@@ -144,11 +156,24 @@ def fit(
     ``sampler`` (default: :class:`ShuffleSampler`) must be rank-aware and epoch-seeded.
     The final model directory (model.safetensors + config.json) is written to ``cfg.run.out``.
     ``stop_at`` ends the run early at that step (after checkpointing), inside the full schedule:
-    for jobs split over several allocations.
+    for jobs split over several allocations. ``handle_signals``: SIGINT / SIGTERM (main thread
+    only) stop after the current step with a checkpoint, raising TrainingInterrupted.
+
+    Raises RunError when the run folder is in use, no checkpoint in it is usable, or the training
+    diverges (a non-finite loss or gradient norm beyond ``run.skip_nonfinite``); ConfigError when
+    the folder's checkpoint was written under another config.
     """
+    with lock_run_folder(cfg.run.out, info), StopRequest(enabled=handle_signals) as stop:
+        return _fit(cfg, task, train_set, collate, info, batch_transform, sampler, on_log, stop_at, stop)
+
+
+def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callable[[list], dict], info: DistInfo,
+         batch_transform: Callable[[dict, torch.Generator], dict] | None, sampler: Sampler[int] | None,
+         on_log: Callable[[dict[str, Any]], None] | None, stop_at: int | None, stop: StopRequest) -> FitResult:
     run = cfg.run
     out = Path(run.out)
     device = pick_device(run.device, info)
+    flag_device = device if info.enabled and device.type == "cuda" else None  # NCCL reduces CUDA tensors
     model = task.model
     task.to(device)
     extra = {"contrastive": task.contrastive} if getattr(task, "contrastive", None) is not None else {}
@@ -160,12 +185,12 @@ def fit(
 
     n = len(train_set)  # type: ignore[arg-type]
     if n == 0:
-        raise ValueError("the training set is empty")
+        raise InputError("the training set is empty")
     sampler = EpochSampler(sampler if sampler is not None else ShuffleSampler(n, run.seed, info))
     per_rank = len(sampler)
     if per_rank < cfg.data.batch_size:
-        raise ValueError(f"{per_rank} training samples per process is fewer than one batch of "
-                         f"{cfg.data.batch_size}: lower data.batch_size")
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is more than the {per_rank} training samples "
+                          "per process: lower data.batch_size")
     batches_per_epoch = max(1, per_rank // cfg.data.batch_size)  # drop_last: every step sees a full batch
     steps_per_epoch = max(1, batches_per_epoch // run.grad_accum)
     total = run.max_steps or cfg.schedule.max_steps or math.ceil(cfg.schedule.epochs * steps_per_epoch)
@@ -173,21 +198,29 @@ def fit(
     opt = build_optimizer({"model": model, **extra}, cfg.optim, device)
     sched = build_scheduler(opt, cfg.schedule, total, steps_per_epoch, cfg.optim.lr)
 
-    step, epoch, batch_in_epoch, history, resumed_from = 0, 0, 0, [], 0
-    ckpt = find_checkpoint(out)
+    # Resume. Nothing is written before the checkpoint is verified and its config accepted, so a
+    # refused resume leaves the folder as it was.
+    step, epoch, batch_in_epoch, history, skipped = 0, 0, 0, [], 0
+    saved: tuple[int, Path] | None = None  # the last good checkpoint: (step, folder)
+    ckpt, damaged = load_latest(out)
     if ckpt is not None:
-        state = load_checkpoint(ckpt, model, extra)
+        state = ckpt.state
+        _check_same_config(json.loads(state["config"]), to_plain(cfg))
+        ckpt.load_into(model, extra)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         history = [dict(h) for h in state.get("history", [])]
-        _check_same_config(json.loads(state["config"]), to_plain(cfg))
+        skipped = int(state.get("skipped_nonfinite", 0))
         set_rng_state(state["rng"])
-        resumed_from = step
-        if info.is_main:
-            print(f"resumed from {ckpt} at step {step} (epoch {epoch}, batch {batch_in_epoch})", file=sys.stderr)
-    elif info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        saved = (step, ckpt.path)
+        del ckpt, state  # loaded: do not hold a second copy of the weights and optimizer state
+    resumed_from = step
+    _check_same_step(step, info, flag_device)
+    barrier(info)  # every rank has read the checkpoint before rank 0 moves or writes anything
+    metrics_path = out / "metrics.jsonl"
+    if info.is_main:
+        _prepare_folder(out, cfg, step, damaged, saved)
 
     train_module: nn.Module = task
     if info.enabled:
@@ -198,8 +231,7 @@ def fit(
     if run.compile:
         train_module = torch.compile(train_module)  # type: ignore[assignment]
 
-    metrics_path = out / "metrics.jsonl"
-    tb = _tensorboard(out) if (run.tensorboard and info.is_main) else None
+    tb = _tensorboard(out, step) if (run.tensorboard and info.is_main) else None
     bar = _progress(total, step, enabled=run.progress and info.is_main)
     seeded = SeededSamples(train_set, run.seed)
     task.train()
@@ -207,112 +239,199 @@ def fit(
     accum: list[dict[str, torch.Tensor]] = []  # losses of the micro-batches of the current step
     shown_rate = 0.0  # clips/s of the last logging interval, for the progress bar
 
-    while step < total:
-        sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.data.batch_size)
-        loader = DataLoader(
-            seeded, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
-            num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory and device.type == "cuda",
-            generator=torch.Generator().manual_seed(_mix_seed(run.seed, epoch, 1)),
-            prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers else None,
-        )
-        for batch in loader:
-            batch = move_batch(batch, device)
-            if batch_transform is not None:
-                g = torch.Generator(device="cpu").manual_seed(_mix_seed(run.seed, step, len(accum), 2))
-                batch = batch_transform(batch, g)
-            with autocast():
-                try:
-                    losses = train_module(batch)
-                except Exception as e:
-                    if train_module is eager_module:
-                        raise
-                    # torch.compile is an optimisation: if it fails on this model / platform, say
-                    # why and train eagerly (compilation errors surface at the first call).
-                    print(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                          "training eagerly", file=sys.stderr)
-                    opt.zero_grad(set_to_none=True)
-                    train_module = eager_module
-                    losses = train_module(batch)
-            (losses["loss"] / run.grad_accum).backward()
-            accum.append({k: v.detach() for k, v in losses.items()})
-            batch_in_epoch += 1
-            clips_since += cfg.data.batch_size * info.world_size
-            if len(accum) < run.grad_accum:
-                continue
-            params = [p for g in opt.param_groups for p in g["params"]]
-            gnorm = (torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm)
-                     if cfg.optim.clip_grad_norm else torch.tensor(0.0))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            step += 1
-            row = {k: all_reduce_mean(torch.stack([a[k] for a in accum]).float().mean(), info).item()
-                   for k in accum[0]}
-            accum = []
-            if step % run.log_every == 0 or step == total:
-                now = time.perf_counter()
-                row.update(step=step, epoch=epoch, lr=sched.get_last_lr()[0], grad_norm=float(gnorm),
-                           clips_per_s=clips_since / max(now - t_last, 1e-9))
-                t_last, clips_since = now, 0
-                history.append(row)
-                if info.is_main:
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    if tb is not None:
-                        for k, v in row.items():
-                            if k not in ("step", "epoch"):
-                                tb.add_scalar(f"train/{k}", v, step)
-                    if on_log is not None:
-                        on_log(row)
-            if bar is not None:
-                if "clips_per_s" in row:
-                    shown_rate = row["clips_per_s"]
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{shown_rate:.1f}", refresh=False)
-            stopping = step >= total or (stop_at is not None and step >= stop_at)
-            if info.is_main and (step % run.save_every == 0 or stopping):
-                state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                         "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rng": rng_state(),
-                         "history": history, "config": json.dumps(to_plain(cfg))}
-                save_checkpoint(out, model, extra, state)
-            if stopping:
-                break
-        if step >= total or (stop_at is not None and step >= stop_at):
-            break
-        epoch, batch_in_epoch = epoch + 1, 0
+    def save() -> tuple[int, Path]:
+        if not info.is_main:
+            return step, out / CHECKPOINTS_DIR / checkpoint_name(step)  # where rank 0 writes it
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                 "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rng": rng_state(),
+                 "history": history, "config": json.dumps(to_plain(cfg)), "skipped_nonfinite": skipped}
+        return step, save_checkpoint(out, model, extra, state)
 
-    if bar is not None:
-        bar.close()
-    if tb is not None:
-        tb.close()
+    try:
+        while step < total:
+            sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.data.batch_size)
+            loader = DataLoader(
+                seeded, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
+                num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory and device.type == "cuda",
+                generator=torch.Generator().manual_seed(_mix_seed(run.seed, epoch, 1)),
+                prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers else None,
+                worker_init_fn=worker_ignore_signals if cfg.data.num_workers else None,
+            )
+            with signals_blocked():  # workers start with SIGINT / SIGTERM blocked, then ignore them
+                batches = iter(loader)
+            for batch in batches:
+                batch = move_batch(batch, device)
+                if batch_transform is not None:
+                    g = torch.Generator(device="cpu").manual_seed(_mix_seed(run.seed, step, len(accum), 2))
+                    batch = batch_transform(batch, g)
+                with autocast():
+                    try:
+                        losses = train_module(batch)
+                    except Exception as e:
+                        if train_module is eager_module:
+                            raise
+                        # torch.compile is an optimisation: if it fails on this model / platform, say
+                        # why and train eagerly (compilation errors surface at the first call).
+                        print(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                              "training eagerly", file=sys.stderr)
+                        opt.zero_grad(set_to_none=True)
+                        train_module = eager_module
+                        losses = train_module(batch)
+                (losses["loss"] / run.grad_accum).backward()
+                accum.append({k: v.detach() for k, v in losses.items()})
+                batch_in_epoch += 1
+                clips_since += cfg.data.batch_size * info.world_size
+                if len(accum) < run.grad_accum:
+                    continue
+                params = [p for g in opt.param_groups for p in g["params"]]
+                gnorm = _grad_norm(params, cfg.optim.clip_grad_norm)
+                row: dict[str, Any] = {
+                    k: all_reduce_mean(torch.stack([a[k] for a in accum]).float().mean(), info).item() for k in accum[0]}
+                accum = []
+                loss_value = row["loss"]
+                # A non-finite loss or gradient never reaches the weights. Every rank takes the same
+                # decisions (skip, stop on a signal) from one all-reduce.
+                finite = math.isfinite(loss_value) and math.isfinite(gnorm)
+                bad, signum = max_over_ranks([float(not finite), float(stop.signum)], info, flag_device)
+                step += 1
+                if bad:
+                    opt.zero_grad(set_to_none=True)  # no update, no scheduler step: the batch is spent
+                    skipped += 1
+                else:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    sched.step()
+                if step % run.log_every == 0 or step == total or bad:
+                    now = time.perf_counter()
+                    row.update(step=step, epoch=epoch, lr=sched.get_last_lr()[0], grad_norm=gnorm,
+                               clips_per_s=clips_since / max(now - t_last, 1e-9))
+                    if skipped:
+                        row["skipped_nonfinite"] = skipped
+                    row = {k: _json_number(v) for k, v in row.items()}
+                    t_last, clips_since = now, 0
+                    history.append(row)
+                    if info.is_main:
+                        with open(metrics_path, "a") as f:
+                            f.write(json.dumps(row, allow_nan=False) + "\n")
+                        if tb is not None:
+                            for k, v in row.items():
+                                if k not in ("step", "epoch") and v is not None:
+                                    tb.add_scalar(f"train/{k}", v, step)
+                        if on_log is not None:
+                            on_log(row)
+                if bad:
+                    if skipped > run.skip_nonfinite:
+                        raise RunError(_diverged(step, loss_value, gnorm, skipped, run.skip_nonfinite, saved))
+                    if info.is_main:
+                        print(f"step {step}: loss {loss_value}, gradient norm {gnorm}: not finite, step skipped "
+                              f"({skipped} of run.skip_nonfinite={run.skip_nonfinite})", file=sys.stderr)
+                if bar is not None:
+                    if "clips_per_s" in row:
+                        shown_rate = row["clips_per_s"]
+                    bar.update(1)
+                    loss = row.get("loss")
+                    bar.set_postfix(loss="nan" if loss is None else f"{loss:.4f}", clips_s=f"{shown_rate:.1f}",
+                                    refresh=False)
+                stopping = step >= total or (stop_at is not None and step >= stop_at) or bool(signum)
+                if step % run.save_every == 0 or stopping:
+                    saved = save()
+                if signum and step < total:  # (at the last step: write the final model first, below)
+                    barrier(info)  # the other ranks wait for rank 0's checkpoint before they exit
+                    raise TrainingInterrupted(int(signum), step, str(saved[1]) if saved else None)
+                if stopping:
+                    break
+            if step >= total or (stop_at is not None and step >= stop_at):
+                break
+            epoch, batch_in_epoch = epoch + 1, 0
+    finally:
+        if bar is not None:
+            bar.close()
+        if tb is not None:
+            tb.close()
+
     if info.is_main and step >= total:
-        save_pretrained(model, out)
+        write_model_dir(model, out)
+    # A signal during the last step or the final save: stop before what follows (the evaluation).
+    signum = max_over_ranks([float(stop.signum)], info, flag_device)[0]
+    if signum:
+        raise TrainingInterrupted(int(signum), step, str(saved[1]) if saved else None)
     return FitResult(out=out, steps=step, history=history, resumed_from=resumed_from)
 
 
-# Keys that may differ between a run and its resumption (where it runs, how it reports).
+def _prepare_folder(out: Path, cfg: TrainConfig, step: int, damaged: list[tuple[Path, str]],
+                    saved: tuple[int, Path] | None) -> None:
+    """Rank 0, once the resume is accepted: set damaged checkpoints aside, drop unfinished saves,
+    cut metrics.jsonl back to the checkpoint's step and record the resolved config."""
+    for path, why in damaged:
+        moved = set_aside(path)
+        fallback = saved[1].name if saved else "none"  # (load_latest raised if none was usable)
+        print(f"damaged checkpoint: {why}; set aside as {moved}; falling back to {fallback}", file=sys.stderr)
+    remove_stale(out / CHECKPOINTS_DIR)
+    trim_metrics(out / "metrics.jsonl", step)  # the steps after the checkpoint are logged again
+    atomic_write(out / "train_config.json", (json.dumps(to_plain(cfg), indent=2) + "\n").encode())
+    if saved is not None:
+        print(f"resumed from {saved[1]} at step {step}", file=sys.stderr)
+
+
+def _grad_norm(params: list[torch.Tensor], clip: float | None) -> float:
+    """The total gradient norm before clipping (computed whether or not clipping is on)."""
+    if clip:
+        return float(torch.nn.utils.clip_grad_norm_(params, clip))
+    return float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+
+
+def _json_number(v: Any) -> Any:
+    """metrics.jsonl is strict JSON: a non-finite number is written as null."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _diverged(step: int, loss: float, gnorm: float, skipped: int, allowed: int,
+              saved: tuple[int, Path] | None) -> str:
+    what = f"loss {loss}, gradient norm {gnorm}"
+    more = f" ({skipped} such steps, more than run.skip_nonfinite={allowed})" if allowed else ""
+    kept = (f"the last good checkpoint (step {saved[0]}) is kept in {saved[1]}" if saved
+            else "no checkpoint was saved before it")
+    return (f"training diverged at step {step}: {what}{more}; nothing non-finite was written and {kept}; "
+            "lower optim.lr (in a new --out) or allow skipping such steps with run.skip_nonfinite=N "
+            "(the same --out then resumes)")
+
+
+def _check_same_step(step: int, info: DistInfo, device: torch.device | None) -> None:
+    if info.enabled:
+        hi, neg_lo = max_over_ranks([float(step), float(-step)], info, device)
+        if hi != -neg_lo:
+            raise RunError(f"the ranks found checkpoints of different steps ({int(-neg_lo)} to {int(hi)}): "
+                           "--out must be on a filesystem that every node shares")
+
+
+# Keys that may differ between a run and its resumption (where it runs, how it reports, how many
+# non-finite steps it may skip).
 _RESUME_FREE = {"run.out", "run.device", "run.progress", "run.tensorboard", "run.log_every", "run.save_every",
-                "data.num_workers", "data.pin_memory", "data.prefetch_factor",
+                "data.num_workers", "data.pin_memory", "data.prefetch_factor", "run.skip_nonfinite",
                 "data.train", "data.val", "data.labels", "run.compile", "run.grad_checkpointing"}
 
 
-def _check_same_config(saved: dict, current: dict) -> None:
-    """Resuming under another config would silently train a different run: refuse, naming the keys."""
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict) and k != "model_overrides":
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "model_overrides":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
-    a, b = flat(saved), flat(current)
-    diff = sorted(k for k in set(a) | set(b) if k not in _RESUME_FREE and a.get(k) != b.get(k))
+
+def _check_same_config(saved: dict, current: dict) -> None:
+    """Resuming under another config would silently train a different run: refuse, naming the keys.
+    A key the saved config lacks (a field added since) counts as its default."""
+    defaults = _flat(to_plain(TrainConfig()))
+    a, b = _flat(saved), _flat(current)
+    diff = sorted(k for k in set(a) | set(b)
+                  if k not in _RESUME_FREE and a.get(k, defaults.get(k)) != b.get(k, defaults.get(k)))
     if diff:
-        details = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff)
-        raise ValueError(f"the checkpoint in this --out was written with another config ({details}); "
-                         "use a new --out, or the same settings to resume")
+        details = ", ".join(f"{k}: {a.get(k, defaults.get(k))!r} -> {b.get(k)!r}" for k in diff)
+        raise ConfigError(f"the checkpoint in this --out was written with another config ({details}); "
+                          "use a new --out, or the same settings to resume")
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -326,9 +445,10 @@ def _progress(total: int, initial: int, enabled: bool):
                 mininterval=interval)
 
 
-def _tensorboard(out: Path):
+def _tensorboard(out: Path, resumed_from: int):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # tensorboard is optional: metrics.jsonl always has the numbers
         return None
-    return SummaryWriter(str(out / "tensorboard"))
+    # purge_step: a resumed run drops the events logged after its checkpoint (they come again).
+    return SummaryWriter(str(out / "tensorboard"), purge_step=resumed_from + 1 if resumed_from else None)

@@ -17,6 +17,7 @@ from avfusion.data.datasets import VideoDataset, collate
 from avfusion.data.manifest import LabelMap, read_manifest
 from avfusion.data.mixup import mixup
 from avfusion.data.samplers import balanced_sampler
+from avfusion.errors import ConfigError
 from avfusion.eval.evaluate import LABEL_MODE, evaluate_manifest, infer_task
 from avfusion.heads.projector import ContrastiveHead
 from avfusion.models import create_model
@@ -24,9 +25,8 @@ from avfusion.models.pretrained import load_pretrained
 from avfusion.train.config import TrainConfig
 from avfusion.train.distributed import DistInfo, cleanup, init_distributed
 from avfusion.train.loop import FitResult, fit, pick_device
+from avfusion.train.runfolder import atomic_write, lock_run_folder
 from avfusion.train.task import Task
-from avfusion.utils.dataclass_config import to_plain
-
 
 
 def resolve_task(cfg: TrainConfig, labels_path: str, rows: list) -> str:
@@ -70,9 +70,9 @@ def build_model(cfg: TrainConfig, labels: LabelMap | None, task: str):
 def run_training(cfg: TrainConfig, mode: str = "supervised") -> FitResult:
     """Train per ``cfg`` ("supervised" or "contrastive"); evaluates on ``data.val`` at the end."""
     if not cfg.data.train:
-        raise ValueError("training needs data.train (a manifest)")
+        raise ConfigError("training needs data.train (a manifest)")
     if mode == "supervised" and not cfg.data.labels:
-        raise ValueError("supervised training needs data.labels (a label map)")
+        raise ConfigError("supervised training needs data.labels (a label map)")
     device = pick_device(cfg.run.device, DistInfo())
     info = init_distributed(device.type)
     try:
@@ -82,6 +82,13 @@ def run_training(cfg: TrainConfig, mode: str = "supervised") -> FitResult:
 
 
 def _run(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
+    # The run folder is locked first: a busy or unusable --out fails before any work, and the
+    # final evaluation is written under the same lock as the training.
+    with lock_run_folder(cfg.run.out, info):
+        return _run_locked(cfg, mode, info)
+
+
+def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     rows = read_manifest(cfg.data.train)
     labels, task_kind = None, "multilabel"
     if cfg.data.labels:
@@ -109,16 +116,14 @@ def _run(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     transform = None
     if cfg.data.mixup_alpha > 0:
         if task_kind == "multihead":
-            raise ValueError("mixup of multi-head (EPIC) labels is not supported: set data.mixup_alpha=0")
+            raise ConfigError("mixup of multi-head (EPIC) labels is not supported: set data.mixup_alpha=0")
         alpha, C = cfg.data.mixup_alpha, labels.num_classes
 
         def transform(batch: dict, g: torch.Generator) -> dict:
             return mixup(batch, alpha, C, generator=g)
 
     out = Path(cfg.run.out)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(to_plain(cfg), indent=2) + "\n")
+    # fit writes OUT/train_config.json, once a resumed checkpoint's config is accepted.
     result = fit(cfg, task, train_set, collate, info, batch_transform=transform, sampler=sampler)
 
     if cfg.data.val and mode == "supervised" and result.steps > 0:
@@ -126,6 +131,6 @@ def _run(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
                                    num_workers=cfg.data.num_workers, eval_clips=cfg.data.eval_clips,
                                    eval_crops=cfg.data.eval_crops, info=info, task=task_kind)
         if info.is_main:
-            (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+            atomic_write(out / "eval.json", (json.dumps(report, indent=2) + "\n").encode())
             print(f"validation: {json.dumps(report['summary'])}", file=sys.stderr)
     return result

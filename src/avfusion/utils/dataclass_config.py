@@ -4,6 +4,9 @@
 refuses unknown keys (naming the valid ones), parses override values as YAML scalars, and checks
 scalar fields against their annotated types (``1e-3``, which YAML 1.1 reads as a string, becomes
 the float a ``float`` field expects; ``"abc"`` for a float is refused naming the key).
+
+Every problem is a :class:`~avfusion.errors.ConfigError` (a ``ValueError``) whose one-line message
+names the file, line and column, or the key and the value.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from avfusion.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -26,8 +31,11 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"override {pair!r} is not key=value")
-        out[key.strip()] = yaml.safe_load(value)
+            raise ConfigError(f"override {pair!r} is not key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {pair!r}: the value is not valid YAML ({_yaml_problem(e)})") from None
     return out
 
 
@@ -36,7 +44,7 @@ def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     for k in keys[:-1]:
         d = d.setdefault(k, {})
         if not isinstance(d, dict):
-            raise ValueError(f"override {dotted!r}: {k!r} is not a section")
+            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
     d[keys[-1]] = value
 
 
@@ -46,17 +54,39 @@ def from_dict(cls: type[T], d: Mapping[str, Any] | None, where: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(d) - set(fields))
     if unknown:
-        raise ValueError(f"unknown config key(s) {[where + k for k in unknown]}; valid: {sorted(fields)}")
+        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; valid: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in d.items():
-        sub = _dataclass_type(hints[name])
-        if sub is not None and isinstance(value, Mapping):
-            value = from_dict(sub, value, f"{where}{name}.")
+        hint, key = hints[name], where + name
+        sub = _dataclass_type(hint)
+        if sub is not None and (isinstance(value, Mapping) or (value is None and not _optional(hint))):
+            value = from_dict(sub, value, f"{key}.")  # an empty section (`run:`) keeps the defaults
+        elif sub is not None and value is not None:
+            raise ConfigError(f"config key {key!r} must be a mapping (section), got {value!r}")
         else:
-            value = coerce_scalar(value, hints[name], where + name)
+            value = _check_container(coerce_scalar(value, hint, key), hint, key)
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _optional(hint: Any) -> bool:
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    return union and type(None) in typing.get_args(hint)
+
+
+def _check_container(value: Any, hint: Any, key: str) -> Any:
+    """A ``dict[...]`` field takes a mapping (an empty YAML entry: an empty one), a ``list[...]`` or
+    ``tuple[...]`` field a sequence; anything else would fail much later, far from its key."""
+    origin = typing.get_origin(hint)
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
+    elif origin in (list, tuple) and not isinstance(value, (list, tuple)):
+        raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
+    return value
 
 
 def _dataclass_type(hint: Any) -> type | None:
@@ -94,7 +124,7 @@ def coerce_scalar(value: Any, hint: Any, key: str) -> Any:
         return value
     elif want is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # a name or path YAML read as a number ("run.out=2026")
-    raise ValueError(f"config key {key!r} expects {want.__name__}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"config key {key!r} expects {want.__name__}, got {value!r} ({type(value).__name__})")
 
 
 def build(cls: type[T], base: Mapping[str, Any] | None = None, overrides: Iterable[str] = ()) -> T:
@@ -105,11 +135,32 @@ def build(cls: type[T], base: Mapping[str, Any] | None = None, overrides: Iterab
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    with open(path) as f:
-        d = yaml.safe_load(f) or {}
+    """A config file's top-level mapping; a missing or unreadable file, a YAML syntax error or a
+    file that is not a mapping is a ConfigError naming the file (and the line and column)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r}: YAML syntax error {_yaml_problem(e)}") from None
+    if d is None:
+        return {}
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: a config file must hold a mapping, got {type(d).__name__}")
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of config keys, got {type(d).__name__}")
     return d
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """'at line L, column C: what' (1-based) from a PyYAML error, in one line."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    what = getattr(e, "problem", None) or getattr(e, "context", None) or str(e).splitlines()[0]
+    where = f"at line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{what}"
 
 
 def to_plain(obj: Any) -> Any:
