@@ -75,7 +75,9 @@ def test_pretrain_then_linear_probe(data, tmp_path, capsys):
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 3 and summary["final_loss"] > 0
-    assert (pre / "checkpoint" / "extra.safetensors").is_file()  # the projectors are checkpointed
+    from avfusion.train.checkpoint import find_checkpoint
+
+    assert (find_checkpoint(pre) / "extra.safetensors").is_file()  # the projectors are checkpointed
     hist = [json.loads(x) for x in (pre / "metrics.jsonl").read_text().splitlines()]
     assert {"loss_audio-fusion", "loss_video-fusion", "loss_audio-video"} <= set(hist[-1])
 

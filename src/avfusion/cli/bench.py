@@ -27,7 +27,8 @@ from avfusion.cli._common import print_json, print_table
 from avfusion.errors import ConfigError
 from avfusion.layers.attention import ATTN_IMPLS
 from avfusion.models import get_model_config, list_models
-from avfusion.utils.cli_args import int_at_least, parse_key_values
+from avfusion.utils.cli_args import int_at_least
+from avfusion.utils.dataclass_config import parse_overrides
 
 _MODES = {"fwd": ("fwd",), "fwdbwd": ("fwdbwd",), "both": ("fwd", "fwdbwd")}
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         names += [n for n in found if n not in names]
     if not names:
         p.error("name at least one model")
-    overrides = parse_key_values(pairs)
+    overrides = parse_overrides(pairs)
     for name in names:  # unknown names and bad overrides fail now, not after minutes of timing others
         get_model_config(name, **overrides)
     if args.out:  # the results are written at the end: a path that cannot take them fails first

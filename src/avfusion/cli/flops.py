@@ -11,7 +11,7 @@ from avfusion.cli._common import print_json, print_table
 from avfusion.models import get_model_config, list_models
 from avfusion.models.config import MODALITIES
 from avfusion.models.flops import count_flops
-from avfusion.utils.cli_args import parse_key_values
+from avfusion.utils.dataclass_config import parse_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     modalities = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
     if not modalities or not set(modalities) <= set(MODALITIES):
         p.error(f"--modalities must be a comma list of {', '.join(MODALITIES)}, got {args.modalities!r}")
-    overrides = parse_key_values(args.overrides)
+    overrides = parse_overrides(args.overrides)
     # The config is built first, so an override named like a count_flops argument is still a config key.
     reports = [count_flops(get_model_config(n, **overrides), modalities=modalities) for n in names]
     rows = [{"model": r.name, "params (M)": f"{r.params / 1e6:.1f}", "GFLOPs": f"{r.gflops:.1f}",

@@ -253,9 +253,4 @@ def _checked_kwargs(cls: type, d: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {sorted(names)}")
     hints = typing.get_type_hints(cls)  # scalar fields checked / converted ("1e-3" -> 0.001)
-    try:
-        return {k: coerce_scalar(v, hints[k], k) for k, v in d.items()}
-    except ConfigError:
-        raise
-    except ValueError as e:  # coerce_scalar's "config key 'x' expects int, got 'abc'": the user's value
-        raise ConfigError(str(e)) from None
+    return {k: coerce_scalar(v, hints[k], k) for k, v in d.items()}

@@ -1,20 +1,14 @@
 """Command-line value checks shared by the subcommands.
 
-A bad value is refused naming the flag before any work starts: through argparse (usage and one
-error line, exit 2) for flag types, or as a :class:`~avfusion.errors.ConfigError` (one line,
-exit 2) for ``key=value`` overrides.
+A bad value is refused naming the flag before any work starts, through argparse (usage and one
+error line, exit 2). ``key=value`` overrides are parsed by
+:func:`avfusion.utils.dataclass_config.parse_overrides` (a one-line ConfigError).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
-from typing import Any
-
-import yaml
-
-from avfusion.errors import ConfigError
-from avfusion.utils.dataclass_config import parse_overrides
+from collections.abc import Callable
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -49,22 +43,3 @@ def device_arg(text: str) -> str:
     if dev.type not in ("cpu", "cuda"):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
     return text
-
-
-def parse_key_values(pairs: Iterable[str]) -> dict[str, Any]:
-    """``["fusion_layer=4", "image_size=[112,112]"]`` -> {"fusion_layer": 4, ...}; values are YAML.
-
-    A pair without ``=`` or a value that is not YAML is a ConfigError naming the pair (the parser
-    underneath raises a plain ValueError or a multi-line YAML error)."""
-    pairs = list(pairs)
-    for pair in pairs:
-        try:
-            parse_overrides([pair])
-        except ConfigError:
-            raise
-        except ValueError as e:
-            raise ConfigError(f"{e}; write key=value, e.g. fusion_layer=4") from None
-        except yaml.YAMLError as e:
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise ConfigError(f"override {pair!r}: the value is not valid YAML ({problem})") from None
-    return parse_overrides(pairs)
