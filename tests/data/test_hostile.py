@@ -224,3 +224,46 @@ def test_training_error_is_one_line_naming_the_row(hostile, small_cfg):
         VideoDataset([row], labels, small_cfg, train=True, seed=0)[0]
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("row 'cut50_index_first' (line ") and "truncated" in msg
+
+
+def _train(hostile, tmp_path, names, *extra):
+    from avfusion.cli import main
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    m = tmp_path / f"train_{len(names)}.csv"
+    with open(m, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "path", "labels"])
+        w.writerows([n, str(hostile["files"][n]), "Dog" if i % 2 else "Cat"] for i, n in enumerate(names))
+    out = tmp_path / f"run_{len(names)}"
+    return main(["train", "--model", "zorro_vit_tiny", "--train", str(m), "--labels", str(hostile["labels"]),
+                 "--out", str(out), "--max-steps", "3", "--batch-size", "4", "--workers", "0", "--seed", "0",
+                 "run.progress=false", "run.log_every=1", "optim.name=adamw", "optim.lr=0.001", *extra]), out
+
+
+def test_training_runs_over_every_valid_shape(hostile, tmp_path, capsys):
+    """`avfusion train` on all the files validate passes (unequal streams, starts at 1 s / 5 s,
+    VFR, rotation, audio-only, video-only, 1x1, 4000x3000, 8 channels at 96 kHz, a unicode name)."""
+    valid = [c.name for c in CASES if c.train == "sample"]
+    rc, out = _train(hostile, tmp_path, valid)
+    assert rc == 0, capsys.readouterr().err
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in rows)
+    assert "skipped_samples" not in rows[-1]
+
+
+def test_training_on_a_broken_file_is_one_line_or_a_counted_skip(hostile, tmp_path, capsys):
+    names = ["audio_longer_400ms", "start_5s", "zero_bytes", "vfr", "rotated_90", "video_only", "cut50_index_first",
+             "audio_only"]
+    rc, _ = _train(hostile, tmp_path, names)
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("avfusion train: error:")]
+    assert ("'zero_bytes'" in line and "empty file" in line) or ("'cut50_index_first'" in line and "truncated" in line)
+    assert "data.skip_bad_samples" in line
+    rc, out = _train(hostile, tmp_path / "skip", names, "data.skip_bad_samples=8")
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    n = rows[-1]["skipped_samples"]
+    assert 1 <= n <= 6 and err.count("skipped sample (") == n  # each one named on stderr

@@ -35,6 +35,10 @@ class DataConfig:
     eval_crops: int = 3  # spatial crops per clip (the papers' 3-crop protocol)
     balanced_sampler: bool = False  # AudioSet-style per-label weights
     shuffle_buffer: int = 1000  # streaming shards
+    # Training samples that cannot be used (a file that will not open, a truncated or damaged
+    # stream under the clip) stop the run naming the row (0), or up to this many are left out of
+    # their batch, counted in metrics.jsonl ("skipped_samples") and named on stderr.
+    skip_bad_samples: int = 0
     mixup_alpha: float = 0.0  # Beta(alpha, alpha); one lambda for both modalities, labels mixed
     # Per-sample augmentation: random resized crop (scale jitter), flip, colour jitter,
     # SpecAugment, frequency jitter (avfusion.data.clips.AugmentConfig).
@@ -166,7 +170,7 @@ def validate(cfg: TrainConfig) -> None:
         v = getattr(getattr(cfg, section), name)
         need(key, integer(v) and v >= 1, "an integer >= 1")
     for key in ("data.num_workers", "data.shuffle_buffer", "schedule.warmup_steps", "contrastive.proj_hidden",
-                "run.skip_nonfinite", "data.augment.freq_mask", "data.augment.time_mask",
+                "run.skip_nonfinite", "data.skip_bad_samples", "data.augment.freq_mask", "data.augment.time_mask",
                 "data.augment.num_freq_masks", "data.augment.num_time_masks", "data.augment.freq_jitter"):
         *sections, name = key.split(".")
         obj: Any = cfg

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from avfusion.data.datasets import SampleError
 from avfusion.errors import ConfigError, InputError, RunError
 from avfusion.train.checkpoint import (CHECKPOINTS_DIR, checkpoint_name, load_latest, remove_stale, rng_state,
                                        save_checkpoint, set_aside, set_rng_state, write_model_dir)
@@ -200,7 +201,7 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
 
     # Resume. Nothing is written before the checkpoint is verified and its config accepted, so a
     # refused resume leaves the folder as it was.
-    step, epoch, batch_in_epoch, history, skipped = 0, 0, 0, [], 0
+    step, epoch, batch_in_epoch, history, skipped, skipped_samples = 0, 0, 0, [], 0, 0
     saved: tuple[int, Path] | None = None  # the last good checkpoint: (step, folder)
     ckpt, damaged = load_latest(out)
     if ckpt is not None:
@@ -212,6 +213,7 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         history = [dict(h) for h in state.get("history", [])]
         skipped = int(state.get("skipped_nonfinite", 0))
+        skipped_samples = int(state.get("skipped_samples", 0))
         set_rng_state(state["rng"])
         saved = (step, ckpt.path)
         del ckpt, state  # loaded: do not hold a second copy of the weights and optimizer state
@@ -244,7 +246,8 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
             return step, out / CHECKPOINTS_DIR / checkpoint_name(step)  # where rank 0 writes it
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
                  "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rng": rng_state(),
-                 "history": history, "config": json.dumps(to_plain(cfg)), "skipped_nonfinite": skipped}
+                 "history": history, "config": json.dumps(to_plain(cfg)), "skipped_nonfinite": skipped,
+                 "skipped_samples": skipped_samples}
         return step, save_checkpoint(out, model, extra, state)
 
     try:
@@ -260,6 +263,13 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
             with signals_blocked():  # workers start with SIGINT / SIGTERM blocked, then ignore them
                 batches = iter(loader)
             for batch in batches:
+                bad_samples, empty = _bad_samples(batch, info, flag_device)
+                if bad_samples:
+                    skipped_samples += bad_samples
+                    _report_bad_samples(batch, skipped_samples, cfg.data.skip_bad_samples, info)
+                if empty:  # some rank has nothing left of its batch: every rank skips it alike
+                    batch_in_epoch += 1
+                    continue
                 batch = move_batch(batch, device)
                 if batch_transform is not None:
                     g = torch.Generator(device="cpu").manual_seed(_mix_seed(run.seed, step, len(accum), 2))
@@ -280,7 +290,7 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
                 (losses["loss"] / run.grad_accum).backward()
                 accum.append({k: v.detach() for k, v in losses.items()})
                 batch_in_epoch += 1
-                clips_since += cfg.data.batch_size * info.world_size
+                clips_since += len(batch["id"]) * info.world_size
                 if len(accum) < run.grad_accum:
                     continue
                 params = [p for g in opt.param_groups for p in g["params"]]
@@ -307,6 +317,8 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
                                clips_per_s=clips_since / max(now - t_last, 1e-9))
                     if skipped:
                         row["skipped_nonfinite"] = skipped
+                    if skipped_samples:
+                        row["skipped_samples"] = skipped_samples
                     row = {k: _json_number(v) for k, v in row.items()}
                     t_last, clips_since = now, 0
                     history.append(row)
@@ -404,10 +416,34 @@ def _check_same_step(step: int, info: DistInfo, device: torch.device | None) -> 
                            "--out must be on a filesystem that every node shares")
 
 
+def _bad_samples(batch: dict[str, Any], info: DistInfo, flag_device: torch.device | None) -> tuple[int, bool]:
+    """(samples left out of this micro-batch on all ranks together, whether some rank has none left),
+    the same on every rank: one small all-reduce in DDP, so the ranks decide alike."""
+    mine = [float(len(batch.get("errors", ()))), float(not batch["id"])]
+    if not info.enabled:
+        return int(mine[0]), bool(mine[1])
+    total = all_reduce_mean(torch.tensor(mine[0], dtype=torch.float64, device=flag_device), info).item()
+    _, empty = max_over_ranks(mine, info, flag_device)
+    return int(round(total * info.world_size)), bool(empty)
+
+
+def _report_bad_samples(batch: dict[str, Any], total: int, budget: int, info: DistInfo) -> None:
+    """Name each bad sample this rank saw; stop with the first one once ``total`` passes ``budget``."""
+    errors = batch.get("errors", [])
+    if total > budget:
+        first = errors[0][1] if errors else "a sample on another rank could not be used"
+        hint = ("`avfusion validate` finds such rows before training; data.skip_bad_samples=N leaves up to N out"
+                if budget == 0 else f"more than data.skip_bad_samples={budget} samples could not be used")
+        raise SampleError(f"{first}; {hint}")
+    for _, msg in errors:
+        print(f"skipped sample ({total} of data.skip_bad_samples={budget}): {msg}", file=sys.stderr)
+
+
 # Keys that may differ between a run and its resumption (where it runs, how it reports, how many
 # non-finite steps it may skip).
 _RESUME_FREE = {"run.out", "run.device", "run.progress", "run.tensorboard", "run.log_every", "run.save_every",
                 "data.num_workers", "data.pin_memory", "data.prefetch_factor", "run.skip_nonfinite",
+                "data.skip_bad_samples",
                 "data.train", "data.val", "data.labels", "run.compile", "run.grad_checkpointing"}
 
 

@@ -98,7 +98,10 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     model = build_model(cfg, labels, task_kind)
     clips = clip_config(model.cfg, cfg)
     # Contrastive pre-training reads no labels (a label map only sizes the heads for later).
-    train_set = VideoDataset(rows, labels if mode == "supervised" else None, clips, train=True, missing="error")
+    # Bad rows come back as markers that the loop (the main process) turns into one line or a
+    # counted skip (data.skip_bad_samples), never a worker's traceback.
+    train_set = VideoDataset(rows, labels if mode == "supervised" else None, clips, train=True, missing="error",
+                             on_error="mark")
 
     contrastive = None
     if mode == "contrastive":
