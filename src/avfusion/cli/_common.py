@@ -20,4 +20,4 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
 
 
 def print_json(obj: Any) -> None:
-    print(json.dumps(obj, sort_keys=False))
+    print(json.dumps(obj, sort_keys=False, allow_nan=False))  # --json output is strict JSON

@@ -79,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                                args.clips, args.crops, skip_bad=args.skip_bad)
     out = Path(args.out) if args.out else Path(args.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "eval.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     plots = write_plots(report, out)
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report, allow_nan=False))
     else:
         rows = table_rows(report)
         print_table(rows, list(rows[0]) if rows else ["condition"])

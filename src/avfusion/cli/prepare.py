@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     res = write_shards(rows, labels, clip_config(a), a.out, max_count=a.shard_size, video_format=a.video_format,
                        bad_lines=bad_lines, workers=a.workers, part=a.part, progress=show)
     if a.json:
-        print(json.dumps(res.to_dict(), indent=1))
+        print(json.dumps(res.to_dict(), indent=1, allow_nan=False))
         return 0
     if res.skipped:
         print(f"{res.skipped} shard(s) of this part were already done (resumed)")

@@ -79,7 +79,7 @@ def summarize(result, cfg: TrainConfig, as_json: bool) -> None:
                 row[f"{cond} {k}"] = None if v is None else round(v, 4)
     print_table([row], list(row))
     if as_json:
-        print(json.dumps(row))
+        print(json.dumps(row, allow_nan=False))
 
 
 def main(argv: list[str] | None = None, mode: str = "supervised", prog: str = "avfusion train") -> int:

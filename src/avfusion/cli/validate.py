@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     probs = validate_rows(rows, labels, clip_config(a), not a.no_decode, progress(a, "validate"), bad_lines)
     s = summary(rows, probs, len(bad_lines))
     if a.json:
-        print(json.dumps(s, indent=1))
+        print(json.dumps(s, indent=1, allow_nan=False))
     else:
         print(format_table(probs))
         print(f"\n{s['rows']} rows: {s['rows_with_errors']} with errors, "
