@@ -248,3 +248,19 @@ def test_shard_samples_with_missing_fields_name_the_shard_and_sample(tmp_path, c
         w.write({"__key__": "000000008", "txt": b"no json here"})
     with pytest.raises(InputError, match="sample 000000008: no .json member"):
         next(iter(ShardDataset(tmp_path, labels, small_cfg, train=False)))
+
+
+def test_prepare_takes_the_models_preprocessing(corpus, tmp_path, capsys):
+    """--model: shards are cut with exactly the geometry training will use (flags override one value)."""
+    from avfusion.models.registry import get_model_config
+
+    want = get_model_config("zorro_vit_tiny").preprocess
+    out = tmp_path / "s"
+    assert prepare_main([str(corpus.good_manifest), "--labels", str(corpus.labels), "--out", str(out),
+                         "--model", "zorro_vit_tiny", "--fps", "10", "--no-progress"]) == 0
+    meta = ShardSegment(next(_group(str(next(out.glob("*.tar")))))).meta
+    assert meta["short_side"] == want.short_side and meta["sample_rate"] == want.sample_rate and meta["fps"] == 10
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        prepare_main([str(corpus.good_manifest), "--labels", str(corpus.labels), "--out", str(out), "--fps", "0"])
+    assert "must be a finite number > 0" in capsys.readouterr().err

@@ -3,35 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 from typing import Iterable, TypeVar
 
 from avfusion.data.clips import ClipConfig
-from avfusion.models.config import ModelConfig, PreprocessConfig
+from avfusion.models.config import ModelConfig
+from avfusion.models.pretrained import load_config
+from avfusion.models.registry import get_model_config
+from avfusion.utils.cli_args import int_at_least, positive_float
 
 T = TypeVar("T")
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    d, pre = ModelConfig.__dataclass_fields__, PreprocessConfig()
     p.add_argument("manifest", help="CSV or JSONL manifest (columns id, path, start, end, labels)")
     p.add_argument("--labels", required=True, help="label map CSV: index,mid,display_name[,head]")
     p.add_argument("--label-mode", choices=["multi", "single", "multihead"], default=None,
                    help="label encoding (default: multihead if the map has heads, else multi)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--num-frames", type=int, default=d["num_frames"].default, help="frames per clip")
-    p.add_argument("--spec-frames", type=int, default=800, help="fbank frames per clip (10 ms each)")
-    p.add_argument("--fps", type=float, default=pre.fps)
-    p.add_argument("--frame-stride", type=int, default=pre.frame_stride)
-    p.add_argument("--sample-rate", type=int, default=pre.sample_rate)
-    p.add_argument("--short-side", type=int, default=pre.short_side)
+    p.add_argument("--model", help="take the clip sizes and preprocessing from this model: a registered name "
+                                   "(avfusion models) or a model directory (default: the MBT AudioSet setting); "
+                                   "the flags below override single values")
+    p.add_argument("--num-frames", type=int_at_least(1), help="frames per clip")
+    p.add_argument("--spec-frames", type=int_at_least(1), help="fbank frames per clip (10 ms each)")
+    p.add_argument("--fps", type=positive_float)
+    p.add_argument("--frame-stride", type=int_at_least(1))
+    p.add_argument("--sample-rate", type=int_at_least(1))
+    p.add_argument("--short-side", type=int_at_least(1))
     p.add_argument("--no-progress", action="store_true")
 
 
 def clip_config(a: argparse.Namespace) -> ClipConfig:
-    pre = PreprocessConfig(fps=a.fps, frame_stride=a.frame_stride, sample_rate=a.sample_rate,
-                           short_side=a.short_side)
-    return ClipConfig(num_frames=a.num_frames, spec_frames=a.spec_frames, preprocess=pre)
+    """The clip geometry: the model's (``--model``, so validate / prepare use exactly what training
+    will), with single values overridden by flags."""
+    if a.model is None:
+        cfg = ModelConfig()
+    elif Path(a.model).is_dir():
+        cfg = load_config(a.model)
+    else:
+        cfg = get_model_config(a.model)
+    pre = {k: v for k, v in (("fps", a.fps), ("frame_stride", a.frame_stride), ("sample_rate", a.sample_rate),
+                             ("short_side", a.short_side)) if v is not None}
+    clips = ClipConfig.from_model(cfg)
+    clips.preprocess = dataclasses.replace(cfg.preprocess, **pre)
+    if a.num_frames is not None:
+        clips.num_frames = a.num_frames
+    if a.spec_frames is not None:
+        clips.spec_frames = a.spec_frames
+    return clips
 
 
 def progress(a: argparse.Namespace, desc: str):  # type: ignore[no-untyped-def]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from avfusion.models.config import PreprocessConfig
+from avfusion.errors import ConfigError
 
 # Named normalisation presets: (mean, std, divisor multiplier). AST divides by 2 * std.
 AUDIO_NORM_PRESETS: dict[str, tuple[float, float, float]] = {
@@ -51,7 +52,7 @@ def kaldi_mel_banks(
     if high_freq <= 0:
         high_freq = nyquist + high_freq
     if not 0 <= low_freq < high_freq <= nyquist:
-        raise ValueError(f"bad mel range low={low_freq} high={high_freq} for sample rate {sample_rate}")
+        raise ConfigError(f"bad mel range low={low_freq} high={high_freq} for sample rate {sample_rate}")
     mel_low, mel_high = _mel(low_freq), _mel(high_freq)
     delta = (mel_high - mel_low) / (num_bins + 1)
     m = torch.arange(num_bins, dtype=torch.float64)[:, None]
@@ -182,7 +183,7 @@ def fit_frames(spec: torch.Tensor, num_frames: int, pad_value: float) -> torch.T
 def audio_norm_stats(cfg: PreprocessConfig) -> tuple[float, float]:
     """(mean, divisor) for ``cfg.audio_norm``: the preset's rule with the config's mean / std."""
     if cfg.audio_norm not in AUDIO_NORM_PRESETS:
-        raise ValueError(f"unknown audio_norm {cfg.audio_norm!r}; presets: {sorted(AUDIO_NORM_PRESETS)}")
+        raise ConfigError(f"unknown audio_norm {cfg.audio_norm!r}; presets: {sorted(AUDIO_NORM_PRESETS)}")
     if cfg.audio_norm == "none":
         return 0.0, 1.0
     mult = AUDIO_NORM_PRESETS[cfg.audio_norm][2]

@@ -25,6 +25,7 @@ from avfusion.data import video as V
 from avfusion.data.decode import Decoded, DecodeError, decode, open_container, read_timeline
 from avfusion.data.timeline import judge
 from avfusion.models.config import ModelConfig, PreprocessConfig
+from avfusion.errors import ConfigError
 
 
 @dataclass
@@ -58,7 +59,7 @@ class ClipConfig:
     @classmethod
     def from_model(cls, cfg: ModelConfig, **kw: Any) -> "ClipConfig":
         if cfg.spec_size[1] != cfg.preprocess.num_mel_bins:
-            raise ValueError(f"model {cfg.name!r}: spec_size {tuple(cfg.spec_size)} has {cfg.spec_size[1]} mel bins "
+            raise ConfigError(f"model {cfg.name!r}: spec_size {tuple(cfg.spec_size)} has {cfg.spec_size[1]} mel bins "
                              f"but preprocess.num_mel_bins is {cfg.preprocess.num_mel_bins}; make them agree")
         return cls(num_frames=cfg.num_frames, image_size=tuple(cfg.image_size), spec_frames=cfg.spec_size[0],
                    preprocess=cfg.preprocess, **kw)
@@ -257,7 +258,7 @@ class ClipProcessor:
                     x = V.resize_short_side(x, p.short_side)
                 views.append(V.center_crop(x, size))
             else:
-                raise ValueError(f"eval_crops must be 1 or 3, got {cfg.eval_crops}")
+                raise ConfigError(f"eval_crops must be 1 or 3, got {cfg.eval_crops}")
         return torch.stack([V.tchw_to_normalized(v, p.video_norm) for v in views])  # (V, 3, T, h, w)
 
     def audio_views(self, wav: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -37,6 +37,7 @@ from avfusion.train.config import TrainConfig
 from avfusion.train.loop import fit
 from avfusion.train.task import Task
 from avfusion.utils.dataclass_config import build
+from avfusion.errors import RunError
 
 # The five models the demo compares: (registry name, label).
 MODELS: tuple[tuple[str, str], ...] = (
@@ -96,7 +97,7 @@ def _validate(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, A
     say(f"[2/7] validated the manifests: {sum(v['rows'] for v in out.values())} rows, "
         f"{sum(v.get('errors', 0) for v in out.values())} errors, {sum(v.get('warnings', 0) for v in out.values())} warnings")
     if bad:
-        raise RuntimeError(f"AV-digits failed validation: {bad}")
+        raise RunError(f"AV-digits failed validation: {bad}")
     return out
 
 
@@ -109,7 +110,7 @@ def _prepare(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, Me
             shutil.rmtree(shard_dir, ignore_errors=True)
             res = write_shards(read_manifest(root / f"{split}.csv"), labels, clip_cfg, shard_dir)
             if res.failed:
-                raise RuntimeError(f"prepare failed for {res.failed} {split} clip(s): {res.failures[:3]}")
+                raise RunError(f"prepare failed for {res.failed} {split} clip(s): {res.failures[:3]}")
             (shard_dir / "prepare.json").write_text(json.dumps({"ok": res.ok}))
         stored = ClipConfig(num_frames=clip_cfg.num_frames, image_size=STORED, spec_frames=clip_cfg.spec_frames,
                             preprocess=clip_cfg.preprocess, eval_clips=1, eval_crops=1)

@@ -28,6 +28,17 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def positive_float(text: str) -> float:
+    """An argparse ``type`` for a finite number > 0 (a rate, a duration)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def device_arg(text: str) -> str:
     """An argparse ``type`` for ``--device``: auto, cpu, cuda or cuda:N, and CUDA only where there is one."""
     import torch
