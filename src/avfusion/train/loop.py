@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -45,15 +43,7 @@ from avfusion.train.optim import build_optimizer, build_scheduler
 from avfusion.train.runfolder import atomic_write, lock_run_folder, trim_metrics
 from avfusion.train.signals import StopRequest, TrainingInterrupted, signals_blocked, worker_ignore_signals
 from avfusion.utils.dataclass_config import to_plain
-
-
-def _mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (SplitMix-style), stable across processes and runs."""
-    x = 0x9E3779B97F4A7C15
-    for p in parts:
-        x ^= (int(p) + 0x9E3779B97F4A7C15 + (x << 6) + (x >> 2)) & 0xFFFFFFFFFFFFFFFF
-        x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    return x & 0x7FFFFFFFFFFFFFFF
+from avfusion.utils.seeding import mix_seed, seed_all
 
 
 class ShuffleSampler(Sampler[int]):
@@ -66,7 +56,7 @@ class ShuffleSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
         order = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
         return iter([order[i] for i in shard_indices(self.n, self.info, pad=True)])
 
@@ -109,10 +99,7 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, i = key
-        s = _mix_seed(self.seed, epoch, i)
-        random.seed(s)
-        np.random.seed(s % 2**32)
-        torch.manual_seed(s)
+        seed_all(mix_seed(self.seed, epoch, i))
         return self.dataset[i]
 
 
@@ -256,7 +243,7 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
             loader = DataLoader(
                 seeded, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
                 num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory and device.type == "cuda",
-                generator=torch.Generator().manual_seed(_mix_seed(run.seed, epoch, 1)),
+                generator=torch.Generator().manual_seed(mix_seed(run.seed, epoch, 1)),
                 prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers else None,
                 worker_init_fn=worker_ignore_signals if cfg.data.num_workers else None,
             )
@@ -272,7 +259,7 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
                     continue
                 batch = move_batch(batch, device)
                 if batch_transform is not None:
-                    g = torch.Generator(device="cpu").manual_seed(_mix_seed(run.seed, step, len(accum), 2))
+                    g = torch.Generator(device="cpu").manual_seed(mix_seed(run.seed, step, len(accum), 2))
                     batch = batch_transform(batch, g)
                 with autocast():
                     try:
