@@ -34,11 +34,11 @@ def test_torchrun_two_processes_match_single_process_eval(tmp_path):
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]  # rank 0 alone writes the log
 
-    from avfusion.eval.evaluate import evaluate_manifest
+    from avfusion.eval.evaluate import evaluate_source
     from avfusion.models.pretrained import load_pretrained
 
     model = load_pretrained(out)
-    single = evaluate_manifest(model, val, labels, "single", batch_size=2, eval_clips=2, eval_crops=1)
+    single = evaluate_source(model, val, labels, "single", batch_size=2, eval_clips=2, eval_crops=1)
     for cond, res in single["conditions"].items():
         ddp = ddp_report["conditions"][cond]
         assert ddp["num_videos"] == res["num_videos"]

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                         "on a loaded machine but holds every model in memory at once)")
     p.add_argument("--json", action="store_true", help="end with one JSON line per result and ratio")
     p.add_argument("--out", default=None, help="also write all results as one JSON file")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # flags may stand anywhere among the positionals
 
     names: list[str] = []
     pairs = [s for s in args.items if "=" in s]

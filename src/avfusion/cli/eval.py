@@ -1,4 +1,4 @@
-"""`avfusion eval --model DIR --data MANIFEST --labels LABELS [--json]`.
+"""`avfusion eval --model DIR --data MANIFEST|SHARDS [--labels LABELS] [--json]`.
 
 The papers' protocol: K uniformly spaced clips x 3 crops per video, logits averaged per video;
 metrics for `logits` and for every output head (audio, video, fusion, global); and, for
@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="avfusion eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="an avfusion model directory")
-    p.add_argument("--data", required=True, help="evaluation manifest (CSV / JSONL)")
-    p.add_argument("--labels", required=True, help="label map (index,mid,display_name)")
+    p.add_argument("--data", required=True,
+                   help="a manifest (CSV / JSONL) or shards: a folder from `avfusion prepare`, a .tar, a brace "
+                        "pattern, URLs joined with ::, or a pipe:/http URL")
+    p.add_argument("--labels", help="label map (index,mid,display_name); default: a shard folder's labels.csv")
     p.add_argument("--out", help="where eval.json and the plots go (default: MODEL/eval)")
     p.add_argument("--clips", type=int_at_least(1), default=4, help="temporal clips per video (default 4, as MBT)")
     p.add_argument("--crops", type=int, default=3, choices=(1, 3), help="spatial crops per clip")
@@ -70,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from avfusion.eval.evaluate import evaluate_manifest, write_plots
+    from avfusion.eval.evaluate import evaluate_source, write_plots
     from avfusion.models.pretrained import load_pretrained
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_pretrained(args.model, map_location=device)
-    report = evaluate_manifest(model, args.data, args.labels, args.task, args.batch_size, args.workers,
-                               args.clips, args.crops, skip_bad=args.skip_bad)
+    report = evaluate_source(model, args.data, args.labels, args.task, args.batch_size, args.workers,
+                             args.clips, args.crops, skip_bad=args.skip_bad)
     out = Path(args.out) if args.out else Path(args.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")

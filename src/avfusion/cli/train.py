@@ -83,7 +83,8 @@ def summarize(result, cfg: TrainConfig, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None, mode: str = "supervised", prog: str = "avfusion train") -> int:
-    args = parser(prog, __doc__ if mode == "supervised" else None).parse_args(argv)
+    # intermixed: flags may stand anywhere among the CONFIG.yaml and key=value positionals
+    args = parser(prog, __doc__ if mode == "supervised" else None).parse_intermixed_args(argv)
     cfg = config_from_args(args)
     from avfusion.train.run import run_training
     from avfusion.train.signals import TrainingInterrupted

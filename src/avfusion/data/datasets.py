@@ -11,15 +11,17 @@ keys it really has.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Collection, Iterator, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment
 from avfusion.data.decode import DecodeError
-from avfusion.data.manifest import LabelMap, Row, UnknownLabel, split_missing
-from avfusion.errors import InputError
+from avfusion.data.manifest import LabelMap, Row, UnknownLabel, read_manifest, split_missing
+from avfusion.data.shards import ShardDataset, ShardSamples, shard_index
+from avfusion.data.sources import Source, resolve
+from avfusion.errors import ConfigError, InputError
 
 
 class SampleError(InputError, RuntimeError):
@@ -171,3 +173,42 @@ def worker_init(worker_id: int) -> None:  # pragma: no cover - trivial
     """Use one decoding thread per loader worker (workers already give the parallelism)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
+
+
+def open_source(spec: str | Source, labels_path: str | None = None) -> tuple[Source, str | None, list[Row] | None]:
+    """(the source, the label map to use, its rows when they can be known without streaming it: a
+    manifest's, or local shards' from their JSON members; None for streamed shards). A shard
+    folder's labels.csv is the label map when none is given."""
+    src = spec if isinstance(spec, Source) else resolve(spec)
+    labels_path = labels_path or (str(src.labels) if src.labels is not None else None)
+    if not src.is_shards:
+        assert src.manifest is not None
+        return src, labels_path, read_manifest(src.manifest)
+    return src, labels_path, shard_index(src)[1] if src.local else None
+
+
+def dataset_for(src: Source, rows: Sequence[Row] | None, labels: LabelMap | None, cfg: ClipConfig, train: bool,
+                on_error: str = "raise", damaged: str = "error", read: str = "auto",
+                epoch_samples: int | None = None, batch_size: int | None = None, seed: int = 0,
+                shuffle: int = 0, exclude: Collection[str] = ()) -> Dataset:
+    """The dataset that reads a source: a manifest's files (:class:`VideoDataset`), local shards by
+    random access (:class:`ShardSamples`, ``read="auto"`` or ``"random"``), or shards streamed
+    (:class:`ShardDataset`: any URL, or ``read="stream"``; training needs ``epoch_samples``)."""
+    if read not in ("auto", "random", "stream"):
+        raise ConfigError(f"data.read_shards must be auto, random or stream, got {read!r}")
+    if not src.is_shards:
+        keep = [r for r in rows or [] if r.id not in exclude] if exclude else list(rows or [])
+        return VideoDataset(keep, labels, cfg, train, missing="error", on_error=on_error, damaged=damaged)
+    if read == "random" or (read == "auto" and src.local):
+        return ShardSamples(src, labels, cfg, train, on_error=on_error, exclude=exclude)
+    if train and epoch_samples is None:
+        raise ConfigError(f"{src.spec}: streaming shards for training needs the epoch length: set data.epoch_samples "
+                          "(the \"ok\" count of the folder's prepare.json)")
+    return ShardDataset(src, labels, cfg, train, shuffle=shuffle if train else 0, seed=seed,
+                        epoch_samples=epoch_samples if train else None, batch_size=batch_size if train else None,
+                        on_error=on_error, exclude=exclude)
+
+
+def rows_of(dataset: Dataset) -> list[Row] | None:
+    """The rows (id, labels) behind a map-style dataset; None for a stream."""
+    return list(dataset.rows) if isinstance(dataset, (VideoDataset, ShardSamples)) else None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import tarfile
@@ -31,14 +32,14 @@ import random
 import warnings
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Collection, Iterator, Sequence
 
 import av
 import msgpack
 import numpy as np
 import torch
 import webdataset as wds
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from avfusion.data.clips import ClipConfig, ClipProcessor
 from avfusion.data.decode import decode_video
@@ -46,6 +47,7 @@ from avfusion.data.manifest import LabelMap, ManifestError, Row, UnknownLabel
 from avfusion.data.sources import Source, resolve
 from avfusion.data.validate import check_row
 from avfusion.errors import InputError
+from avfusion.utils.seeding import mix_seed, seed_all
 
 VIDEO_FORMATS = ("jpeg", "h264")
 JPEG_QUALITY = 3  # MJPEG qscale (2 = best .. 31): ~visually lossless at a few KB per 256p frame
@@ -234,40 +236,196 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-class ShardDataset(IterableDataset):
-    """Streams prepared shards: split by rank and worker, shuffle buffer, clip cutting.
+def sample_from_raw(raw: dict[str, Any], labels: LabelMap | None, proc: ClipProcessor,
+                    generator: torch.Generator | None = None) -> dict[str, Any]:
+    """A stored sample (bytes values, with ``__url__`` / ``__key__``) -> a model-ready sample, for
+    both shard readers. Shards cut for another sample rate or frame grid are refused, naming them."""
+    seg = ShardSegment(raw)  # names the shard and sample in an error
+    where = f"{raw.get('__url__', 'shard')} sample {raw.get('__key__', '?')} ({seg.meta['id']!r})"
+    p = proc.cfg.preprocess
+    ratio = seg.fps / p.fps
+    if seg.sr != p.sample_rate or abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+        raise InputError(f"{where}: prepared at {seg.fps:g} fps and {seg.sr} Hz, but the model reads "
+                         f"{p.fps:g} fps and {p.sample_rate} Hz: prepare again with --model")
+    label = None
+    if labels is not None:
+        try:
+            label = labels.encode(seg.meta["labels"])
+        except (UnknownLabel, ManifestError) as e:  # shards prepared with another label map
+            raise InputError(f"{where}: {e}") from None
+    sample = proc(seg, generator)
+    if label is not None:
+        sample["label"] = label
+    sample["id"] = seg.meta["id"]
+    return sample
 
-    With more (rank, worker) pairs than shards some readers get nothing (a warning says so);
-    prepare with ``--shard-size`` small enough for your world x workers.
+
+def index_shard(path: str) -> list[tuple[str, dict[str, tuple[int, int]], dict[str, Any]]]:
+    """(key, {extension: (offset, size)}, the sample's JSON) for every sample of a local tar, in
+    order: what random access needs. Reads the tar headers and the small JSON members only."""
+    out: dict[str, tuple[dict[str, tuple[int, int]], dict[str, Any]]] = {}
+    try:
+        with tarfile.open(path, "r:") as tf:
+            for m in tf:
+                if not m.isfile():
+                    continue
+                key, _, ext = os.path.basename(m.name).partition(".")
+                members, meta = out.setdefault(key, ({}, {}))
+                members[ext] = (m.offset_data, m.size)
+                if ext == "json":
+                    f = tf.extractfile(m)
+                    try:
+                        meta.update(json.loads(f.read()) if f is not None else {})
+                    except ValueError as e:
+                        raise InputError(f"{path} sample {key}: its .json member is not valid JSON ({e})") from None
+    except (tarfile.TarError, OSError) as e:
+        raise InputError(f"{path}: not a readable tar ({e})") from None
+    return [(k, members, meta) for k, (members, meta) in out.items()]
+
+
+def shard_index(src: Source) -> tuple[list[tuple[int, str, dict[str, tuple[int, int]]]], list[Row]]:
+    """Every sample of a source's local shards: (shard number, key, members) and a Row (id, labels,
+    ``path`` = ``shard#key``), built once per Source (the tar headers and JSON members only)."""
+    if src.index is None:
+        entries, rows = [], []
+        for si, path in enumerate(src.shards):
+            for key, members, meta in index_shard(path):
+                entries.append((si, key, members))
+                rows.append(Row(str(meta.get("id", key)), f"{path}#{key}",
+                                labels=[str(x) for x in meta.get("labels", [])]))
+        src.index = (entries, rows)
+    return src.index
+
+
+class ShardSamples(Dataset):
+    """Local shards read by random access: item i is one stored sample, found through an index of
+    the tars (headers and JSON members, built once). A map-style dataset, so everything the
+    manifest path has works unchanged on shards: the training loop's epoch permutation from
+    (seed, epoch) alone, equal steps on every rank, exact resume, the balanced sampler
+    (``self.rows`` carry the labels), and evaluation that visits each sample once across ranks.
+
+    Errors as :class:`~avfusion.data.datasets.VideoDataset`: ``on_error="raise"`` raises a
+    one-line SampleError naming the shard and sample, ``"mark"`` returns a marker for collate.
+    ``exclude``: sample ids left out (a resumed batch inference)."""
+
+    def __init__(self, shards: Source | Sequence[str] | str | os.PathLike, labels: LabelMap | None,
+                 cfg: ClipConfig, train: bool, on_error: str = "raise", exclude: Collection[str] = ()) -> None:
+        src = shards if isinstance(shards, Source) else resolve(shards)
+        if not src.is_shards:
+            raise InputError(f"{src.spec}: a manifest, not shards (use VideoDataset)")
+        remote = [u for u in src.shards if not os.path.isfile(u)]
+        if remote:
+            raise InputError(f"{remote[0]}: random access needs local shard files; stream it with ShardDataset")
+        self.shards = list(src.shards)
+        self.labels, self.cfg, self.train, self.on_error = labels, cfg, train, on_error
+        self.proc = ClipProcessor(cfg, train)
+        self.entries: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
+        self.rows: list[Row] = []  # id and labels of each item (samplers, reports)
+        skip = set(exclude)
+        for (si, key, members), row in zip(*shard_index(src)):
+            if row.id not in skip:
+                self.entries.append((si, key, members))
+                self.rows.append(row)
+        self._files: dict[int, Any] = {}
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def set_epoch(self, epoch: int) -> None:  # the order comes from the sampler
+        pass
+
+    def _file(self, si: int) -> Any:
+        if self._pid != os.getpid():  # a forked loader worker: its own handles
+            self._files, self._pid = {}, os.getpid()
+        f = self._files.get(si)
+        if f is None:
+            if len(self._files) >= 64:  # bound the open files
+                self._files.pop(next(iter(self._files))).close()
+            f = self._files[si] = open(self.shards[si], "rb")
+        return f
+
+    def raw(self, i: int) -> dict[str, Any]:
+        si, key, members = self.entries[i]
+        f = self._file(si)
+        raw: dict[str, Any] = {"__key__": key, "__url__": self.shards[si]}
+        for ext, (offset, size) in members.items():
+            f.seek(offset)
+            raw[ext] = f.read(size)
+        return raw
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            return sample_from_raw(self.raw(i), self.labels, self.proc)
+        except (InputError, OSError) as e:
+            from avfusion.data.datasets import SampleError
+
+            msg = str(e)
+            if self.on_error == "mark":
+                return {"id": self.rows[i].id, "line": 0, "error": msg}
+            raise SampleError(msg) from e
+
+
+class ShardDataset(IterableDataset):
+    """Streams shards from any source (local files, ``pipe:`` commands, http): the reader for shards
+    that are not local files (local ones are better read by :class:`ShardSamples`).
+
+    Order: the shard list permuted by (seed, epoch), the same on every rank, split as
+    ``shards[rank::world][worker::workers]``, then a shuffle buffer of ``shuffle`` samples
+    seeded by (seed, epoch, rank, worker).
+
+    Training with ``epoch_samples`` (all ranks together) and ``batch_size``: every rank yields
+    exactly ``epoch_samples // (world * batch_size)`` batches per epoch, split over its loader
+    workers, re-reading its shards (reshuffled) when they run out, so a rank with fewer shards
+    never leaves the others waiting in DDP. Each sample's augmentation is seeded from (seed, epoch,
+    rank, worker, position). ``set_epoch(epoch, skip_batches)`` resumes mid-epoch: each worker
+    skips, without decoding, the samples of the batches the loader already delivered, which
+    reproduces the uninterrupted run exactly when the number of loader workers is the same.
+
+    Without ``epoch_samples`` (evaluation, prediction): every sample of the reader's shards once,
+    so each sample is seen exactly once across ranks and workers. ``on_error`` / ``exclude`` as
+    :class:`ShardSamples`.
     """
 
-    def __init__(self, shards: Source | Sequence[str] | str | os.PathLike, labels: LabelMap, cfg: ClipConfig,
+    def __init__(self, shards: Source | Sequence[str] | str | os.PathLike, labels: LabelMap | None, cfg: ClipConfig,
                  train: bool, shuffle: int = 0, seed: int = 0, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+                 world_size: int | None = None, epoch_samples: int | None = None, batch_size: int | None = None,
+                 on_error: str = "raise", exclude: Collection[str] = ()) -> None:
         src = shards if isinstance(shards, Source) else resolve(shards)  # folder, pattern, list or URL
         if not src.is_shards:
             raise InputError(f"{src.spec}: a manifest, not shards (use VideoDataset)")
+        if (epoch_samples is None) != (batch_size is None):
+            raise ValueError("epoch_samples and batch_size go together")
         self.shards = list(src.shards)
         self.labels, self.cfg, self.train = labels, cfg, train
         self.proc = ClipProcessor(cfg, train)
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.shuffle, self.seed, self.epoch, self.skip_batches = shuffle, seed, 0, 0
+        self.epoch_samples, self.batch_size, self.on_error = epoch_samples, batch_size, on_error
+        self.exclude = set(exclude)
         r, w = _dist()
         self.rank = r if rank is None else rank
         self.world_size = w if world_size is None else world_size
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip_batches = epoch, skip_batches
+
+    def batches_per_rank(self) -> int:
+        assert self.epoch_samples is not None and self.batch_size is not None
+        return self.epoch_samples // (self.world_size * self.batch_size)
+
+    def _order(self) -> list[str]:
+        shards = list(self.shards)
+        if self.train:
+            random.Random(mix_seed(self.seed, self.epoch)).shuffle(shards)  # the same order on every rank
+        return shards
 
     def my_shards(self) -> list[str]:
         wi = get_worker_info()
         wid, nw = (wi.id, wi.num_workers) if wi else (0, 1)
-        shards = list(self.shards)
-        if self.train and self.shuffle:
-            random.Random(self.seed + self.epoch).shuffle(shards)  # same order on every rank
-        return split_shards(shards, self.rank, self.world_size, wid, nw)
+        return split_shards(self._order(), self.rank, self.world_size, wid, nw)
 
     def raw(self) -> Iterator[dict[str, Any]]:
-        """The stored samples of this reader's shards, in order (bytes values)."""
+        """The stored samples of this reader's shards, in order (bytes values), each once."""
         mine = self.my_shards()
         if not mine:
             wi = get_worker_info()
@@ -276,25 +434,76 @@ class ShardDataset(IterableDataset):
         for url in mine:
             yield from _group(url)
 
+    def _cycle(self, wid: int, nw: int) -> Iterator[dict[str, Any]]:
+        """This reader's shards over and over (reshuffled each pass): a fixed-length epoch never runs
+        dry. A reader without a shard of its own re-reads one of the others'."""
+        order = self._order()
+        mine = split_shards(order, self.rank, self.world_size, wid, nw) or [order[(self.rank * nw + wid) % len(order)]]
+        for cycle in itertools.count():
+            shards = list(mine)
+            if cycle:
+                random.Random(mix_seed(self.seed, self.epoch, self.rank, wid, cycle)).shuffle(shards)
+            for url in shards:
+                yield from _group(url)
+
+    def _sample(self, raw: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return sample_from_raw(raw, self.labels, self.proc)
+        except InputError as e:
+            if self.on_error != "mark":
+                raise
+            return {"id": raw.get("__key__", "?"), "line": 0, "error": str(e)}
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         wi = get_worker_info()
-        wid = wi.id if wi else 0
-        rng = random.Random(hash((self.seed, self.epoch, self.rank, wid)))
-        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, self.rank, wid)) & 0x7FFFFFFF)
-        src = self.raw()
+        wid, nw = (wi.id, wi.num_workers) if wi else (0, 1)
+        stream: Iterator[dict[str, Any]]
+        if self.epoch_samples is None:
+            stream = self.raw()
+        else:
+            stream = self._cycle(wid, nw)
+        if self.exclude:
+            stream = (r for r in stream if _raw_id(r) not in self.exclude)
         if self.train and self.shuffle > 1:
-            src = _shuffle(src, self.shuffle, rng)
-        for raw in src:
-            seg = ShardSegment(raw)  # names the shard and sample in an error
-            try:
-                label = self.labels.encode(seg.meta["labels"])
-            except (UnknownLabel, ManifestError) as e:  # shards prepared with another label map
-                raise InputError(f"{raw.get('__url__')} sample {raw.get('__key__')} ({seg.meta['id']!r}): "
-                                 f"{e}") from None
-            sample = self.proc(seg, g if self.train else None)
-            sample["label"] = label
-            sample["id"] = seg.meta["id"]
-            yield sample
+            stream = _shuffle(stream, self.shuffle, random.Random(mix_seed(self.seed, self.epoch, self.rank, wid)))
+        if self.epoch_samples is None:
+            for raw in stream:
+                yield self._sample(raw)
+            return
+        counts = split_evenly(self.batches_per_rank(), nw)
+        skip = delivered_by_worker(counts, self.skip_batches)[wid] * self.batch_size  # type: ignore[operator]
+        for k, raw in enumerate(itertools.islice(stream, counts[wid] * self.batch_size)):  # type: ignore[operator]
+            if k < skip:  # delivered before the interruption: read past, not decoded
+                continue
+            seed_all(mix_seed(self.seed, self.epoch, self.rank, wid, k))
+            yield self._sample(raw)
+
+
+def split_evenly(n: int, parts: int) -> list[int]:
+    base, extra = divmod(n, parts)
+    return [base + (i < extra) for i in range(parts)]
+
+
+def delivered_by_worker(counts: Sequence[int], batches: int) -> list[int]:
+    """How many of the first ``batches`` batches came from each loader worker: a DataLoader over
+    an iterable dataset takes batches from its workers in turn, skipping a worker that is done."""
+    out = [0] * len(counts)
+    left = batches
+    for r in range(max(counts, default=0)):
+        for w, c in enumerate(counts):
+            if left == 0:
+                return out
+            if r < c:
+                out[w] += 1
+                left -= 1
+    return out
+
+
+def _raw_id(raw: dict[str, Any]) -> str:
+    try:
+        return str(json.loads(raw["json"])["id"])
+    except (KeyError, ValueError):
+        return str(raw.get("__key__"))
 
 
 def _group(url: str) -> Iterator[dict[str, Any]]:

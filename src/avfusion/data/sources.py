@@ -43,6 +43,12 @@ class Source:
     shards: list[str] = field(default_factory=list)
     labels: Path | None = None  # the label map prepare wrote beside the shards
     prepared: dict[str, Any] | None = None  # prepare.json: settings and counts of the preparation
+    index: Any = field(default=None, repr=False)  # local shards' sample index (shards.shard_index), built once
+
+    @property
+    def local(self) -> bool:
+        """Shards that are all local files (random access possible)."""
+        return self.is_shards and all(os.path.isfile(u) for u in self.shards)
 
     @property
     def is_shards(self) -> bool:

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from avfusion.data.clips import ClipConfig
-from avfusion.data.datasets import SampleError, VideoDataset, collate, split_by_presence
-from avfusion.data.manifest import LabelMap, read_manifest
+from avfusion.data.datasets import SampleError, collate, dataset_for, open_source, split_by_presence
+from avfusion.data.sources import Source
+from avfusion.data.manifest import LabelMap
 from avfusion.eval.aggregate import average_views
-from avfusion.errors import InputError
+from avfusion.errors import ConfigError, InputError
 from avfusion.eval.metrics import json_safe, report_per_output
 from avfusion.train.distributed import DistInfo, gather_objects, shard_indices
 
@@ -114,7 +115,7 @@ def run_views(model: torch.nn.Module, loader: DataLoader, device: torch.device,
     return res, found
 
 
-def evaluate_dataset(model: torch.nn.Module, dataset: VideoDataset, task: str, batch_size: int = 4,
+def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, task: str, batch_size: int = 4,
                      num_workers: int = 0, info: DistInfo = DistInfo(),
                      conditions: dict[str, tuple[str, ...]] | None = None, skip_bad: bool = False) -> dict[str, Any]:
     """Metrics per condition and per output on an evaluation dataset (train=False), and under
@@ -122,7 +123,10 @@ def evaluate_dataset(model: torch.nn.Module, dataset: VideoDataset, task: str, b
     device = next(model.parameters()).device
     model.eval()
     conditions = conditions or conditions_for(model.cfg.modalities)
-    mine = Subset(dataset, shard_indices(len(dataset), info, pad=False))
+    # Each sample once across ranks: a map-style dataset is split here without padding; a shard
+    # stream splits itself by rank and worker.
+    mine = dataset if isinstance(dataset, IterableDataset) else Subset(dataset, shard_indices(len(dataset), info,
+                                                                                              pad=False))
     loader = DataLoader(mine, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
     # Distributed, a rank must not stop alone (the others would wait for it): errors are listed,
     # gathered, and raised on every rank together.
@@ -168,29 +172,35 @@ def evaluate_dataset(model: torch.nn.Module, dataset: VideoDataset, task: str, b
     return json_safe(report)
 
 
-def evaluate_manifest(model: torch.nn.Module, manifest: str | Path, labels: str | Path, task: str | None = None,
-                      batch_size: int = 4, num_workers: int = 0, eval_clips: int = 4, eval_crops: int = 3,
-                      info: DistInfo = DistInfo(), conditions: dict[str, tuple[str, ...]] | None = None,
-                      skip_bad: bool = False) -> dict[str, Any]:
-    """Evaluate ``model`` on the clips of a manifest with the papers' multi-view protocol.
+def evaluate_source(model: torch.nn.Module, source: str | Path | Source, labels: str | Path | None = None,
+                    task: str | None = None, batch_size: int = 4, num_workers: int = 0, eval_clips: int = 4,
+                    eval_crops: int = 3, info: DistInfo = DistInfo(),
+                    conditions: dict[str, tuple[str, ...]] | None = None, skip_bad: bool = False) -> dict[str, Any]:
+    """Evaluate ``model`` on a source (a manifest's files, or shards: avfusion.data.sources) with the
+    papers' multi-view protocol. ``labels`` defaults to a shard folder's labels.csv.
 
     A file that cannot be used stops the evaluation with one line naming it, or with
     ``skip_bad`` is left out and listed in ``report["inputs"]["skipped"]``; a damaged file
     (truncated, packets that fail to decode) is evaluated on what decodes and listed with its
     damage."""
-    rows = read_manifest(manifest)
+    src, labels_path, rows = open_source(source if isinstance(source, Source) else str(source),
+                                         None if labels is None else str(labels))
+    if labels_path is None:
+        raise ConfigError(f"{src.spec}: evaluation needs a label map (--labels)")
     if task is None:
-        task = infer_task(labels, rows)
-    label_map = LabelMap.read(labels, LABEL_MODE[task])
+        if rows is None and not LabelMap.read(labels_path).heads:
+            raise ConfigError(f"{src.spec}: streamed shards do not tell single- from multi-label: pass the task "
+                              "(--task single | multilabel)")
+        task = infer_task(labels_path, rows or [])
+    label_map = LabelMap.read(labels_path, LABEL_MODE[task])
     if label_map.num_classes != model.cfg.num_classes:
         raise InputError(f"the label map has {label_map.num_classes} classes but the model predicts "
                          f"{model.cfg.num_classes}")
     clips = ClipConfig.from_model(model.cfg, eval_clips=eval_clips, eval_crops=eval_crops)
-    dataset = VideoDataset(rows, label_map, clips, train=False, missing="error", on_error="mark", damaged="report")
+    dataset = dataset_for(src, rows, label_map, clips, train=False, on_error="mark", damaged="report")
     report = evaluate_dataset(model, dataset, task, batch_size, num_workers, info, conditions, skip_bad)
     if report:
-        report.update(manifest=str(manifest), eval_clips=eval_clips, eval_crops=eval_crops,
-                      class_names=label_map.names)
+        report.update(source=src.spec, eval_clips=eval_clips, eval_crops=eval_crops, class_names=label_map.names)
     return report
 
 

@@ -22,7 +22,10 @@ TASKS = ("multilabel", "single", "multihead")
 
 @dataclass
 class DataConfig:
-    train: str | None = None  # manifest (CSV / JSONL) or a directory of prepared shards
+    # A manifest (CSV / JSONL) or shards: a folder from `avfusion prepare`, a .tar, a brace pattern,
+    # URLs joined with ::, a pipe: / http URL (avfusion.data.sources). A shard folder's labels.csv
+    # is the label map when `labels` is not given.
+    train: str | None = None
     val: str | None = None
     labels: str | None = None  # label map, AudioSet's class_labels_indices.csv layout
     task: str = "auto"  # multilabel | single | multihead | auto (from the label map / manifest)
@@ -34,7 +37,13 @@ class DataConfig:
     eval_clips: int = 4  # K uniformly spaced clips per video at evaluation (MBT: 4)
     eval_crops: int = 3  # spatial crops per clip (the papers' 3-crop protocol)
     balanced_sampler: bool = False  # AudioSet-style per-label weights
-    shuffle_buffer: int = 1000  # streaming shards
+    # Local shards are read by random access (the same sampler, exact resume and balanced sampling
+    # as a manifest); URLs are streamed. "stream" streams local shards too.
+    read_shards: str = "auto"  # auto | random | stream
+    shuffle_buffer: int = 1000  # streamed shards: samples in the shuffle buffer
+    # Streamed shards: samples in an epoch, all ranks together (default: the folder's prepare.json
+    # "ok"); every rank runs epoch_samples // (world x batch_size) steps.
+    epoch_samples: int | None = None
     # Training samples that cannot be used (a file that will not open, a truncated or damaged
     # stream under the clip) stop the run naming the row (0), or up to this many are left out of
     # their batch, counted in metrics.jsonl ("skipped_samples") and named on stderr.
@@ -181,6 +190,9 @@ def validate(cfg: TrainConfig) -> None:
     for key, v in (("run.max_steps", r.max_steps), ("schedule.max_steps", s.max_steps)):
         need(key, v is None or (integer(v) and v >= 1), "empty (None) or an integer >= 1")
     need("data.eval_crops", d.eval_crops in (1, 3), "1 (centre crop) or 3 (three-crop)")
+    need("data.read_shards", d.read_shards in ("auto", "random", "stream"), "auto, random or stream")
+    need("data.epoch_samples", d.epoch_samples is None or (integer(d.epoch_samples) and d.epoch_samples >= 1),
+         "empty (None) or an integer >= 1")
     need("run.seed", integer(r.seed) and 0 <= r.seed < 2**63, "an integer in [0, 2**63)")
     need("run.eval_every", r.eval_every == 0,
          "0 (periodic validation is not implemented: data.val is evaluated at the end of the run)")

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from avfusion.data.datasets import SampleError
 from avfusion.errors import ConfigError, InputError, RunError
@@ -171,15 +171,24 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
     if run.grad_checkpointing:
         model.set_grad_checkpointing(True)
 
-    n = len(train_set)  # type: ignore[arg-type]
-    if n == 0:
-        raise InputError("the training set is empty")
-    sampler = EpochSampler(sampler if sampler is not None else ShuffleSampler(n, run.seed, info))
-    per_rank = len(sampler)
-    if per_rank < cfg.data.batch_size:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is more than the {per_rank} training samples "
-                          "per process: lower data.batch_size")
-    batches_per_epoch = max(1, per_rank // cfg.data.batch_size)  # drop_last: every step sees a full batch
+    # A stream (shards from URLs) orders and splits itself: a fixed number of batches per rank and
+    # epoch, resumed by skipping what was delivered. A map-style dataset gets the epoch sampler.
+    stream = isinstance(train_set, IterableDataset)
+    if stream:
+        batches_per_epoch = train_set.batches_per_rank()  # type: ignore[attr-defined]
+        if batches_per_epoch < 1:
+            raise ConfigError(f"data.epoch_samples={train_set.epoch_samples} is less than one batch of "  # type: ignore[attr-defined]
+                              f"{cfg.data.batch_size} per process: lower data.batch_size")
+    else:
+        n = len(train_set)  # type: ignore[arg-type]
+        if n == 0:
+            raise InputError("the training set is empty")
+        sampler = EpochSampler(sampler if sampler is not None else ShuffleSampler(n, run.seed, info))
+        per_rank = len(sampler)
+        if per_rank < cfg.data.batch_size:
+            raise ConfigError(f"data.batch_size={cfg.data.batch_size} is more than the {per_rank} training samples "
+                              "per process: lower data.batch_size")
+        batches_per_epoch = max(1, per_rank // cfg.data.batch_size)  # drop_last: every step sees a full batch
     steps_per_epoch = max(1, batches_per_epoch // run.grad_accum)
     total = run.max_steps or cfg.schedule.max_steps or math.ceil(cfg.schedule.epochs * steps_per_epoch)
 
@@ -201,6 +210,11 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
         history = [dict(h) for h in state.get("history", [])]
         skipped = int(state.get("skipped_nonfinite", 0))
         skipped_samples = int(state.get("skipped_samples", 0))
+        if stream and batch_in_epoch and state.get("num_workers", cfg.data.num_workers) != cfg.data.num_workers \
+                and info.is_main:
+            print(f"resuming a streamed epoch with data.num_workers={cfg.data.num_workers} instead of "
+                  f"{state['num_workers']}: the rest of epoch {epoch} reads the same shards in another order "
+                  "(exact resume needs the same number of workers)", file=sys.stderr)
         set_rng_state(state["rng"])
         saved = (step, ckpt.path)
         del ckpt, state  # loaded: do not hold a second copy of the weights and optimizer state
@@ -234,19 +248,23 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
                  "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rng": rng_state(),
                  "history": history, "config": json.dumps(to_plain(cfg)), "skipped_nonfinite": skipped,
-                 "skipped_samples": skipped_samples}
+                 "skipped_samples": skipped_samples, "num_workers": cfg.data.num_workers}
         return step, save_checkpoint(out, model, extra, state)
 
     try:
         while step < total:
-            sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.data.batch_size)
-            loader = DataLoader(
-                seeded, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
-                num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory and device.type == "cuda",
-                generator=torch.Generator().manual_seed(mix_seed(run.seed, epoch, 1)),
-                prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers else None,
-                worker_init_fn=worker_ignore_signals if cfg.data.num_workers else None,
-            )
+            # The loader's own generator: it never draws from the global RNG the model's dropout uses.
+            loading = dict(batch_size=cfg.data.batch_size, collate_fn=collate, drop_last=True,
+                           num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory and device.type == "cuda",
+                           prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers else None,
+                           worker_init_fn=worker_ignore_signals if cfg.data.num_workers else None,
+                           generator=torch.Generator().manual_seed(mix_seed(run.seed, epoch, 1)))
+            if stream:
+                train_set.set_epoch(epoch, skip_batches=batch_in_epoch)  # type: ignore[attr-defined]
+                loader = DataLoader(train_set, **loading)
+            else:
+                sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.data.batch_size)
+                loader = DataLoader(seeded, sampler=sampler, **loading)
             with signals_blocked():  # workers start with SIGINT / SIGTERM blocked, then ignore them
                 batches = iter(loader)
             for batch in batches:

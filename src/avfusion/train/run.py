@@ -13,12 +13,12 @@ from typing import Any
 import torch
 
 from avfusion.data.clips import ClipConfig
-from avfusion.data.datasets import VideoDataset, collate
-from avfusion.data.manifest import LabelMap, read_manifest
+from avfusion.data.datasets import collate, dataset_for, open_source, rows_of
+from avfusion.data.manifest import LabelMap
 from avfusion.data.mixup import mixup
 from avfusion.data.samplers import balanced_sampler
 from avfusion.errors import ConfigError
-from avfusion.eval.evaluate import LABEL_MODE, evaluate_manifest, infer_task
+from avfusion.eval.evaluate import LABEL_MODE, evaluate_source, infer_task
 from avfusion.heads.projector import ContrastiveHead
 from avfusion.models import create_model
 from avfusion.models.pretrained import load_pretrained
@@ -29,11 +29,14 @@ from avfusion.train.runfolder import atomic_write, lock_run_folder
 from avfusion.train.task import Task
 
 
-def resolve_task(cfg: TrainConfig, labels_path: str, rows: list) -> str:
+def resolve_task(cfg: TrainConfig, labels_path: str, rows: list | None) -> str:
     """The task kind: as configured, else from the label map (heads -> multihead) and the rows
     (every row exactly one label -> single, else multilabel)."""
     task = cfg.loss.task if cfg.loss.task != "auto" else cfg.data.task
-    return task if task != "auto" else infer_task(labels_path, rows)
+    if task == "auto" and rows is None and not LabelMap.read(labels_path).heads:
+        raise ConfigError("streamed shards do not tell single- from multi-label before training: set data.task "
+                          "(single | multilabel)")
+    return task if task != "auto" else infer_task(labels_path, rows or [])
 
 
 def clip_config(model_cfg: Any, cfg: TrainConfig) -> ClipConfig:
@@ -70,9 +73,7 @@ def build_model(cfg: TrainConfig, labels: LabelMap | None, task: str):
 def run_training(cfg: TrainConfig, mode: str = "supervised") -> FitResult:
     """Train per ``cfg`` ("supervised" or "contrastive"); evaluates on ``data.val`` at the end."""
     if not cfg.data.train:
-        raise ConfigError("training needs data.train (a manifest)")
-    if mode == "supervised" and not cfg.data.labels:
-        raise ConfigError("supervised training needs data.labels (a label map)")
+        raise ConfigError("training needs data.train (a manifest or shards)")
     device = pick_device(cfg.run.device, DistInfo())
     info = init_distributed(device.type)
     try:
@@ -89,19 +90,23 @@ def _run(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
 
 
 def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
-    rows = read_manifest(cfg.data.train)
+    src, labels_path, rows = open_source(cfg.data.train, cfg.data.labels)
+    if mode == "supervised" and labels_path is None:
+        raise ConfigError("supervised training needs data.labels (a label map)")
     labels, task_kind = None, "multilabel"
-    if cfg.data.labels:
-        task_kind = resolve_task(cfg, cfg.data.labels, rows)
-        labels = LabelMap.read(cfg.data.labels, LABEL_MODE[task_kind])
+    if labels_path:
+        task_kind = resolve_task(cfg, labels_path, rows)
+        labels = LabelMap.read(labels_path, LABEL_MODE[task_kind])
     torch.manual_seed(cfg.run.seed)  # the initial weights depend on the seed only
     model = build_model(cfg, labels, task_kind)
     clips = clip_config(model.cfg, cfg)
     # Contrastive pre-training reads no labels (a label map only sizes the heads for later).
     # Bad rows come back as markers that the loop (the main process) turns into one line or a
     # counted skip (data.skip_bad_samples), never a worker's traceback.
-    train_set = VideoDataset(rows, labels if mode == "supervised" else None, clips, train=True, missing="error",
-                             on_error="mark")
+    epoch_samples = cfg.data.epoch_samples or (src.prepared or {}).get("ok")
+    train_set = dataset_for(src, rows, labels if mode == "supervised" else None, clips, train=True, on_error="mark",
+                            read=cfg.data.read_shards, epoch_samples=epoch_samples, batch_size=cfg.data.batch_size,
+                            seed=cfg.run.seed, shuffle=cfg.data.shuffle_buffer)
 
     contrastive = None
     if mode == "contrastive":
@@ -114,6 +119,9 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
 
     sampler = None
     if cfg.data.balanced_sampler:
+        rows = rows_of(train_set)
+        if rows is None or labels is None:
+            raise ConfigError("data.balanced_sampler needs the rows' labels: a manifest or local shards, and a label map")
         sampler = balanced_sampler(rows, labels, rank=info.rank, world_size=info.world_size, seed=cfg.run.seed)
 
     transform = None
@@ -130,7 +138,7 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     result = fit(cfg, task, train_set, collate, info, batch_transform=transform, sampler=sampler)
 
     if cfg.data.val and mode == "supervised" and result.steps > 0:
-        report = evaluate_manifest(model, cfg.data.val, cfg.data.labels, batch_size=cfg.data.eval_batch_size,
+        report = evaluate_source(model, cfg.data.val, labels_path, batch_size=cfg.data.eval_batch_size,
                                    num_workers=cfg.data.num_workers, eval_clips=cfg.data.eval_clips,
                                    eval_crops=cfg.data.eval_crops, info=info, task=task_kind)
         if info.is_main:
