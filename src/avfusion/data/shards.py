@@ -31,7 +31,7 @@ import random
 import warnings
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Collection, Iterator, Sequence
 
 import av
 import msgpack
@@ -243,8 +243,9 @@ class ShardDataset(IterableDataset):
 
     def __init__(self, shards: Source | Sequence[str] | str | os.PathLike, labels: LabelMap, cfg: ClipConfig,
                  train: bool, shuffle: int = 0, seed: int = 0, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+                 world_size: int | None = None, exclude: Collection[str] = ()) -> None:
         src = shards if isinstance(shards, Source) else resolve(shards)  # folder, pattern, list or URL
+        self.exclude = frozenset(exclude)  # ids to pass over before decoding (a resumed prediction run)
         if not src.is_shards:
             raise InputError(f"{src.spec}: a manifest, not shards (use VideoDataset)")
         self.shards = list(src.shards)
@@ -274,7 +275,9 @@ class ShardDataset(IterableDataset):
             warnings.warn(f"rank {self.rank} worker {wi.id if wi else 0}: no shard to read ({len(self.shards)} "
                           f"shards for {self.world_size} ranks x {wi.num_workers if wi else 1} workers)")
         for url in mine:
-            yield from _group(url)
+            for sample in _group(url):
+                if not self.exclude or _stored_id(sample) not in self.exclude:
+                    yield sample
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         wi = get_worker_info()
@@ -313,6 +316,15 @@ def _group(url: str) -> Iterator[dict[str, Any]]:
             stream.close()
         what = "the command failed" if url.startswith("pipe:") else "not a readable tar"
         raise InputError(f"{url}: {what} ({e})") from None
+
+
+def _stored_id(sample: dict[str, Any]) -> str | None:
+    """The id in a stored sample's JSON, read without decoding anything else (None if unreadable:
+    ShardSegment then reports the sample)."""
+    try:
+        return json.loads(sample["json"]).get("id")
+    except (KeyError, ValueError, UnicodeDecodeError, AttributeError):
+        return None
 
 
 def _shuffle(src: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
