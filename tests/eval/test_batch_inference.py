@@ -22,7 +22,7 @@ from avfusion.cli import main
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment
 from avfusion.data.manifest import LabelMap, read_manifest
 from avfusion.data.prepare import write_shards
-from avfusion.eval.corpus import JsonlParts, RowResult, parts_dir, predict_corpus, record_path
+from avfusion.eval.corpus import JsonlParts, RowResult, claim, parts_dir, predict_corpus, record_path
 from avfusion.eval.embed import embed_corpus
 from avfusion.eval.predict import answer, predict_file, segment_streams
 from avfusion.models.pretrained import load_pretrained, save_pretrained
@@ -290,6 +290,29 @@ def test_a_complete_out_is_left_alone_and_another_model_refused(corpus, tmp_path
     stranger.write_text("{}\n")
     assert main([*args[:5], "--out", str(stranger)]) == 2
     assert "no someone_elses.jsonl.run.json says which run wrote it" in capsys.readouterr().err
+
+
+def test_a_second_run_into_the_same_out_is_refused_while_one_runs(corpus, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    _, lock = claim(out, {"settings": {}, "model": {}, "source": {}})  # as a running run holds it
+    try:
+        assert main(["predict", "--data", str(corpus["manifest"]), "--model", str(corpus["models"]["mbt_tiny"]),
+                     "--out", str(out)]) == 2
+    finally:
+        lock.close()
+    assert f"{out} is being written by another run" in capsys.readouterr().err
+
+
+def test_an_unreadable_shard_stops_the_run_in_one_line_and_keeps_what_was_done(corpus, tmp_path, capsys):
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"not a tar" * 100)
+    out = tmp_path / "p.jsonl"
+    args = ["predict", "--data", f"{corpus['shard_files'][0]}::{garbage}", "--model",
+            str(corpus["models"]["mbt_tiny"]), "--out", str(out), "--workers", "1", "--batch-size", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{garbage}: not a readable tar" in err[0] and "Traceback" not in err[0], err
+    assert not out.exists() and JsonlParts(parts_dir(out), 0, None, 1).done() == {"clip_0_0", "clip_0_1", "clip_1_0"}
 
 
 def test_a_torn_last_line_is_no_result_and_is_cut_before_appending(tmp_path):

@@ -131,7 +131,10 @@ class ShardRows(IterableDataset):
         self.proc = _Describe(cfg, train=False)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for raw in self.reader.raw():
+        for raw in _until_fatal(self.reader.raw()):
+            if "fatal" in raw:
+                yield raw
+                return
             url, key = raw.get("__url__", ""), raw.get("__key__", "")
             where = {"order": f"{self.number.get(url, 0):06d}/{key}", "path": None}
             sid = f"{url} sample {key}"  # until its JSON says
@@ -144,6 +147,15 @@ class ShardRows(IterableDataset):
                 yield {"id": sid, "error": msg, **where}
                 continue
             yield {**sample, "id": sid, **where}
+
+
+def _until_fatal(raws: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The samples, then ``{"fatal": message}`` if a shard cannot be read: the main process raises
+    it as itself (a loader worker's exception would come back wrapped in its traceback)."""
+    try:
+        yield from raws
+    except InputError as e:
+        yield {"fatal": str(e)}
 
 
 def read_rows(manifest: Path) -> tuple[list[Row], list[RowResult]]:
@@ -188,13 +200,15 @@ def _per_row(named: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tenso
 @torch.no_grad()
 def run_rows(model: torch.nn.Module, batches: Iterable[list[dict[str, Any]]]) -> Iterator[RowResult]:
     """Run the model on batches of samples (lists, as ``ManifestRows`` / ``ShardRows`` give them):
-    one RowResult per sample or error marker, in no particular order."""
+    one RowResult per sample or error marker, in no particular order. A shard that could not be
+    read (a ``fatal`` marker) raises InputError once the rest of its batch is answered."""
     cfg = model.cfg
     device = next(model.parameters()).device
     model.eval()
     for batch in batches:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for s in batch:
+        fatal = [s["fatal"] for s in batch if "fatal" in s]
+        for s in (s for s in batch if "fatal" not in s):
             rid, where = str(s["id"]), (s["order"], s.get("path"))
             if "error" in s:
                 yield RowResult(rid, *where, error=s["error"])
@@ -216,6 +230,8 @@ def run_rows(model: torch.nn.Module, batches: Iterable[list[dict[str, Any]]]) ->
                                 sample={k: v for k, v in s.items() if k not in ("video", "audio", "streams")},
                                 streams=s["streams"], scores={n: v[i] for n, v in scores.items()},
                                 features={n: v[i] for n, v in feats.items()}, notes=list(out.notes))
+        if fatal:  # after the batch's other rows: they are kept
+            raise InputError(fatal[0])
 
 
 # -- what a run is for: the record beside OUT -----------------------------------------------
