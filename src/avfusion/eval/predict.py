@@ -4,6 +4,11 @@ Each file is cut into ``clips`` uniformly spaced clips (centre crop), the model 
 clip with the streams the file really has, and the logits are averaged. Scores are
 probabilities: sigmoid for multi-label models, softmax (per head) otherwise. A file without an
 audio (video) stream runs the model's video-only (audio-only) path, and the result says so.
+
+:func:`answer` turns a sample and its averaged logits into the result (flags, top labels per
+output, notes, coverage); :func:`predict_file` and batch prediction over a corpus
+(avfusion.eval.corpus, ``avfusion predict --data``) both use it, so a row and the same file
+given alone get the same answer.
 """
 
 from __future__ import annotations
