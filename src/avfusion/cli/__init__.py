@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("avfusion.cli.pretrain", "Zorro's contrastive self-supervised training"),
     "eval": ("avfusion.cli.eval", "evaluate a model directory on a manifest (multi-view, per output)"),
     "predict": ("avfusion.cli.predict", "top labels for video files"),
+    "embed": ("avfusion.cli.embed", "pooled features of every row of a corpus (resumable; torchrun)"),
     "validate": ("avfusion.cli.validate", "check a manifest's rows: files, streams, durations, labels, ids"),
     "prepare": ("avfusion.cli.prepare", "decode a manifest once into WebDataset .tar shards"),
     "convert": ("avfusion.cli.convert", "official MBT / ImageNet ViT weights -> an avfusion model directory"),

@@ -1,17 +1,29 @@
-"""`avfusion predict VIDEO... [--model DIR] [--top-k K] [--json]`: top labels per output.
+"""`avfusion predict VIDEO... [--model DIR] [--top-k K] [--json]`: top labels per output, or
+`avfusion predict --data SOURCE --out preds.jsonl [--model DIR] ...` for a whole corpus.
 
 Without --model, the model the demo trained last (runs/demo/best) is used. A file without an
 audio stream gets the model's video-only outputs (and vice versa), and the output says so. A
 damaged file (truncated, packets that fail to decode) is answered from what decodes, and the
 notes (and "coverage" in --json) say how much was padding or lost; a file with nothing
 decodable is an error for that file (exit status 1), the other files are still answered.
+
+--data SOURCE (or --manifest / --shards: a manifest, a folder of shards, a .tar, a brace pattern,
+a pipe: or http URL) writes one JSON line per row to --out: id, path (manifest rows; their
+start / end segment is used), has_audio / has_video, outputs, notes and coverage as above, or
+"error" for a row that cannot be used (the run goes on, exit status 0, and a count of such rows
+is printed on stderr). The run is resumable: rerun the same command after a kill and it goes on
+where it stopped (OUT.parts/ holds the rows done, OUT.run.json what the run is for); a complete
+OUT is left as it is. Under `torchrun --nproc_per_node N -m avfusion predict --data ...` each rank
+answers its part of the rows and rank 0 writes OUT. See docs/evaluation.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 from avfusion.errors import InputError, UserError
 from avfusion.utils.cli_args import device_arg, int_at_least
@@ -19,26 +31,79 @@ from avfusion.utils.cli_args import device_arg, int_at_least
 DEFAULT_MODEL = Path("runs/demo/best")
 
 
+def add_corpus_args(p: argparse.ArgumentParser, out_help: str) -> None:
+    """The flags `predict --data` and `embed` share."""
+    p.add_argument("--data", "--manifest", "--shards", dest="data", metavar="SOURCE",
+                   help="a manifest (.csv / .jsonl), a folder of shards, a .tar, a brace pattern, a :: list or a "
+                        "pipe: / http URL")
+    p.add_argument("--out", help=out_help)
+    p.add_argument("--batch-size", type=int_at_least(1), default=8, help="rows per forward pass (default 8)")
+    p.add_argument("--workers", type=int_at_least(0), default=0, help="loader processes decoding rows (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def corpus_device(requested: str | None) -> tuple[str, Any]:
+    """(device, DistInfo): join the torchrun group when there is one (gloo on CPU, NCCL on GPU;
+    rank r uses cuda:LOCAL_RANK)."""
+    import torch
+
+    from avfusion.train.distributed import init_distributed
+
+    device = requested or "auto"
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    info = init_distributed("cuda" if device.startswith("cuda") else "cpu")
+    if info.enabled and device.startswith("cuda"):
+        device = f"cuda:{info.local_rank}"
+    return device, info
+
+
+def report(summary: Any, command: str, info: Any) -> None:
+    """Rank 0: the summary on stdout, and the rows that could not be used on stderr."""
+    if not info.is_main:
+        return
+    print(summary.describe())
+    if summary.errors and not summary.already_complete:
+        print(f"avfusion {command}: {summary.errors} of {summary.rows} row(s) could not be used "
+              f"(listed in {summary.out})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="avfusion predict", description=__doc__)
-    p.add_argument("videos", nargs="+", help="video files (anything PyAV decodes)")
+    p = argparse.ArgumentParser(prog="avfusion predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("videos", nargs="*", help="video files (anything PyAV decodes)")
     p.add_argument("--model", help=f"an avfusion model directory (default: {DEFAULT_MODEL})")
     p.add_argument("--top-k", type=int_at_least(1), default=5)
-    p.add_argument("--clips", type=int_at_least(1), default=4, help="clips averaged per file")
-    p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default) | auto | cuda | cuda:N")
+    p.add_argument("--clips", type=int_at_least(1), default=4, help="clips averaged per file or row")
+    p.add_argument("--device", type=device_arg, default=None,
+                   help="auto | cpu | cuda | cuda:N (default: cpu for files, auto for --data)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
+    add_corpus_args(p, "with --data: the JSON lines file to write (resumed if a run was cut short)")
     args = p.parse_args(argv)
+    if args.data is None and not args.videos:
+        p.error("the following arguments are required: videos (or --data SOURCE --out FILE)")
+    if args.data is not None and args.videos:
+        p.error("give video files or --data SOURCE, not both")
+    if args.data is not None and not args.out:
+        p.error("--data needs --out (the JSON lines file to write)")
+    if args.data is None and args.out:
+        p.error("--out goes with --data (the answers for video files are printed)")
+    if args.data is not None and args.json:
+        p.error("--json is for video files (--data always writes JSON lines)")
     model_dir = Path(args.model) if args.model else DEFAULT_MODEL
     if not model_dir.is_dir():
         raise InputError(f"no model directory {str(model_dir)!r}: pass --model DIR (or run `make demo` "
                                 f"to train the default one)")
+    if args.data is not None:
+        return predict_corpus_main(args, model_dir)
 
     from avfusion.eval.predict import predict_file
     from avfusion.models.pretrained import load_pretrained
 
     import torch
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or "cpu"
+    device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_pretrained(model_dir, map_location=device)
     status = 0
     for video in args.videos:
@@ -61,3 +126,21 @@ def main(argv: list[str] | None = None) -> int:
                             + ("n/a" if e["score"] is None else f"{e['score']:.2f}") for e in labels)
             print(f"  {output:<7} {top}")
     return status
+
+
+def predict_corpus_main(args: argparse.Namespace, model_dir: Path) -> int:
+    from avfusion.data.sources import resolve
+    from avfusion.eval.corpus import predict_corpus
+    from avfusion.models.pretrained import load_pretrained
+    from avfusion.train.distributed import cleanup
+
+    source = resolve(args.data)  # a bad source is one line before the model loads
+    device, info = corpus_device(args.device)
+    try:
+        model = load_pretrained(model_dir, map_location=device)
+        summary = predict_corpus(model, source, args.out, args.top_k, args.clips, args.batch_size, args.workers,
+                                 info, progress=not args.no_progress)
+        report(summary, "predict", info)
+    finally:
+        cleanup(info)
+    return 0

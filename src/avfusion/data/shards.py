@@ -401,7 +401,7 @@ class ShardDataset(IterableDataset):
         self.proc = ClipProcessor(cfg, train)
         self.shuffle, self.seed, self.epoch, self.skip_batches = shuffle, seed, 0, 0
         self.epoch_samples, self.batch_size, self.on_error = epoch_samples, batch_size, on_error
-        self.exclude = set(exclude)
+        self.exclude = frozenset(exclude)  # ids to pass over before decoding (a resumed prediction run)
         r, w = _dist()
         self.rank = r if rank is None else rank
         self.world_size = w if world_size is None else world_size
@@ -432,7 +432,9 @@ class ShardDataset(IterableDataset):
             warnings.warn(f"rank {self.rank} worker {wi.id if wi else 0}: no shard to read ({len(self.shards)} "
                           f"shards for {self.world_size} ranks x {wi.num_workers if wi else 1} workers)")
         for url in mine:
-            yield from _group(url)
+            for sample in _group(url):
+                if not self.exclude or _stored_id(sample) not in self.exclude:
+                    yield sample
 
     def _cycle(self, wid: int, nw: int) -> Iterator[dict[str, Any]]:
         """This reader's shards over and over (reshuffled each pass): a fixed-length epoch never runs
@@ -459,11 +461,9 @@ class ShardDataset(IterableDataset):
         wid, nw = (wi.id, wi.num_workers) if wi else (0, 1)
         stream: Iterator[dict[str, Any]]
         if self.epoch_samples is None:
-            stream = self.raw()
+            stream = self.raw()  # (leaves out ``exclude``)
         else:
-            stream = self._cycle(wid, nw)
-        if self.exclude:
-            stream = (r for r in stream if _raw_id(r) not in self.exclude)
+            stream = (r for r in self._cycle(wid, nw) if not self.exclude or _stored_id(r) not in self.exclude)
         if self.train and self.shuffle > 1:
             stream = _shuffle(stream, self.shuffle, random.Random(mix_seed(self.seed, self.epoch, self.rank, wid)))
         if self.epoch_samples is None:
@@ -499,13 +499,6 @@ def delivered_by_worker(counts: Sequence[int], batches: int) -> list[int]:
     return out
 
 
-def _raw_id(raw: dict[str, Any]) -> str:
-    try:
-        return str(json.loads(raw["json"])["id"])
-    except (KeyError, ValueError):
-        return str(raw.get("__key__"))
-
-
 def _group(url: str) -> Iterator[dict[str, Any]]:
     """Samples of one tar (a path or any URL webdataset's ``gopen`` opens), grouped by key,
     through webdataset's tar reader."""
@@ -522,6 +515,15 @@ def _group(url: str) -> Iterator[dict[str, Any]]:
             stream.close()
         what = "the command failed" if url.startswith("pipe:") else "not a readable tar"
         raise InputError(f"{url}: {what} ({e})") from None
+
+
+def _stored_id(sample: dict[str, Any]) -> str | None:
+    """The id in a stored sample's JSON, read without decoding anything else (None if unreadable:
+    ShardSegment then reports the sample)."""
+    try:
+        return json.loads(sample["json"]).get("id")
+    except (KeyError, ValueError, UnicodeDecodeError, AttributeError):
+        return None
 
 
 def _shuffle(src: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:

@@ -4,6 +4,11 @@ Each file is cut into ``clips`` uniformly spaced clips (centre crop), the model 
 clip with the streams the file really has, and the logits are averaged. Scores are
 probabilities: sigmoid for multi-label models, softmax (per head) otherwise. A file without an
 audio (video) stream runs the model's video-only (audio-only) path, and the result says so.
+
+:func:`answer` turns a sample and its averaged logits into the result (flags, top labels per
+output, notes, coverage); :func:`predict_file` and batch prediction over a corpus
+(avfusion.eval.corpus, ``avfusion predict --data``) both use it, so a row and the same file
+given alone get the same answer.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ from typing import Any
 
 import torch
 
-from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment
+from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, Segment
 from avfusion.errors import InputError
 from avfusion.eval.metrics import json_safe
-from avfusion.models.config import MODALITIES
+from avfusion.models.config import MODALITIES, ModelConfig
 
 
 def probabilities(logits: torch.Tensor, task: str, splits: dict[str, int] | None) -> torch.Tensor:
@@ -45,27 +50,86 @@ def top_labels(probs: torch.Tensor, names: list[str], splits: dict[str, int] | N
 NOTE_SHARE = 0.01  # padding below 1% of a modality (a stream a few ms shorter) is in the JSON only
 
 
-def coverage(sample: dict[str, Any], seg: FileSegment) -> tuple[dict[str, Any], list[str]]:
-    """How much of what the clips read is real data, per modality, for the JSON and as notes."""
-    tl = seg.timeline
-    cov: dict[str, Any] = {"duration": round(tl.duration, 3), "damage": list(sample["damage"])}
+def segment_streams(seg: Segment) -> dict[str, Any]:
+    """Where the streams of a segment's file lie, as plain data (it crosses loader workers):
+    ``{"duration": s, "spans": {modality: [start, end]}}`` in seconds from the file's origin.
+    A modality is a key exactly when the file has that stream; a span (or the duration) is None
+    when a prepared shard from before spans were stored does not say."""
+    if isinstance(seg, FileSegment):
+        tl = seg.timeline
+        return {"duration": tl.duration,
+                "spans": {m: [s.start - tl.origin, s.end - tl.origin] for m, s in tl.spans.items()}}
+    meta: dict[str, Any] = getattr(seg, "meta", {})  # a prepared sample (data/shards.py ShardSegment)
+    origin = meta.get("origin")
+    spans: dict[str, list[float] | None] = {}
+    for m in MODALITIES:
+        span = meta.get(f"{m}_span")
+        if span is not None and origin is not None:
+            spans[m] = [span[0] - origin, span[1] - origin]
+        elif span is not None or meta.get(f"has_{m}"):
+            spans[m] = None
+    known = [s[1] for s in spans.values() if s is not None]
+    return {"duration": max(known) if known and len(known) == len(spans) else None, "spans": spans}
+
+
+def coverage(sample: dict[str, Any], streams: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """How much of what the clips read is real data, per modality, for the JSON and as notes.
+
+    ``streams`` is :func:`segment_streams` of the segment the sample was cut from."""
+    duration = streams["duration"]
+    cov: dict[str, Any] = {"duration": None if duration is None else round(duration, 3),
+                           "damage": list(sample["damage"])}
     notes: list[str] = []
     for mod, unit in (("video", "frames"), ("audio", "samples")):
-        span = tl.spans.get(mod)
-        if span is None:
+        if mod not in streams["spans"]:
             continue
+        span = streams["spans"][mod]
         total = sample.get(f"{mod}_requested", 0)
         lost = sample.get(f"{mod}_lost", 0)
         padded = sample.get(f"{mod}_padded", 0) - lost
-        cov[mod] = {"span": [round(span.start - tl.origin, 3), round(span.end - tl.origin, 3)],
+        cov[mod] = {"span": None if span is None else [round(span[0], 3), round(span[1], 3)],
                     "decoded": bool(sample.get(f"has_{mod}")), unit: total, f"padded_{unit}": padded,
                     f"lost_{unit}": lost}
         if total and lost:
             notes.append(f"{mod}: {lost / total:.0%} of what the clips read is lost to the damage")
         if total and padded >= NOTE_SHARE * total:
-            notes.append(f"{mod}: {padded / total:.0%} of what the clips read is padding (the {mod} covers "
-                         f"{span.start - tl.origin:.2f}-{span.end - tl.origin:.2f} s of the file's {tl.duration:.2f} s)")
+            where = "" if span is None or duration is None else (
+                f" (the {mod} covers {span[0]:.2f}-{span[1]:.2f} s of the file's {duration:.2f} s)")
+            notes.append(f"{mod}: {padded / total:.0%} of what the clips read is padding{where}")
     return cov, notes
+
+
+def usable_modalities(cfg: ModelConfig, sample: dict[str, Any], name: str) -> tuple[str, ...]:
+    """The sample's decoded modalities that the model takes; none is an InputError naming ``name``."""
+    present = tuple(m for m in MODALITIES if sample.get(f"has_{m}") and m in cfg.modalities)
+    if not present:
+        have = [m for m in MODALITIES if sample.get(f"has_{m}")]
+        why = f" ({'; '.join(sample['damage'])})" if sample["damage"] else ""
+        raise InputError(f"{name}: no decodable {' or '.join(cfg.modalities)} for this model"
+                         f"{' (the file has only ' + ', '.join(have) + ')' if have else ''}{why}")
+    return present
+
+
+def answer(cfg: ModelConfig, sample: dict[str, Any], streams: dict[str, Any], scores: dict[str, torch.Tensor],
+           model_notes: list[str], name: str, top_k: int) -> dict[str, Any]:
+    """One file's (or manifest row's) prediction, shared by :func:`predict_file` and batch
+    prediction (eval/corpus.py): presence flags, coverage, top labels per output and notes.
+
+    ``scores``: output name -> (C,) logits averaged over the clips ("logits" first);
+    ``model_notes``: ``ModelOutput.notes`` of the forward pass; ``name`` names the file in notes."""
+    cov, cov_notes = coverage(sample, streams)
+    names = cfg.class_names or [str(i) for i in range(cfg.num_classes)]
+    outputs = {out: top_labels(probabilities(v.float(), cfg.task, cfg.class_splits), names, cfg.class_splits, top_k)
+               for out, v in scores.items()}
+    notes = [f"damaged: {d}" if not d.startswith(("damaged", "truncated")) else d for d in sample["damage"]]
+    notes += list(sample["notes"]) + cov_notes + list(dict.fromkeys(model_notes))
+    for m in MODALITIES:
+        if m in cfg.modalities and not sample.get(f"has_{m}"):
+            why = "has no" if m not in streams["spans"] else "could not decode its"
+            notes.insert(0, f"{name} {why} {m} stream: unimodal prediction from "
+                            f"{'video' if m == 'audio' else 'audio'} only")
+    return {"has_audio": bool(sample["has_audio"]), "has_video": bool(sample["has_video"]), "coverage": cov,
+            "outputs": outputs, "notes": notes}
 
 
 @torch.no_grad()
@@ -78,27 +142,10 @@ def predict_file(model: torch.nn.Module, path: str | Path, top_k: int = 5, clips
     seg = FileSegment(str(path), None, None, clip_cfg)
     sample = ClipProcessor(clip_cfg, train=False)(seg)
     device = next(model.parameters()).device
-    inputs = {m: sample[m].to(device) for m in MODALITIES if sample.get(f"has_{m}") and m in cfg.modalities}
-    cov, cov_notes = coverage(sample, seg)
-    result: dict[str, Any] = {"path": str(path), "has_audio": bool(sample["has_audio"]),
-                              "has_video": bool(sample["has_video"]), "clips": clips, "coverage": cov}
-    if not inputs:
-        have = [m for m in MODALITIES if sample.get(f"has_{m}")]
-        why = f" ({'; '.join(sample['damage'])})" if sample["damage"] else ""
-        raise InputError(f"{path}: no decodable {' or '.join(cfg.modalities)} for this model"
-                         f"{' (the file has only ' + ', '.join(have) + ')' if have else ''}{why}")
+    present = usable_modalities(cfg, sample, str(path))
     model.eval()
-    out = model(inputs)  # (clips, C) per output
-    names = cfg.class_names or [str(i) for i in range(cfg.num_classes)]
-    scored = {"logits": out.logits, **out.outputs}
-    result["outputs"] = {name: top_labels(probabilities(v.float().mean(0), cfg.task, cfg.class_splits), names,
-                                          cfg.class_splits, top_k) for name, v in scored.items()}
-    notes = [f"damaged: {d}" if not d.startswith(("damaged", "truncated")) else d for d in sample["damage"]]
-    notes += list(sample["notes"]) + cov_notes + list(dict.fromkeys(out.notes))
-    for m in MODALITIES:
-        if m in cfg.modalities and not sample.get(f"has_{m}"):
-            why = "has no" if m not in seg.timeline.spans else "could not decode its"
-            notes.insert(0, f"{Path(path).name} {why} {m} stream: unimodal prediction from "
-                            f"{'video' if m == 'audio' else 'audio'} only")
-    result["notes"] = notes
-    return json_safe(result)
+    out = model({m: sample[m].to(device) for m in present})  # (clips, C) per output
+    scores = {name: v.float().mean(0) for name, v in {"logits": out.logits, **out.outputs}.items()}  # (C,)
+    res = answer(cfg, sample, segment_streams(seg), scores, out.notes, Path(path).name, top_k)
+    return json_safe({"path": str(path), "has_audio": res["has_audio"], "has_video": res["has_video"],
+                      "clips": clips, "coverage": res["coverage"], "outputs": res["outputs"], "notes": res["notes"]})
