@@ -89,13 +89,15 @@ def test_streamed_training_needs_its_epoch_length_and_task(data, tmp_path, capsy
     assert "data.task" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("read,workers", [("random", 0), ("stream", 2)])
-def test_sigkill_and_resume_from_shards_is_exact(data, tmp_path, read, workers):
+@pytest.mark.parametrize("read,workers,features", [("random", 0, "workers"), ("stream", 2, "workers"),
+                                                    ("random", 1, "device")])
+def test_sigkill_and_resume_from_shards_is_exact(data, tmp_path, read, workers, features):
     """A run killed mid-way and started again ends with the same weights as an uninterrupted one:
-    local shards by random access (the epoch sampler), and streamed with two loader workers
-    (each worker skips what it had delivered)."""
+    local shards by random access (the epoch sampler), streamed with two loader workers (each
+    worker skips what it had delivered), and with the feature work on the batch (its SpecAugment
+    draws come from the step's generator)."""
     extra = ["--max-steps", "9", "run.save_every=1", f"data.read_shards={read}", "data.shuffle_buffer=4",
-             "model_overrides={drop_path_rate: 0.1}"]
+             "model_overrides={drop_path_rate: 0.1}", f"data.features_on={features}"]
     full = tmp_path / "full"
     assert _train(full, data["shards"], *extra, workers=workers) == 0
     killed = tmp_path / "killed"

@@ -55,6 +55,9 @@ class ClipConfig:
     eval_clips: int = 4  # K temporal clips at evaluation
     eval_crops: int = 3  # 1 (centre) or 3 (three-crop)
     audio_output: str = "fbank"  # "fbank": normalised (T_a, F) log-mel; "waveform": raw samples
+    # "normalized": float (3, T, h, w); "uint8": the cropped, flipped frames as uint8 (3, T, h, w),
+    # normalised (and colour-jittered) on the batch by avfusion.data.features.BatchFeatures
+    video_output: str = "normalized"
 
     @classmethod
     def from_model(cls, cfg: ModelConfig, **kw: Any) -> "ClipConfig":
@@ -243,6 +246,8 @@ class ClipProcessor:
             x = V.resize(V.crop(x, *box), size)
             if a.flip and float(torch.rand(1, generator=generator)) < a.flip:
                 x = V.hflip(x)
+            if cfg.video_output == "uint8":  # conversion and colour jitter happen on the batch
+                return x.transpose(0, 1).contiguous()  # (3, T, h, w) uint8
             if not a.color_jitter:
                 return V.tchw_to_normalized(x, p.video_norm)  # (3, T, h, w)
             y = V.color_jitter(V.tchw_to_float(x), a.color_jitter, a.color_jitter, a.color_jitter, generator)
@@ -259,6 +264,8 @@ class ClipProcessor:
                 views.append(V.center_crop(x, size))
             else:
                 raise ConfigError(f"eval_crops must be 1 or 3, got {cfg.eval_crops}")
+        if cfg.video_output == "uint8":
+            return torch.stack([v.transpose(0, 1) for v in views])  # (V, 3, T, h, w) uint8
         return torch.stack([V.tchw_to_normalized(v, p.video_norm) for v in views])  # (V, 3, T, h, w)
 
     def audio_views(self, wav: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

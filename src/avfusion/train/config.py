@@ -49,6 +49,10 @@ class DataConfig:
     # their batch, counted in metrics.jsonl ("skipped_samples") and named on stderr.
     skip_bad_samples: int = 0
     mixup_alpha: float = 0.0  # Beta(alpha, alpha); one lambda for both modalities, labels mixed
+    # Where the feature work runs: "workers" (loader workers: fbank, SpecAugment, video
+    # normalisation per sample), "device" (on the batch where the model runs: workers only decode
+    # and crop), "auto" (device on a GPU, workers on a CPU). avfusion.data.features.
+    features_on: str = "auto"
     # Per-sample augmentation: random resized crop (scale jitter), flip, colour jitter,
     # SpecAugment, frequency jitter (avfusion.data.clips.AugmentConfig).
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -191,6 +195,7 @@ def validate(cfg: TrainConfig) -> None:
         need(key, v is None or (integer(v) and v >= 1), "empty (None) or an integer >= 1")
     need("data.eval_crops", d.eval_crops in (1, 3), "1 (centre crop) or 3 (three-crop)")
     need("data.read_shards", d.read_shards in ("auto", "random", "stream"), "auto, random or stream")
+    need("data.features_on", d.features_on in ("auto", "workers", "device"), "auto, workers or device")
     need("data.epoch_samples", d.epoch_samples is None or (integer(d.epoch_samples) and d.epoch_samples >= 1),
          "empty (None) or an integer >= 1")
     need("run.seed", integer(r.seed) and 0 <= r.seed < 2**63, "an integer in [0, 2**63)")

@@ -5,6 +5,7 @@ This is what ``avfusion train`` and ``avfusion pretrain`` run (also under torchr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 
 from avfusion.data.clips import ClipConfig
 from avfusion.data.datasets import collate, dataset_for, open_source, rows_of
+from avfusion.data.features import BatchFeatures
 from avfusion.data.manifest import LabelMap
 from avfusion.data.mixup import mixup
 from avfusion.data.samplers import balanced_sampler
@@ -100,6 +102,12 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     torch.manual_seed(cfg.run.seed)  # the initial weights depend on the seed only
     model = build_model(cfg, labels, task_kind)
     clips = clip_config(model.cfg, cfg)
+    on_device = cfg.data.features_on == "device" or (
+        cfg.data.features_on == "auto" and pick_device(cfg.run.device, info).type == "cuda")
+    features = None
+    if on_device:  # the workers only decode and crop; the batch gets its features on the device
+        clips = dataclasses.replace(clips, audio_output="waveform", video_output="uint8")
+        features = BatchFeatures(clips, train=True)
     # Contrastive pre-training reads no labels (a label map only sizes the heads for later).
     # Bad rows come back as markers that the loop (the main process) turns into one line or a
     # counted skip (data.skip_bad_samples), never a worker's traceback.
@@ -124,14 +132,15 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
             raise ConfigError("data.balanced_sampler needs the rows' labels: a manifest or local shards, and a label map")
         sampler = balanced_sampler(rows, labels, rank=info.rank, world_size=info.world_size, seed=cfg.run.seed)
 
+    if cfg.data.mixup_alpha > 0 and task_kind == "multihead":
+        raise ConfigError("mixup of multi-head (EPIC) labels is not supported: set data.mixup_alpha=0")
+    alpha = cfg.data.mixup_alpha
     transform = None
-    if cfg.data.mixup_alpha > 0:
-        if task_kind == "multihead":
-            raise ConfigError("mixup of multi-head (EPIC) labels is not supported: set data.mixup_alpha=0")
-        alpha, C = cfg.data.mixup_alpha, labels.num_classes
-
-        def transform(batch: dict, g: torch.Generator) -> dict:
-            return mixup(batch, alpha, C, generator=g)
+    if features is not None or alpha > 0:
+        def transform(batch: dict, g: torch.Generator) -> dict:  # on the device, per step
+            if features is not None:
+                batch = features(batch, g)
+            return mixup(batch, alpha, labels.num_classes, generator=g) if alpha > 0 else batch
 
     out = Path(cfg.run.out)
     # fit writes OUT/train_config.json, once a resumed checkpoint's config is accepted.
