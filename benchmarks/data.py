@@ -1,33 +1,44 @@
-"""Data-loading throughput: clips per second per worker (one process, no DataLoader).
+"""The training input path: clips per second per loader worker, where a clip's time goes, and
+how a DataLoader scales with workers.
 
-Three paths over the same clips (MBT's AudioSet sizes by default: 32 frames every 2 at 25 fps,
-224 x 224, 800 x 128 fbank from an 8.015 s window):
+Paths over the same clips (MBT's AudioSet sizes by default: 32 frames every 2 at 25 fps,
+224 x 224, 800 x 128 fbank from an 8.015 s window; training mode: random clip, random resized crop,
+flip, SpecAugment):
 
-- ``pyav-floor``: bare PyAV decoding of the same frames and audio (decode + RGB conversion of the
-  frames the clip shows, audio decoded and resampled), no resize / crop / fbank / transforms.
-  The floor for any decoder-based loader.
-- ``mp4``: ``VideoDataset`` (train mode), decoding each file directly: PyAV + swscale resize to
-  the short side, random resized crop, flip, fbank, normalisation, SpecAugment.
-- ``shards-h264``: ``ShardDataset`` (train mode) over shards made by ``avfusion prepare``
-  (default H.264 256p, 16-frame GOPs): decode the GOPs holding the clip's frames + the same
-  transforms.
-- ``shards-jpeg``: the same over ``--video-format jpeg`` shards: JPEG-decode only the needed frames.
+- ``pyav-floor``: bare PyAV decoding of the frames and audio a clip shows, nothing on top;
+- ``mp4``: ``VideoDataset`` decoding each source file;
+- ``shards-jpeg``: ``ShardSamples`` (random access) over ``--video-format jpeg`` shards;
+- ``shards-h264``: ``ShardSamples`` over default ``avfusion prepare`` shards (H.264, 256p,
+  16-frame GOPs, tune=fastdecode, frames at 25 fps);
+- ``shards-h264-stream``: the same shards streamed by ``ShardDataset`` (as from a URL);
+- ``shards-h264 +device``: the worker's part with ``data.features_on=device`` (decode, place,
+  crop, flip; fbank, SpecAugment and normalisation run on the batch on the GPU);
+- ``shards-h264@12.5 +device``: shards stored at fps / frame_stride (``prepare --fps 12.5``:
+  exactly the frames a stride-2 clip uses) with features on the device;
+- ``batch-features``: ``BatchFeatures`` on this CPU per clip (what the device does instead).
+
+Times are CPU time of this process per clip (one thread), median over ``--rounds`` rounds that
+visit the paths in turn (a shared VM's wall time drifts by 30% and more between minutes); the
+DataLoader scaling table is wall time.
 
 Usage::
 
-    python benchmarks/data.py                 # synthetic 10 s 640x360 H.264/AAC clips
+    python benchmarks/data.py                   # synthetic 10 s 640x360 H.264/AAC clips
     python benchmarks/data.py --manifest M.csv --labels L.csv   # your own files
+    python benchmarks/data.py --profile         # + where a shards-h264 clip's time goes
     python benchmarks/data.py --json out.json
-
-Per worker: multiply by the loader's workers (decoding is CPU-bound and scales with cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import dataclasses
 import json
 import os
 import platform
+import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -36,58 +47,20 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment  # noqa: E402
-from avfusion.data.datasets import VideoDataset  # noqa: E402
+from avfusion.data.datasets import VideoDataset, collate  # noqa: E402
+from avfusion.data.features import BatchFeatures  # noqa: E402
 from avfusion.data.manifest import LabelMap, Row, read_manifest  # noqa: E402
-from avfusion.data.prepare import write_shards
-from avfusion.data.shards import ShardDataset  # noqa: E402
+from avfusion.data.prepare import write_shards  # noqa: E402
+from avfusion.data.shards import ShardDataset, ShardSamples  # noqa: E402
 from avfusion.models.config import ModelConfig  # noqa: E402
-
-
-def make_clips(root: Path, n: int, seconds: float, size: tuple[int, int]) -> list[Row]:
-    """n synthetic H.264 (crf 23, gop 250 like typical YouTube-derived mp4s) + AAC clips with
-    moving texture (so decoding does real work)."""
-    rows = []
-    w, h = size
-    rng = np.random.default_rng(0)
-    # smooth blobs + mild grain: compresses like filmed content, not like white noise
-    low = rng.integers(0, 256, (h // 16, w // 16, 3)).astype(np.float32)
-    tex = np.kron(low, np.ones((32, 32, 1), np.float32))[: h * 2, : w * 2]
-    for _ in range(3):  # box blur
-        tex = (tex + np.roll(tex, 8, 0) + np.roll(tex, 8, 1) + np.roll(tex, -8, 0) + np.roll(tex, -8, 1)) / 5
-    tex = np.clip(tex + rng.normal(0, 6, tex.shape), 0, 255).astype(np.uint8)
-    for i in range(n):
-        path = root / f"clip{i:03d}.mp4"
-        c = av.open(str(path), "w")
-        vs = c.add_stream("libx264", rate=25)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        vs.options = {"preset": "veryfast", "crf": "23", "g": "250"}
-        aus = c.add_stream("aac", rate=44100)
-        aus.layout = "stereo"
-        for k in range(int(seconds * 25)):
-            dy, dx = (k * 3 + i) % h, (k * 5) % w
-            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(tex[dy : dy + h, dx : dx + w]), format="rgb24")
-            f.pts = k
-            for p in vs.encode(f):
-                c.mux(p)
-        for p in vs.encode(None):
-            c.mux(p)
-        t = np.arange(int(seconds * 44100)) / 44100
-        x = (0.3 * np.sin(2 * np.pi * 440 * t) + rng.normal(0, 0.05, t.size)).astype(np.float32)
-        data = np.stack([x, x])
-        for s in range(0, x.size, 1024):
-            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, s : s + 1024]), format="fltp", layout="stereo")
-            fr.sample_rate, fr.pts = 44100, s
-            for p in aus.encode(fr):
-                c.mux(p)
-        for p in aus.encode(None):
-            c.mux(p)
-        c.close()
-        rows.append(Row(f"clip{i:03d}", str(path), labels=["a"]))
-    return rows
+from avfusion.utils.seeding import mix_seed, seed_all  # noqa: E402
+from synthetic_clips import make_clips  # noqa: E402
 
 
 def pyav_floor(rows: list[Row], cfg: ClipConfig, seed: int) -> None:
@@ -124,11 +97,17 @@ def pyav_floor(rows: list[Row], cfg: ClipConfig, seed: int) -> None:
                     break
 
 
-def run(name: str, fn, n: int) -> dict:  # type: ignore[no-untyped-def]
-    t = time.perf_counter()
+def per_clip_ms(fn, n: int) -> float:
+    t = time.process_time()
     fn()
-    dt = time.perf_counter() - t
-    return {"path": name, "clips": n, "seconds": round(dt, 3), "clips_per_s": round(n / dt, 2)}
+    return (time.process_time() - t) / n * 1000
+
+
+def seeded(ds):  # the training loop seeds each sample's augmentation; do the same
+    def get(i: int, r: int):
+        seed_all(mix_seed(0, r, i))
+        return ds[i]
+    return get
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,11 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=16, help="synthetic clips to make")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--size", default="640x360", help="synthetic frame size WxH")
-    ap.add_argument("--repeat", type=int, default=2, help="passes over the clips per path")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds over all paths (median reported)")
+    ap.add_argument("--workers", default="0,1,2", help="DataLoader workers to time (comma-separated)")
+    ap.add_argument("--profile", action="store_true", help="where a shards-h264 clip's time goes")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)  # one worker = one core
     cfg = ClipConfig.from_model(ModelConfig())
+    dev = dataclasses.replace(cfg, audio_output="waveform", video_output="uint8")
+    stride = cfg.preprocess.frame_stride
+    cfg_12 = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, fps=cfg.preprocess.fps / stride))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if a.manifest:
@@ -150,30 +134,79 @@ def main(argv: list[str] | None = None) -> int:
         else:
             w, h = (int(x) for x in a.size.split("x"))
             rows, labels = make_clips(root, a.clips, a.seconds, (w, h)), LabelMap.from_names(["a"])
-        res = write_shards(rows, labels, cfg, root / "shards", max_count=64, video_format="jpeg")
-        res264 = write_shards(rows, labels, cfg, root / "shards264", max_count=64, video_format="h264")
-        assert res.failed == 0 and res264.failed == 0, res.failures + res264.failures
-        n = len(rows) * a.repeat
-        ds = VideoDataset(rows, labels, cfg, train=True, seed=0)
-        sds = ShardDataset(root / "shards", labels, cfg, train=True, shuffle=0)
-        sds264 = ShardDataset(root / "shards264", labels, cfg, train=True, shuffle=0)
-        results = [
-            run("pyav-floor", lambda: [pyav_floor(rows, cfg, s) for s in range(a.repeat)], n),
-            run("mp4", lambda: [ds[i % len(ds)] for i in range(n)], n),
-            run("shards-jpeg", lambda: [s for _ in range(a.repeat) for s in sds], n),
-            run("shards-h264", lambda: [s for _ in range(a.repeat) for s in sds264], n),
-        ]
-        shard_mb = sum(os.path.getsize(s) for s in res.shards) / 1e6
-        shard264_mb = sum(os.path.getsize(s) for s in res264.shards) / 1e6
-        src_mb = sum(os.path.getsize(r.path) for r in rows) / 1e6
+        made = {"jpeg": write_shards(rows, labels, cfg, root / "jpeg", max_count=64, video_format="jpeg"),
+                "h264": write_shards(rows, labels, cfg, root / "h264", max_count=64),
+                "h264@12.5": write_shards(rows, labels, cfg_12, root / "h264_12", max_count=64)}
+        assert all(r.failed == 0 for r in made.values()), [r.failures for r in made.values()]
+        n = len(rows)
+        sets = {
+            "mp4": VideoDataset(rows, labels, cfg, train=True),
+            "shards-jpeg": ShardSamples(root / "jpeg", labels, cfg, train=True),
+            "shards-h264": ShardSamples(root / "h264", labels, cfg, train=True),
+            "shards-h264 +device": ShardSamples(root / "h264", labels, dev, train=True),
+            "shards-h264@12.5 +device": ShardSamples(root / "h264_12", labels, dev, train=True),
+        }
+        stream = ShardDataset(root / "h264", labels, cfg, train=True, shuffle=0)
+        raw_batch = collate([{**sets["shards-h264 +device"][i], "id": str(i)} for i in range(min(n, 8))])
+        features = BatchFeatures(dev, train=True)
+        paths = {
+            "pyav-floor": lambda r: pyav_floor(rows, cfg, r),
+            **{name: (lambda r, ds=ds: [seeded(ds)(i, r) for i in range(n)]) for name, ds in sets.items()},
+            "shards-h264-stream": lambda r: [s for s in stream],
+            "batch-features": lambda r: [features(dict(raw_batch), torch.Generator().manual_seed(r))
+                                         for _ in range(n // len(raw_batch["id"]) or 1)],
+        }
+        per_path_n = {k: (len(raw_batch["id"]) * (n // len(raw_batch["id"]) or 1) if k == "batch-features" else n)
+                      for k in paths}
+        for fn in paths.values():  # warm caches and imports
+            fn(0)
+        ms: dict[str, list[float]] = {k: [] for k in paths}
+        for r in range(1, a.rounds + 1):
+            for k, fn in paths.items():
+                ms[k].append(per_clip_ms(lambda fn=fn, r=r: fn(r), per_path_n[k]))
+        results = [{"path": k, "ms_per_clip": round(statistics.median(v), 1),
+                    "clips_per_s": round(1000 / statistics.median(v), 1),
+                    "range_clips_per_s": [round(1000 / max(v), 1), round(1000 / min(v), 1)]} for k, v in ms.items()]
+        scaling = []
+        for workers in (int(x) for x in a.workers.split(",")):
+            ds = sets["shards-h264"]
+            loader = DataLoader(ds, batch_size=8, shuffle=True, num_workers=workers, collate_fn=collate,
+                                drop_last=True, persistent_workers=workers > 0)
+            for _ in loader:  # warm-up epoch (worker start-up)
+                pass
+            t = time.perf_counter()
+            seen = sum(len(b["id"]) for _ in range(3) for b in loader)
+            scaling.append({"workers": workers, "clips_per_s": round(seen / (time.perf_counter() - t), 1)})
+        sizes = {k: round(sum(os.path.getsize(s) for s in r.shards) / 1e6, 1) for k, r in made.items()}
+        sizes["source"] = round(sum(os.path.getsize(r.path) for r in rows) / 1e6, 1)
+        profile = None
+        if a.profile:
+            pr = cProfile.Profile()
+            ds = sets["shards-h264"]
+            pr.enable()
+            for r in range(3):
+                for i in range(n):
+                    seeded(ds)(i, r)
+            pr.disable()
+            st = pstats.Stats(pr)
+            total = st.total_tt
+            rows_ = sorted(((v[2], f"{Path(k[0]).name}:{k[2]}") for k, v in st.stats.items()), reverse=True)[:12]
+            profile = [{"function": name, "share": round(tt / total, 3)} for tt, name in rows_]
     info = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "torch": torch.__version__, "av": av.__version__, "clip": "32 frames / 2 @ 25 fps, 224^2, 800x128 fbank",
-            "source_MB": round(src_mb, 1), "shards_MB": round(shard_mb, 1),
-            "shards_h264_MB": round(shard264_mb, 1), "results": results}
-    print(f"{'path':<12} {'clips':>6} {'seconds':>8} {'clips/s/worker':>15}")
+            "clips": n, "rounds": a.rounds, "sizes_MB": sizes, "results": results, "dataloader": scaling,
+            "profile": profile}
+    print(f"{'path':<26} {'ms/clip (CPU)':>13} {'clips/s/worker':>15} {'range':>14}")
     for r in results:
-        print(f"{r['path']:<12} {r['clips']:>6} {r['seconds']:>8.2f} {r['clips_per_s']:>15.2f}")
-    print(f"source {src_mb:.1f} MB, shards {shard_mb:.1f} MB (jpeg), {shard264_mb:.1f} MB (h264); {info['machine']}")
+        lo, hi = r["range_clips_per_s"]
+        print(f"{r['path']:<26} {r['ms_per_clip']:>13.1f} {r['clips_per_s']:>15.1f} {f'{lo}-{hi}':>14}")
+    print("DataLoader over shards-h264 (batch 8, wall clock): " +
+          ", ".join(f"{s['workers']} workers {s['clips_per_s']} clips/s" for s in scaling))
+    print(f"sizes MB: {sizes}; {info['machine']}")
+    if profile:
+        print("where a shards-h264 clip's time goes (self time):")
+        for p in profile:
+            print(f"  {p['share']:6.1%}  {p['function']}")
     if a.json:
         Path(a.json).write_text(json.dumps(info, indent=1))
     return 0

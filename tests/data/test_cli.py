@@ -260,6 +260,18 @@ def test_prepare_takes_the_models_preprocessing(corpus, tmp_path, capsys):
                          "--model", "zorro_vit_tiny", "--fps", "10", "--no-progress"]) == 0
     meta = ShardSegment(next(_group(str(next(out.glob("*.tar")))))).meta
     assert meta["short_side"] == want.short_side and meta["sample_rate"] == want.sample_rate and meta["fps"] == 10
+    # without --fps: frames at the rate the model samples them (25 fps, every 2nd frame -> 12.5 fps)
+    out2 = tmp_path / "s2"
+    assert prepare_main([str(corpus.good_manifest), "--labels", str(corpus.labels), "--out", str(out2),
+                         "--model", "zorro_vit_tiny", "--no-progress"]) == 0
+    meta = ShardSegment(next(_group(str(next(out2.glob("*.tar")))))).meta
+    assert meta["fps"] == want.fps / want.frame_stride == 12.5
+    from avfusion.data.clips import ClipConfig
+    from avfusion.data.shards import ShardSamples
+
+    cfg = ClipConfig.from_model(get_model_config("zorro_vit_tiny"))
+    s = ShardSamples(out2, LabelMap.read(corpus.labels), cfg, train=True)[0]  # the model reads them
+    assert s["video"].shape[1] == cfg.num_frames
     capsys.readouterr()
     with pytest.raises(SystemExit):
         prepare_main([str(corpus.good_manifest), "--labels", str(corpus.labels), "--out", str(out), "--fps", "0"])

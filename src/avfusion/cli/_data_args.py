@@ -24,8 +24,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="label encoding (default: multihead if the map has heads, else multi)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--model", help="take the clip sizes and preprocessing from this model: a registered name "
-                                   "(avfusion models) or a model directory (default: the MBT AudioSet setting); "
-                                   "the flags below override single values")
+                                   "(avfusion models) or a model directory, frames stored at the rate it samples "
+                                   "them (fps / frame_stride); default: the MBT AudioSet setting at 25 fps, for "
+                                   "any stride. The flags below override single values")
     p.add_argument("--num-frames", type=int_at_least(1), help="frames per clip")
     p.add_argument("--spec-frames", type=int_at_least(1), help="fbank frames per clip (10 ms each)")
     p.add_argument("--fps", type=positive_float)
@@ -46,6 +47,10 @@ def clip_config(a: argparse.Namespace) -> ClipConfig:
         cfg = get_model_config(a.model)
     pre = {k: v for k, v in (("fps", a.fps), ("frame_stride", a.frame_stride), ("sample_rate", a.sample_rate),
                              ("short_side", a.short_side)) if v is not None}
+    if a.model is not None and a.fps is None and a.frame_stride is None:
+        # Frames at the rate the model samples them (MBT / Zorro: 25 fps, every 2nd frame -> 12.5
+        # fps): exactly the frames its clips use, half the storing and decoding.
+        pre.update(fps=cfg.preprocess.fps / cfg.preprocess.frame_stride, frame_stride=1)
     clips = ClipConfig.from_model(cfg)
     clips.preprocess = dataclasses.replace(cfg.preprocess, **pre)
     if a.num_frames is not None:
