@@ -71,8 +71,9 @@ def test_train_eval_pretrain_from_every_kind_of_shard_source(data, tmp_path, cap
         got[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["conditions"]["audio+video"]
     for name in ("folder", "pipe"):
         assert got[name]["num_videos"] == 12
-        # shards hold re-encoded 256p frames: the same accuracy within re-encoding noise
-        assert abs(got[name]["outputs"]["logits"]["top1"] - got["files"]["outputs"]["logits"]["top1"]) <= 0.25
+        # shards hold re-encoded 256p frames: the same predictions within re-encoding noise
+        same = [a == b for a, b in zip(got[name]["predictions"]["preds"], got["files"]["predictions"]["preds"])]
+        assert got[name]["predictions"]["ids"] == got["files"]["predictions"]["ids"] and sum(same) >= 11
     # pre-training reads shards the same way (no labels needed)
     assert main(["pretrain", "--train", f"{shards}/shard-000000.tar::{shards}/shard-000002.tar", "--out", str(tmp_path / "pre"),
                  "--workers", "0", "--max-steps", "2", *COMMON[:2], "--batch-size", "4", "run.progress=false",
