@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from typing import Any
 
 from avfusion.utils.dataclass_config import parse_overrides  # noqa: F401  (re-exported for subcommands)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Every subcommand's parsing: options may stand anywhere among the positionals
+    (``avfusion train c.yaml --max-steps 10 run.seed=1``). A parser with subcommands (convert)
+    parses them itself: argparse cannot intermix there, and its positionals are fixed."""
+    if parser._subparsers is not None:  # noqa: SLF001 - argparse has no public way to ask
+        return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:

@@ -23,7 +23,7 @@ from avfusion.bench.runner import BenchConfig, attn_ratios, bench_models, scheme
 from avfusion.bench.timing import load_average
 from pathlib import Path
 
-from avfusion.cli._common import print_json, print_table
+from avfusion.cli._common import parse_args, print_json, print_table
 from avfusion.errors import ConfigError
 from avfusion.layers.attention import ATTN_IMPLS
 from avfusion.models import get_model_config, list_models
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                         "on a loaded machine but holds every model in memory at once)")
     p.add_argument("--json", action="store_true", help="end with one JSON line per result and ratio")
     p.add_argument("--out", default=None, help="also write all results as one JSON file")
-    args = p.parse_intermixed_args(argv)  # flags may stand anywhere among the positionals
+    args = parse_args(p, argv)
 
     names: list[str] = []
     pairs = [s for s in args.items if "=" in s]

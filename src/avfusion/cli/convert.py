@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from avfusion.cli._common import parse_args
 from avfusion.convert.scenic_mbt import DEFAULT_IMAGE_SIZE, DEFAULT_NUM_FRAMES, DEFAULT_SPEC_SIZE
 from avfusion.errors import ConfigError, InputError
 
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     from avfusion.convert.scenic_mbt import convert_scenic_mbt_with_notes
     from avfusion.models.pretrained import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 

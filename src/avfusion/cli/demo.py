@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from avfusion.cli._common import print_table
+from avfusion.cli._common import parse_args, print_table
 from avfusion.cli.models import describe
 from avfusion.models import create_model, list_models
 from avfusion.models.flops import count_flops
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="only run every tiny model on random inputs")
     p.add_argument("--pattern", default="*_tiny*", help="--smoke: which models to run")
     p.add_argument("--no-flops", action="store_true", help="--smoke: skip the paper-size FLOP table")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     if args.smoke:
         if not list_models(args.pattern):
             p.error(f"--pattern {args.pattern!r} matches no model (`avfusion models` lists all)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+from avfusion.cli._common import parse_args
 from avfusion.cli.predict import add_corpus_args, corpus_device, report
 from avfusion.utils.cli_args import device_arg, int_at_least
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="rows per part file: what a killed run can lose at most (default 256)")
     p.add_argument("--device", type=device_arg, default="auto", help="auto (default) | cpu | cuda | cuda:N")
     add_corpus_args(p, "the .npz file to write (resumed if a run was cut short)")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     if args.data is None:
         p.error("the following arguments are required: --data (or --manifest / --shards)")
     if args.out is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from avfusion.cli._common import print_json, print_table
+from avfusion.cli._common import parse_args, print_json, print_table
 from avfusion.models import get_model_config, list_models
 from avfusion.models.config import MODALITIES
 from avfusion.models.flops import count_flops
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. fusion_layer=4 num_bottlenecks=8")
     p.add_argument("--modalities", default="audio,video", help="inputs to count (default: audio,video)")
     p.add_argument("--json", action="store_true", help="end with one JSON line per model")
-    args = p.parse_intermixed_args(argv)  # flags may stand anywhere among the positionals
+    args = parse_args(p, argv)
     names = list_models(args.model) if any(ch in args.model for ch in "*?[") else [args.model]
     if not names:
         p.error(f"no model matches {args.model!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from avfusion.cli._common import print_json, print_table
+from avfusion.cli._common import parse_args, print_json, print_table
 from avfusion.models import get_model_config, list_models
 
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="avfusion models", description=__doc__)
     p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'mbt_*'")
     p.add_argument("--json", action="store_true", help="print a JSON list")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     names = list_models(args.pattern)
     if not names:
         p.error(f"no model matches {args.pattern!r} (`avfusion models` lists all)")

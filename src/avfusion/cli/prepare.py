@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 
+from avfusion.cli._common import parse_args
 from avfusion.cli._data_args import add_common, clip_config
 from avfusion.data.manifest import LabelMap, check_manifest
 from avfusion.data.prepare import parse_part, write_shards
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="write only shards i with i %% N == K (one of N jobs of a scheduler; same --out)")
     p.add_argument("--video-format", choices=["h264", "jpeg"], default="h264",
                    help="h264 (default): compact; jpeg: per-frame JPEG, ~10%% faster to read, 7-13x larger")
-    a = p.parse_args(argv)
+    a = parse_args(p, argv)
     labels = LabelMap.read(a.labels, a.label_mode)
     rows, bad_lines = check_manifest(a.manifest)
     show = not a.no_progress and sys.stderr.isatty()

@@ -20,7 +20,7 @@ import json
 import math
 import sys
 
-from avfusion.cli._common import print_table
+from avfusion.cli._common import parse_args, print_table
 from avfusion.errors import ConfigError
 from avfusion.train.config import TrainConfig
 from avfusion.utils.dataclass_config import build, load_yaml
@@ -83,8 +83,7 @@ def summarize(result, cfg: TrainConfig, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None, mode: str = "supervised", prog: str = "avfusion train") -> int:
-    # intermixed: flags may stand anywhere among the CONFIG.yaml and key=value positionals
-    args = parser(prog, __doc__ if mode == "supervised" else None).parse_intermixed_args(argv)
+    args = parse_args(parser(prog, __doc__ if mode == "supervised" else None), argv)
     cfg = config_from_args(args)
     from avfusion.train.run import run_training
     from avfusion.train.signals import TrainingInterrupted

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from avfusion.cli._common import parse_args
 from avfusion.cli._data_args import add_common, clip_config, progress
 from avfusion.data.manifest import LabelMap, check_manifest
 from avfusion.data.validate import format_table, summary, validate_rows
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common(p)
     p.add_argument("--no-decode", action="store_true",
                    help="read the streams' timeline only; skip decoding (misses truncation and damage)")
-    a = p.parse_args(argv)
+    a = parse_args(p, argv)
     labels = LabelMap.read(a.labels, a.label_mode)
     rows, bad_lines = check_manifest(a.manifest)
     probs = validate_rows(rows, labels, clip_config(a), not a.no_decode, progress(a, "validate"), bad_lines)
