@@ -91,7 +91,7 @@ def test_dataset_missing_files_and_bad_rows(corpus, small_cfg, tmp_path):
 
 
 def test_dataset_in_a_dataloader(corpus, small_cfg):
-    labels = LabelMap.read(corpus.labels, mode="multi")
+    labels = LabelMap.read(corpus.labels, mode="multilabel")
     rows = read_manifest(corpus.good_manifest)[:4]
     ds = VideoDataset(rows, labels, small_cfg, train=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate)

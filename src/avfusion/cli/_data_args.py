@@ -12,6 +12,7 @@ from avfusion.data.clips import ClipConfig
 from avfusion.models.config import ModelConfig
 from avfusion.models.pretrained import load_config
 from avfusion.models.registry import get_model_config
+from avfusion.tasks import TASK_KINDS
 from avfusion.utils.cli_args import int_at_least, positive_float
 
 T = TypeVar("T")
@@ -20,7 +21,7 @@ T = TypeVar("T")
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="CSV or JSONL manifest (columns id, path, start, end, labels)")
     p.add_argument("--labels", required=True, help="label map CSV: index,mid,display_name[,head]")
-    p.add_argument("--label-mode", choices=["multi", "single", "multihead"], default=None,
+    p.add_argument("--task", "--label-mode", dest="task", choices=TASK_KINDS, default=None,
                    help="label encoding (default: multihead if the map has heads, else multi)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--model", help="take the clip sizes and preprocessing from this model: a registered name "

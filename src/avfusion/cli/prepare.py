@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video-format", choices=["h264", "jpeg"], default="h264",
                    help="h264 (default): compact; jpeg: per-frame JPEG, ~10%% faster to read, 7-13x larger")
     a = parse_args(p, argv)
-    labels = LabelMap.read(a.labels, a.label_mode)
+    labels = LabelMap.read(a.labels, a.task)
     rows, bad_lines = check_manifest(a.manifest)
     show = not a.no_progress and sys.stderr.isatty()
     res = write_shards(rows, labels, clip_config(a), a.out, max_count=a.shard_size, video_format=a.video_format,

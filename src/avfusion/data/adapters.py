@@ -52,7 +52,7 @@ def audioset(segments_csv: str | os.PathLike, labels_csv: str | os.PathLike, roo
     Lines starting with ``#`` are comments; each row is ``YTID, start, end, "mid1,mid2"``.
     Template fields: ytid, start, end (floats), start_int, end_int. Labels are mids (multi-label).
     """
-    labels = LabelMap.read(labels_csv, mode="multi")
+    labels = LabelMap.read(labels_csv, mode="multilabel")
     rows: list[Row] = []
     with open(segments_csv, encoding="utf-8") as f:
         lines = [ln for ln in f if ln.strip() and not ln.startswith("#")]

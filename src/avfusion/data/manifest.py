@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 
 from avfusion.errors import InputError
+from avfusion.tasks import TASK_KINDS
 
 LABEL_SEP = ";"
 
@@ -237,8 +238,9 @@ def _label_entry(rec: list[str], col: dict[str, int], header: list[str], out: li
 class LabelMap:
     """Class list in ``index,mid,display_name[,head]`` layout.
 
-    ``mode``: ``multi`` (multi-hot float), ``single`` (int), ``multihead`` (dict of ints), chosen
-    by :meth:`encode` callers; the default comes from the map (heads -> multihead, else multi).
+    ``mode``: the task kind (avfusion.tasks): ``multilabel`` (multi-hot float), ``single`` (int),
+    ``multihead`` (dict of ints); the default comes from the map (heads -> multihead, else
+    multilabel).
     """
 
     def __init__(self, entries: Sequence[LabelEntry], mode: str | None = None) -> None:
@@ -249,11 +251,11 @@ class LabelMap:
                 self.heads.append(e.head)
         if self.heads and any(e.head is None for e in self.entries):
             raise ManifestError("label map: some entries have a head and some do not")
-        self.mode = mode or ("multihead" if self.heads else "multi")
-        if self.mode not in ("multi", "single", "multihead"):
-            raise ManifestError(f"label mode must be multi, single or multihead, got {self.mode!r}")
+        self.mode = mode or ("multihead" if self.heads else "multilabel")
+        if self.mode not in TASK_KINDS:
+            raise ManifestError(f"task must be one of {', '.join(TASK_KINDS)}, got {self.mode!r}")
         if (self.mode == "multihead") != bool(self.heads):
-            raise ManifestError("label mode 'multihead' needs (and only works with) a 'head' column")
+            raise ManifestError("task 'multihead' needs (and only works with) a label map with a 'head' column")
         self._lookup: dict[tuple[str | None, str], LabelEntry] = {}
         # mids win over display names; a display name equal to another entry's mid is ignored
         for e in self.entries:
@@ -300,7 +302,7 @@ class LabelMap:
     def encode(self, labels: Sequence[str]) -> Any:
         """Labels -> multi-hot float (C,), int, or {head: int}; unknown labels raise."""
         found = [self.lookup(lab) for lab in labels]
-        if self.mode == "multi":
+        if self.mode == "multilabel":
             y = torch.zeros(self.num_classes)
             for e in found:
                 y[e.index] = 1.0

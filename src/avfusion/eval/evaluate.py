@@ -33,7 +33,6 @@ from avfusion.errors import ConfigError, InputError
 from avfusion.eval.metrics import json_safe, report_per_output
 from avfusion.train.distributed import DistInfo, gather_objects, shard_indices
 
-LABEL_MODE = {"multilabel": "multi", "single": "single", "multihead": "multihead"}
 
 
 def conditions_for(model_modalities: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
@@ -192,7 +191,7 @@ def evaluate_source(model: torch.nn.Module, source: str | Path | Source, labels:
             raise ConfigError(f"{src.spec}: streamed shards do not tell single- from multi-label: pass the task "
                               "(--task single | multilabel)")
         task = infer_task(labels_path, rows or [])
-    label_map = LabelMap.read(labels_path, LABEL_MODE[task])
+    label_map = LabelMap.read(labels_path, task)
     if label_map.num_classes != model.cfg.num_classes:
         raise InputError(f"the label map has {label_map.num_classes} classes but the model predicts "
                          f"{model.cfg.num_classes}")

@@ -12,12 +12,12 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from avfusion.data.clips import AugmentConfig
 from avfusion.errors import ConfigError
+from avfusion.tasks import TASK_KINDS
 
-TASKS = ("multilabel", "single", "multihead")
 
 
 @dataclass
@@ -28,7 +28,7 @@ class DataConfig:
     train: str | None = None
     val: str | None = None
     labels: str | None = None  # label map, AudioSet's class_labels_indices.csv layout
-    task: str = "auto"  # multilabel | single | multihead | auto (from the label map / manifest)
+    task: Literal["auto", "multilabel", "single", "multihead"] = "auto"  # auto: from the label map / rows
     batch_size: int = 8
     eval_batch_size: int = 8
     num_workers: int = 2
@@ -75,14 +75,12 @@ class ScheduleConfig:
     name: str = "cosine"  # cosine | constant
     warmup_steps: int = 0
     warmup_epochs: float = 0.0  # used when warmup_steps == 0
-    max_steps: int | None = None  # overrides epochs when set
     epochs: float = 50.0
     min_lr: float = 0.0
 
 
 @dataclass
 class LossConfig:
-    task: str = "auto"  # takes DataConfig.task when auto
     label_smoothing: float = 0.0
     # How per-output losses combine: "mean" (MBT: mean over modality heads), "sum" (Zorro:
     # sum over its four outputs), or "auto" (the model family's paper rule).
@@ -107,9 +105,8 @@ class ContrastiveConfig:
 class RunConfig:
     out: str = "runs/train"
     seed: int = 0
-    max_steps: int | None = None  # shortcut for schedule.max_steps
+    max_steps: int | None = None  # the run's length in optimizer steps; None: schedule.epochs
     save_every: int = 500
-    eval_every: int = 0  # 0 = at the end only
     log_every: int = 10
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
@@ -126,8 +123,17 @@ class RunConfig:
     skip_nonfinite: int = 0
 
 
+# Keys that once existed: a config using one is refused naming what replaced it.
+REMOVED_KEYS = {
+    "loss.task": "data.task (one place for the task kind)",
+    "schedule.max_steps": "run.max_steps (one place for the run's length; --max-steps)",
+    "run.eval_every": "nothing: data.val is evaluated at the end of the run",
+}
+
+
 @dataclass
 class TrainConfig:
+    removed_keys: ClassVar[dict[str, str]] = REMOVED_KEYS
     model: str = "mbt_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     pretrained_backbone: str | None = None  # ImageNet ViT weights to start from
@@ -171,7 +177,7 @@ def validate(cfg: TrainConfig) -> None:
     need("model", isinstance(cfg.model, str) and bool(cfg.model), "a registered model name")
     need("model_overrides", isinstance(cfg.model_overrides, Mapping), "a mapping")
 
-    for key, choices in (("data.task", (*TASKS, "auto")), ("loss.task", (*TASKS, "auto")),
+    for key, choices in (("data.task", (*TASK_KINDS, "auto")),
                          ("optim.name", ("sgd", "adamw")), ("schedule.name", ("cosine", "constant")),
                          ("loss.aggregation", ("auto", "mean", "sum")), ("run.precision", ("auto", "fp32", "bf16"))):
         section, name = key.split(".")
@@ -191,16 +197,14 @@ def validate(cfg: TrainConfig) -> None:
             obj = getattr(obj, part)
         v = getattr(obj, name)
         need(key, integer(v) and v >= 0, "an integer >= 0")
-    for key, v in (("run.max_steps", r.max_steps), ("schedule.max_steps", s.max_steps)):
-        need(key, v is None or (integer(v) and v >= 1), "empty (None) or an integer >= 1")
+    need("run.max_steps", r.max_steps is None or (integer(r.max_steps) and r.max_steps >= 1),
+         "empty (None) or an integer >= 1")
     need("data.eval_crops", d.eval_crops in (1, 3), "1 (centre crop) or 3 (three-crop)")
     need("data.read_shards", d.read_shards in ("auto", "random", "stream"), "auto, random or stream")
     need("data.features_on", d.features_on in ("auto", "workers", "device"), "auto, workers or device")
     need("data.epoch_samples", d.epoch_samples is None or (integer(d.epoch_samples) and d.epoch_samples >= 1),
          "empty (None) or an integer >= 1")
     need("run.seed", integer(r.seed) and 0 <= r.seed < 2**63, "an integer in [0, 2**63)")
-    need("run.eval_every", r.eval_every == 0,
-         "0 (periodic validation is not implemented: data.val is evaluated at the end of the run)")
     need("run.out", isinstance(r.out, str) and bool(r.out.strip()), "a folder path")
     need("run.device", isinstance(r.device, str) and _is_device(r.device), "auto, cpu, cuda or cuda:N")
 
@@ -214,7 +218,7 @@ def validate(cfg: TrainConfig) -> None:
         need("optim.nesterov", num(o.momentum) and o.momentum > 0, "false when optim.momentum is 0")
 
     need("schedule.warmup_epochs", num(s.warmup_epochs) and s.warmup_epochs >= 0, "a number >= 0")
-    if r.max_steps is None and s.max_steps is None:  # the length of the run comes from the epochs
+    if r.max_steps is None:  # the length of the run comes from the epochs
         need("schedule.epochs", num(s.epochs) and s.epochs > 0, "a number > 0 (or set run.max_steps)")
     lr_ok = num(o.lr) and o.lr > 0  # (a bad optim.lr is reported once, above)
     need("schedule.min_lr", num(s.min_lr) and s.min_lr >= 0 and (not lr_ok or s.min_lr <= o.lr),

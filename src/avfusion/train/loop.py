@@ -190,7 +190,7 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
                               "per process: lower data.batch_size")
         batches_per_epoch = max(1, per_rank // cfg.data.batch_size)  # drop_last: every step sees a full batch
     steps_per_epoch = max(1, batches_per_epoch // run.grad_accum)
-    total = run.max_steps or cfg.schedule.max_steps or math.ceil(cfg.schedule.epochs * steps_per_epoch)
+    total = run.max_steps or math.ceil(cfg.schedule.epochs * steps_per_epoch)
 
     opt = build_optimizer({"model": model, **extra}, cfg.optim, device)
     sched = build_scheduler(opt, cfg.schedule, total, steps_per_epoch, cfg.optim.lr)

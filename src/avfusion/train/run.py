@@ -20,7 +20,7 @@ from avfusion.data.manifest import LabelMap
 from avfusion.data.mixup import mixup
 from avfusion.data.samplers import balanced_sampler
 from avfusion.errors import ConfigError
-from avfusion.eval.evaluate import LABEL_MODE, evaluate_source, infer_task
+from avfusion.eval.evaluate import evaluate_source, infer_task
 from avfusion.heads.projector import ContrastiveHead
 from avfusion.models import create_model
 from avfusion.models.pretrained import load_pretrained
@@ -34,7 +34,7 @@ from avfusion.train.task import Task
 def resolve_task(cfg: TrainConfig, labels_path: str, rows: list | None) -> str:
     """The task kind: as configured, else from the label map (heads -> multihead) and the rows
     (every row exactly one label -> single, else multilabel)."""
-    task = cfg.loss.task if cfg.loss.task != "auto" else cfg.data.task
+    task = cfg.data.task
     if task == "auto" and rows is None and not LabelMap.read(labels_path).heads:
         raise ConfigError("streamed shards do not tell single- from multi-label before training: set data.task "
                           "(single | multilabel)")
@@ -98,7 +98,7 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     labels, task_kind = None, "multilabel"
     if labels_path:
         task_kind = resolve_task(cfg, labels_path, rows)
-        labels = LabelMap.read(labels_path, LABEL_MODE[task_kind])
+        labels = LabelMap.read(labels_path, task_kind)
     torch.manual_seed(cfg.run.seed)  # the initial weights depend on the seed only
     model = build_model(cfg, labels, task_kind)
     clips = clip_config(model.cfg, cfg)

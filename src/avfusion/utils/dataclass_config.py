@@ -127,10 +127,19 @@ def coerce_scalar(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"config key {key!r} expects {want.__name__}, got {value!r} ({type(value).__name__})")
 
 
-def build(cls: type[T], base: Mapping[str, Any] | None = None, overrides: Iterable[str] = ()) -> T:
+def build(cls: type[T], base: Mapping[str, Any] | None = None, overrides: Iterable[str] = (),
+          removed: Mapping[str, str] | None = None) -> T:
+    """``cls`` from a mapping and dotted overrides; a key in ``removed`` (dotted -> what replaced
+    it; default: the class's ``removed_keys``) is refused naming its replacement."""
+    removed = getattr(cls, "removed_keys", {}) if removed is None else removed
     d = to_plain(dict(base or {}))
     for key, value in parse_overrides(overrides).items():
         set_dotted(d, key, value)
+    for key, instead in (removed or {}).items():
+        section, _, name = key.rpartition(".")
+        holder = d.get(section) if section else d
+        if isinstance(holder, Mapping) and name in holder:
+            raise ConfigError(f"config key {key!r} was removed: use {instead}")
     return from_dict(cls, d)
 
 
