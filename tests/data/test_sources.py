@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from avfusion.data.prepare import write_shards
 from avfusion.data.shards import ShardDataset
@@ -62,3 +63,22 @@ def test_empty_folder_and_other_files(tmp_path):
 def test_failing_pipe_is_one_error(corpus, small_cfg):
     with pytest.raises(UserError, match="the command failed"):
         _ids("pipe:cat /nonexistent/shard.tar", corpus, small_cfg)
+
+
+def test_cached_shard_samples_equal_uncached(shard_dir, corpus, small_cfg):
+    from avfusion.data.shards import ShardSamples
+    from avfusion.utils.seeding import seed_all
+
+    labels = LabelMap.read(corpus.labels)
+    plain = ShardSamples(shard_dir, labels, small_cfg, train=True)
+    cached = ShardSamples(shard_dir, labels, small_cfg, train=True, cache=True)
+    cached.fill_cache()
+    assert len(cached.cache) == len(cached) == 7
+    for i in range(len(plain)):
+        seed_all(i)
+        a = plain[i]
+        seed_all(i)
+        b = cached[i]
+        for k in ("video", "audio"):
+            if a.get(f"has_{k}"):
+                assert torch.equal(a[k], b[k]), (i, k)

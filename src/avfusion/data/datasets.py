@@ -190,17 +190,21 @@ def open_source(spec: str | Source, labels_path: str | None = None) -> tuple[Sou
 def dataset_for(src: Source, rows: Sequence[Row] | None, labels: LabelMap | None, cfg: ClipConfig, train: bool,
                 on_error: str = "raise", damaged: str = "error", read: str = "auto",
                 epoch_samples: int | None = None, batch_size: int | None = None, seed: int = 0,
-                shuffle: int = 0, exclude: Collection[str] = ()) -> Dataset:
+                shuffle: int = 0, exclude: Collection[str] = (), cache: bool = False) -> Dataset:
     """The dataset that reads a source: a manifest's files (:class:`VideoDataset`), local shards by
     random access (:class:`ShardSamples`, ``read="auto"`` or ``"random"``), or shards streamed
-    (:class:`ShardDataset`: any URL, or ``read="stream"``; training needs ``epoch_samples``)."""
+    (:class:`ShardDataset`: any URL, or ``read="stream"``; training needs ``epoch_samples``).
+    ``cache`` keeps random-access shard samples decoded in memory (:class:`ShardSamples`)."""
     if read not in ("auto", "random", "stream"):
         raise ConfigError(f"data.read_shards must be auto, random or stream, got {read!r}")
+    if cache and not (src.is_shards and read != "stream" and src.local):
+        raise ConfigError(f"{src.spec}: data.cache_decoded works on local shards read by random access: "
+                          "prepare the manifest into shards first")
     if not src.is_shards:
         keep = [r for r in rows or [] if r.id not in exclude] if exclude else list(rows or [])
         return VideoDataset(keep, labels, cfg, train, missing="error", on_error=on_error, damaged=damaged)
     if read == "random" or (read == "auto" and src.local):
-        return ShardSamples(src, labels, cfg, train, on_error=on_error, exclude=exclude)
+        return ShardSamples(src, labels, cfg, train, on_error=on_error, exclude=exclude, cache=cache)
     if train and epoch_samples is None:
         raise ConfigError(f"{src.spec}: streaming shards for training needs the epoch length: set data.epoch_samples "
                           "(the \"ok\" count of the folder's prepare.json)")

@@ -173,7 +173,7 @@ class ShardSegment:
     REQUIRED = ("id", "labels", "start", "end", "fps", "sample_rate", "has_video", "has_audio", "num_frames")
 
     def __init__(self, sample: dict[str, Any], source: str = "") -> None:
-        where = source or f"{sample.get('__url__', 'shard')} sample {sample.get('__key__', '?')}"
+        where = self.where = source or f"{sample.get('__url__', 'shard')} sample {sample.get('__key__', '?')}"
         if "json" not in sample:
             raise InputError(f"{where}: no .json member (not a sample written by `avfusion prepare`)")
         try:
@@ -201,12 +201,28 @@ class ShardSegment:
         if self.has_audio and "audio.pcm" not in sample:
             raise InputError(f"{where}: has audio but no audio.pcm member")
         self._pcm = np.frombuffer(sample["audio.pcm"], dtype="<i2") if self.has_audio else None
+        self._all: np.ndarray | None = None  # every stored frame, once decode_all() ran
+
+    def decode_all(self) -> "ShardSegment":
+        """Decode every stored frame now and keep them (uint8 (N, H, W, 3)): a cache for data read
+        many times (small data sets, the demo); clips then only index into memory."""
+        if self.has_video and self._all is None:
+            n = int(self.meta["num_frames"])
+            if self._jpegs is not None:
+                self._all = decode_jpegs(self._jpegs)
+            else:
+                with av.open(io.BytesIO(self._mp4)) as c:  # type: ignore[arg-type]
+                    self._all, _, _, _ = decode_video(c, np.arange(n) / self.fps)
+            self._jpegs = self._mp4 = None  # the compressed copy is no longer needed
+        return self
 
     def frames(self, times: np.ndarray) -> tuple[np.ndarray, int]:
         n = int(self.meta["num_frames"])
         idx = np.floor((np.asarray(times) - self.base) * self.fps + 1e-3).astype(int)  # frame shown at t
         valid = int(_covered(self.video_real, idx).sum())
         idx = idx.clip(0, n - 1)
+        if self._all is not None:
+            return self._all[idx], valid
         uniq, inv = np.unique(idx, return_inverse=True)  # decode each stored frame once
         if self._jpegs is not None:
             got = decode_jpegs([self._jpegs[i] for i in uniq])
@@ -242,12 +258,13 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def sample_from_raw(raw: dict[str, Any], labels: LabelMap | None, proc: ClipProcessor,
+def sample_from_raw(raw: dict[str, Any] | "ShardSegment", labels: LabelMap | None, proc: ClipProcessor,
                     generator: torch.Generator | None = None) -> dict[str, Any]:
-    """A stored sample (bytes values, with ``__url__`` / ``__key__``) -> a model-ready sample, for
-    both shard readers. Shards cut for another sample rate or frame grid are refused, naming them."""
-    seg = ShardSegment(raw)  # names the shard and sample in an error
-    where = f"{raw.get('__url__', 'shard')} sample {raw.get('__key__', '?')} ({seg.meta['id']!r})"
+    """A stored sample (bytes values, with ``__url__`` / ``__key__``; or its ShardSegment) -> a
+    model-ready sample, for both shard readers. Shards cut for another sample rate or frame grid
+    are refused, naming them."""
+    seg = raw if isinstance(raw, ShardSegment) else ShardSegment(raw)  # names the shard and sample in an error
+    where = f"{seg.where} ({seg.meta['id']!r})"
     p = proc.cfg.preprocess
     # A clip's frames must land on stored frames: their spacing (frame_stride / fps) a whole number
     # of stored frame periods (shards stored at fps / frame_stride hold exactly the frames used).
@@ -315,10 +332,14 @@ class ShardSamples(Dataset):
 
     Errors as :class:`~avfusion.data.datasets.VideoDataset`: ``on_error="raise"`` raises a
     one-line SampleError naming the shard and sample, ``"mark"`` returns a marker for collate.
-    ``exclude``: sample ids left out (a resumed batch inference)."""
+    ``exclude``: sample ids left out (a resumed batch inference). ``cache``: keep each sample
+    decoded in memory once read (every stored frame and the audio; small data sets read for many
+    epochs): clips are still cut, cropped and featurised per access, as without it.
+    :meth:`fill_cache` decodes them all at once (before forking, to share them)."""
 
     def __init__(self, shards: Source | Sequence[str] | str | os.PathLike, labels: LabelMap | None,
-                 cfg: ClipConfig, train: bool, on_error: str = "raise", exclude: Collection[str] = ()) -> None:
+                 cfg: ClipConfig, train: bool, on_error: str = "raise", exclude: Collection[str] = (),
+                 cache: bool = False) -> None:
         src = shards if isinstance(shards, Source) else resolve(shards)
         if not src.is_shards:
             raise InputError(f"{src.spec}: a manifest, not shards (use VideoDataset)")
@@ -337,6 +358,7 @@ class ShardSamples(Dataset):
                 self.rows.append(row)
         self._files: dict[int, Any] = {}
         self._pid = -1
+        self.cache: dict[int, ShardSegment] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -363,9 +385,22 @@ class ShardSamples(Dataset):
             raw[ext] = f.read(size)
         return raw
 
+    def segment(self, i: int) -> ShardSegment:
+        """Item i's stored sample (from the cache when there is one)."""
+        if self.cache is None:
+            return ShardSegment(self.raw(i))
+        seg = self.cache.get(i)
+        if seg is None:
+            seg = self.cache[i] = ShardSegment(self.raw(i)).decode_all()
+        return seg
+
+    def fill_cache(self) -> None:
+        for i in range(len(self)):
+            self.segment(i)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         try:
-            return sample_from_raw(self.raw(i), self.labels, self.proc)
+            return sample_from_raw(self.raw(i) if self.cache is None else self.segment(i), self.labels, self.proc)
         except (InputError, OSError) as e:
             from avfusion.data.datasets import SampleError
 

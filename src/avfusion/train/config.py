@@ -40,6 +40,9 @@ class DataConfig:
     # Local shards are read by random access (the same sampler, exact resume and balanced sampling
     # as a manifest); URLs are streamed. "stream" streams local shards too.
     read_shards: str = "auto"  # auto | random | stream
+    # Local shards: keep each sample decoded in memory once read (small data sets read for many
+    # epochs, e.g. the demo); clips are still cut, cropped and featurised per sample.
+    cache_decoded: bool = False
     shuffle_buffer: int = 1000  # streamed shards: samples in the shuffle buffer
     # Streamed shards: samples in an epoch, all ranks together (default: the folder's prepare.json
     # "ok"); every rank runs epoch_samples // (world x batch_size) steps.

@@ -114,7 +114,7 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     epoch_samples = cfg.data.epoch_samples or (src.prepared or {}).get("ok")
     train_set = dataset_for(src, rows, labels if mode == "supervised" else None, clips, train=True, on_error="mark",
                             read=cfg.data.read_shards, epoch_samples=epoch_samples, batch_size=cfg.data.batch_size,
-                            seed=cfg.run.seed, shuffle=cfg.data.shuffle_buffer)
+                            seed=cfg.run.seed, shuffle=cfg.data.shuffle_buffer, cache=cfg.data.cache_decoded)
 
     contrastive = None
     if mode == "contrastive":
