@@ -67,6 +67,11 @@ def example_inputs(model: nn.Module, inputs: tuple[str, ...], batch: int, seed: 
     return {m: x for m, x in model.example_inputs(batch, device="cpu", generator=g).items() if m in inputs}
 
 
+def example_inputs_order(inputs: tuple[str, ...]) -> list[str]:
+    """The order ``trace`` passes the inputs in (``AVModel.example_inputs``: video, then audio)."""
+    return [m for m in ("video", "audio") if m in inputs]
+
+
 def resolve_inputs(model_modalities: tuple[str, ...], which: str | None) -> tuple[str, ...]:
     """``av`` / ``audio`` / ``video`` (None: every modality the model takes) -> modalities, or a ConfigError."""
     if which is None:
@@ -134,7 +139,8 @@ def _rename_keyword_paths(ep: torch.export.ExportedProgram) -> None:
 def trace(model: nn.Module, inputs: tuple[str, ...]) -> torch.export.ExportedProgram:
     """``torch.export`` of the model for ``inputs``, with a dynamic batch dimension (>= 1)."""
     fn = Exportable(model.eval(), inputs)
-    example = example_inputs(model, inputs, EXAMPLE_BATCH)
+    x = example_inputs(model, inputs, EXAMPLE_BATCH)
+    example = {m: x[m] for m in example_inputs_order(inputs)}  # a fixed order: the ONNX input names follow it
     batch = torch.export.Dim("batch", min=1)
     with _traceable_presence(), torch.no_grad():
         ep = torch.export.export(fn, (), kwargs=example, dynamic_shapes={m: {0: batch} for m in example},
@@ -201,8 +207,7 @@ def _save_onnx(ep: torch.export.ExportedProgram, path: Path, inputs: list[str], 
         import onnxscript  # noqa: F401  (the torch exporter needs it)
     except ImportError:
         raise ConfigError("--format onnx needs the onnx and onnxscript packages: pip install onnx onnxscript") from None
-    # The exported program's inputs keep the model's order (video before audio).
-    order = [m for m in MODALITIES[::-1] if m in inputs]
+    order = list(example_inputs_order(inputs))  # the program's inputs, in the order it was traced with
     # The exporter logs a warning per torchvision op it cannot register (torchvision is not needed).
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with contextlib.redirect_stdout(sys.stderr):  # the exporter prints its progress
