@@ -97,7 +97,7 @@ class FileTimeline:
 
 
 class _Window:
-    """Where one window's clips sit in its chunk's arrays."""
+    """One window and the centres of the clips that score it (seconds on the file's timeline)."""
 
     def __init__(self, start: float, end: float, centres: list[float]) -> None:
         self.start, self.end, self.centres = start, end, centres
