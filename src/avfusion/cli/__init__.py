@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("avfusion.cli.prepare", "decode a manifest once into WebDataset .tar shards"),
     "convert": ("avfusion.cli.convert", "official MBT / ImageNet ViT weights -> an avfusion model directory"),
     "bench": ("avfusion.cli.bench", "speed, peak memory, FLOPs and MFU per model"),
+    "export": ("avfusion.cli.export", "a model directory -> one .pt2 (torch.export) or .onnx file that runs without avfusion"),
 }
 
 

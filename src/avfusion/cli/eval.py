@@ -1,4 +1,4 @@
-"""`avfusion eval --model DIR --data MANIFEST|SHARDS [--labels LABELS] [--json]`.
+"""`avfusion eval --model DIR --data MANIFEST|SHARDS [--labels LABELS] [--retrieval] [--json]`.
 
 The papers' protocol: K uniformly spaced clips x 3 crops per video, logits averaged per video;
 metrics for `logits` and for every output head (audio, video, fusion, global); and, for
@@ -9,6 +9,12 @@ A file that cannot be used (missing, unreadable, no decodable stream) stops the 
 one line naming it; --skip-bad leaves such files out and lists them. Damaged files (truncated,
 packets that fail to decode) are evaluated on what decodes; eval.json's "inputs" lists them, with
 each file's damage, notes and padding share.
+
+--retrieval adds cross-modal retrieval (eval.json "retrieval"): every video's audio embedding
+queries all videos' video embeddings and the other way round; Recall@1/5/10 and the median rank,
+beside chance. Embeddings are the audio and video features through the contrastive projectors a
+pretraining run kept beside the model (projectors.safetensors), or the raw features when there
+are none (the report says so). Without a label map, --retrieval evaluates retrieval only.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import argparse
 import json
 from pathlib import Path
 
-from avfusion.cli._common import print_table
+from avfusion.cli._common import parse_args, print_table
+from avfusion.errors import ConfigError
 from avfusion.utils.cli_args import device_arg, int_at_least
 
 
@@ -35,6 +42,17 @@ def table_rows(report: dict) -> list[dict]:
                     row[f"{head} top1"] = (metrics.get(head) or {}).get("top1")
             rows.append({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
     return rows
+
+
+def retrieval_rows(section: dict) -> list[dict]:
+    """One row per direction, with chance beside it."""
+    if "error" in section:
+        return []
+    keys = [k for k in section["chance"] if k != "mean_rank"]
+    rows = [{"retrieval": d, "videos": section["num_videos"], **{k: section[d][k] for k in keys}}
+            for d in ("audio->video", "video->audio")]
+    rows.append({"retrieval": "chance", "videos": section["num_videos"], **{k: section["chance"][k] for k in keys}})
+    return [{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
 
 
 def inputs_summary(inputs: dict) -> list[str]:
@@ -57,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True,
                    help="a manifest (CSV / JSONL) or shards: a folder from `avfusion prepare`, a .tar, a brace "
                         "pattern, URLs joined with ::, or a pipe:/http URL")
-    p.add_argument("--labels", help="label map (index,mid,display_name); default: a shard folder's labels.csv")
+    p.add_argument("--labels", help="label map (index,mid,display_name); default: a shard folder's labels.csv; "
+                                    "not needed for --retrieval alone")
     p.add_argument("--out", help="where eval.json and the plots go (default: MODEL/eval)")
     p.add_argument("--clips", type=int_at_least(1), default=4, help="temporal clips per video (default 4, as MBT)")
     p.add_argument("--crops", type=int, default=3, choices=(1, 3), help="spatial crops per clip")
@@ -67,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out files that cannot be used (listed in eval.json) instead of stopping")
+    p.add_argument("--retrieval", action="store_true",
+                   help="audio->video and video->audio retrieval (Recall@1/5/10, median rank) on the embeddings")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
 
     import torch
 
@@ -77,8 +98,16 @@ def main(argv: list[str] | None = None) -> int:
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_pretrained(args.model, map_location=device)
+    retrieval = None
+    if args.retrieval:
+        from avfusion.eval.retrieval import PROJECTORS_WEIGHTS, Retrieval, load_projectors
+
+        if len(model.cfg.modalities) != 2:
+            raise ConfigError(f"--retrieval ranks one modality against the other, but {model.cfg.name} takes only "
+                              f"{model.cfg.modalities[0]}")
+        retrieval = Retrieval(load_projectors(args.model, model.num_features), str(Path(args.model) / PROJECTORS_WEIGHTS))
     report = evaluate_source(model, args.data, args.labels, args.task, args.batch_size, args.workers,
-                             args.clips, args.crops, skip_bad=args.skip_bad)
+                             args.clips, args.crops, skip_bad=args.skip_bad, retrieval=retrieval)
     out = Path(args.out) if args.out else Path(args.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -87,7 +116,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, allow_nan=False))
     else:
         rows = table_rows(report)
-        print_table(rows, list(rows[0]) if rows else ["condition"])
+        if rows or "retrieval" not in report:
+            print_table(rows, list(rows[0]) if rows else ["condition"])
+        if "retrieval" in report:
+            section = report["retrieval"]
+            rows = retrieval_rows(section)
+            if rows:
+                print_table(rows, list(rows[0]))
+            else:
+                print(f"retrieval: {section['error']}")
+            print(f"retrieval on {section.get('space')}: {section.get('note')}")
         for line in inputs_summary(report.get("inputs", {})):
             print(line)
         print(f"\nreport: {out / 'eval.json'}" + "".join(f"\nplot: {q}" for q in plots))

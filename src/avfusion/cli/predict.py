@@ -15,6 +15,14 @@ is printed on stderr). The run is resumable: rerun the same command after a kill
 where it stopped (OUT.parts/ holds the rows done, OUT.run.json what the run is for); a complete
 OUT is left as it is. Under `torchrun --nproc_per_node N -m avfusion predict --data ...` each rank
 answers its part of the rows and rank 0 writes OUT. See docs/evaluation.md.
+
+--timeline answers every window of the whole file instead: windows of --window seconds (default:
+the model's clip length) every --hop seconds (default: half a window), times from the file's
+start; one decode per --batch-size windows, so memory stays bounded on an hour-long video.
+Printed as a table, or with --json one object per file: {"file", "window", "hop", "notes",
+"timeline": [{"start", "end", "label", "score", "outputs": {name: top-k}, "notes"}, ...]}.
+--plot FILE.png | FILE.html draws per-output scores of the top classes over time (one video).
+With --data, one such line per manifest row (its start / end segment, or the whole file).
 """
 
 from __future__ import annotations
@@ -25,8 +33,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from avfusion.cli._common import parse_args
 from avfusion.errors import InputError, UserError
-from avfusion.utils.cli_args import device_arg, int_at_least
+from avfusion.utils.cli_args import device_arg, int_at_least, positive_float
 
 DEFAULT_MODEL = Path("runs/demo/best")
 
@@ -37,7 +46,7 @@ def add_corpus_args(p: argparse.ArgumentParser, out_help: str) -> None:
                    help="a manifest (.csv / .jsonl), a folder of shards, a .tar, a brace pattern, a :: list or a "
                         "pipe: / http URL")
     p.add_argument("--out", help=out_help)
-    p.add_argument("--batch-size", type=int_at_least(1), default=8, help="rows per forward pass (default 8)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=8, help="rows (--timeline: windows) per forward pass (default 8)")
     p.add_argument("--workers", type=int_at_least(0), default=0, help="loader processes decoding rows (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -74,12 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("videos", nargs="*", help="video files (anything PyAV decodes)")
     p.add_argument("--model", help=f"an avfusion model directory (default: {DEFAULT_MODEL})")
     p.add_argument("--top-k", type=int_at_least(1), default=5)
-    p.add_argument("--clips", type=int_at_least(1), default=4, help="clips averaged per file or row")
+    p.add_argument("--clips", type=int_at_least(1), help="clips averaged per file or row (default 4)")
     p.add_argument("--device", type=device_arg, default=None,
                    help="auto | cpu | cuda | cuda:N (default: cpu for files, auto for --data)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     add_corpus_args(p, "with --data: the JSON lines file to write (resumed if a run was cut short)")
-    args = p.parse_args(argv)
+    t = p.add_argument_group("timeline")
+    t.add_argument("--timeline", action="store_true", help="answer every window of the whole file")
+    t.add_argument("--window", type=positive_float, help="window length in seconds (default: the model's clip)")
+    t.add_argument("--hop", type=positive_float, help="seconds between window starts (default: half a window)")
+    t.add_argument("--plot", metavar="FILE", help="with --timeline: a .png or .html picture of the scores over time")
+    args = parse_args(p, argv)
     if args.data is None and not args.videos:
         p.error("the following arguments are required: videos (or --data SOURCE --out FILE)")
     if args.data is not None and args.videos:
@@ -90,21 +104,33 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--out goes with --data (the answers for video files are printed)")
     if args.data is not None and args.json:
         p.error("--json is for video files (--data always writes JSON lines)")
+    if not args.timeline:
+        for flag in ("window", "hop", "plot"):
+            if getattr(args, flag) is not None:
+                p.error(f"--{flag} goes with --timeline")
+    else:
+        if args.clips is not None:
+            p.error("--clips does not apply to --timeline (each window is scored by the clips that cover it)")
+        if args.plot is not None and (args.data is not None or len(args.videos) != 1):
+            p.error("--plot draws one video's timeline: give one video file")
+        if args.plot is not None and not args.plot.lower().endswith((".png", ".html", ".htm")):
+            p.error(f"--plot {args.plot}: give a .png or .html file")
+        if args.data is not None and args.workers:
+            p.error("--workers does not apply to --timeline (each file is decoded chunk by chunk)")
+    args.clips = args.clips or 4
     model_dir = Path(args.model) if args.model else DEFAULT_MODEL
     if not model_dir.is_dir():
         raise InputError(f"no model directory {str(model_dir)!r}: pass --model DIR (or run `make demo` "
                                 f"to train the default one)")
     if args.data is not None:
         return predict_corpus_main(args, model_dir)
+    if args.timeline:
+        return timeline_main(args, model_dir)
 
     from avfusion.eval.predict import predict_file
     from avfusion.models.pretrained import load_pretrained
 
-    import torch
-
-    device = args.device or "cpu"
-    device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_pretrained(model_dir, map_location=device)
+    model = load_pretrained(model_dir, map_location=_device(args.device))
     status = 0
     for video in args.videos:
         try:
@@ -128,6 +154,39 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def _device(requested: str | None) -> str:
+    import torch
+
+    device = requested or "cpu"
+    return device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def timeline_main(args: argparse.Namespace, model_dir: Path) -> int:
+    from avfusion.eval.timeline import describe, plot_timeline, timeline_file
+    from avfusion.models.pretrained import load_pretrained
+
+    model = load_pretrained(model_dir, map_location=_device(args.device))
+    status = 0
+    for video in args.videos:
+        try:
+            result = timeline_file(model, video, args.window, args.hop, args.top_k, args.batch_size)
+        except (UserError, OSError) as e:  # one bad file does not stop the rest: it is named, exit 1
+            status = 1
+            if args.json:
+                print(json.dumps({"file": video, "error": str(e)}))
+            else:
+                print(f"{video}:\n  error: {e}")
+            continue
+        if args.json:
+            print(json.dumps(result.to_json(), allow_nan=False))
+        else:
+            print("\n".join(describe(result)))
+        if args.plot:
+            where = plot_timeline(result, args.plot)
+            print(f"plot: {where}", file=sys.stderr if args.json else sys.stdout)
+    return status
+
+
 def predict_corpus_main(args: argparse.Namespace, model_dir: Path) -> int:
     from avfusion.data.sources import resolve
     from avfusion.eval.corpus import predict_corpus
@@ -135,11 +194,19 @@ def predict_corpus_main(args: argparse.Namespace, model_dir: Path) -> int:
     from avfusion.train.distributed import cleanup
 
     source = resolve(args.data)  # a bad source is one line before the model loads
+    if args.timeline and source.manifest is None:
+        raise InputError(f"{args.data}: --timeline needs the media files (a manifest); shards hold prepared clips")
     device, info = corpus_device(args.device)
     try:
         model = load_pretrained(model_dir, map_location=device)
-        summary = predict_corpus(model, source, args.out, args.top_k, args.clips, args.batch_size, args.workers,
-                                 info, progress=not args.no_progress)
+        if args.timeline:
+            from avfusion.eval.timeline import timeline_corpus
+
+            summary = timeline_corpus(model, source, args.out, args.window, args.hop, args.top_k, args.batch_size,
+                                      info, progress=not args.no_progress)
+        else:
+            summary = predict_corpus(model, source, args.out, args.top_k, args.clips, args.batch_size,
+                                     args.workers, info, progress=not args.no_progress)
         report(summary, "predict", info)
     finally:
         cleanup(info)

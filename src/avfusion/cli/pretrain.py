@@ -8,6 +8,10 @@ temperature 0.08; the pairs are set by contrastive.pairs (default: audio-fusion,
 audio-video). Labels are not used for the loss; a label map, when given, sizes the classifier
 heads for the fine-tuning or linear probing that starts from the result
 (`avfusion train --init-from DIR [linear_probe=true]`).
+
+The model directory written at the end also keeps the projectors (projectors.safetensors +
+projectors.json), so that `avfusion eval --model DIR --data VAL --retrieval` ranks audio -> video
+and video -> audio in the space the loss trained.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
@@ -80,12 +80,13 @@ def record_inputs(batch: dict[str, Any], inputs: dict[str, Any], stop_at_error: 
 
 
 def run_views(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-              conditions: dict[str, tuple[str, ...]], skip_bad: bool = False
+              conditions: dict[str, tuple[str, ...]], skip_bad: bool = False, features: bool = False
               ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Run every view of every sample under each condition: per-condition raw results, and what
-    decoding found about the inputs (:func:`record_inputs`)."""
+    decoding found about the inputs (:func:`record_inputs`). ``features``: also keep
+    ``ModelOutput.features`` per output as (ids, views, (n, D)) chunks (retrieval)."""
     res: dict[str, dict[str, Any]] = {c: {"outputs": defaultdict(list), "ids": [], "views": [], "targets": [],
-                                          "skipped": 0} for c in conditions}
+                                          "skipped": 0, "features": defaultdict(list)} for c in conditions}
     found: dict[str, Any] = {"skipped": [], "damage": {}, "notes": {}, "padded": {}}
     splits = model.cfg.class_splits
     for batch in loader:
@@ -105,8 +106,14 @@ def run_views(model: torch.nn.Module, loader: DataLoader, device: torch.device,
                 named = {"logits": out.logits, **out.outputs}
                 for name, scores in named.items():
                     r["outputs"][name].append(scores.float().cpu())
-                r["ids"] += [i for i in sub["id"] for _ in range(V)]
-                r["views"] += list(range(V)) * len(sub["id"])
+                ids, views = [i for i in sub["id"] for _ in range(V)], list(range(V)) * len(sub["id"])
+                r["ids"] += ids
+                r["views"] += views
+                if features:
+                    for name, f in out.features.items():
+                        r["features"][name].append((ids, views, f.float().cpu()))
+                if "label" not in sub:  # unlabelled data (retrieval only)
+                    continue
                 target = sub["label"]
                 if isinstance(target, dict):
                     target = torch.stack([target[h] for h in splits], dim=1)
@@ -114,11 +121,16 @@ def run_views(model: torch.nn.Module, loader: DataLoader, device: torch.device,
     return res, found
 
 
-def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, task: str, batch_size: int = 4,
+def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, task: str | None, batch_size: int = 4,
                      num_workers: int = 0, info: DistInfo = DistInfo(),
-                     conditions: dict[str, tuple[str, ...]] | None = None, skip_bad: bool = False) -> dict[str, Any]:
+                     conditions: dict[str, tuple[str, ...]] | None = None, skip_bad: bool = False,
+                     retrieval: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Metrics per condition and per output on an evaluation dataset (train=False), and under
-    ``inputs`` what decoding found: files skipped (``skip_bad``), damage, notes, padding shares."""
+    ``inputs`` what decoding found: files skipped (``skip_bad``), damage, notes, padding shares.
+
+    ``retrieval`` (eval/retrieval.py): called with the per-rank raw results of the first
+    (all-modalities) condition, features included; its answer is ``report["retrieval"]``.
+    ``task=None``: unlabelled data, no classification metrics (retrieval only)."""
     device = next(model.parameters()).device
     model.eval()
     conditions = conditions or conditions_for(model.cfg.modalities)
@@ -129,7 +141,7 @@ def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, task: str, batch_
     loader = DataLoader(mine, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
     # Distributed, a rank must not stop alone (the others would wait for it): errors are listed,
     # gathered, and raised on every rank together.
-    raw, inputs = run_views(model, loader, device, conditions, skip_bad or info.enabled)
+    raw, inputs = run_views(model, loader, device, conditions, skip_bad or info.enabled, features=retrieval is not None)
     gathered = gather_objects((raw, inputs), info)
     merged: dict[str, Any] = {"skipped": [], "damage": {}, "notes": {}, "padded": {}}
     for _, part in gathered:  # type: ignore[misc]
@@ -147,8 +159,8 @@ def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, task: str, batch_
         parts = [g[cond] for g in gathered]  # type: ignore[index]
         skipped = sum(p["skipped"] for p in parts)
         ids = [i for p in parts for i in p["ids"]]
-        if not ids:
-            report["conditions"][cond] = {"num_videos": 0, "skipped": skipped}
+        if not ids or task is None:
+            report["conditions"][cond] = {"num_videos": len(set(ids)), "skipped": skipped}
             continue
         views = [v for p in parts for v in p["views"]]
         targets = torch.cat([t for p in parts for t in p["targets"]])
@@ -168,22 +180,34 @@ def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, task: str, batch_
                 "preds": per_output["logits"].argmax(1).tolist()}
         key, value = headline(task, metrics["logits"])
         report["summary"][cond] = {key: value}
+    if retrieval is not None:
+        report["retrieval"] = retrieval([g[next(iter(conditions))] for g in gathered])  # type: ignore[index]
     return json_safe(report)
 
 
 def evaluate_source(model: torch.nn.Module, source: str | Path | Source, labels: str | Path | None = None,
                     task: str | None = None, batch_size: int = 4, num_workers: int = 0, eval_clips: int = 4,
                     eval_crops: int = 3, info: DistInfo = DistInfo(),
-                    conditions: dict[str, tuple[str, ...]] | None = None, skip_bad: bool = False) -> dict[str, Any]:
+                    conditions: dict[str, tuple[str, ...]] | None = None, skip_bad: bool = False,
+                    retrieval: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on a source (a manifest's files, or shards: avfusion.data.sources) with the
     papers' multi-view protocol. ``labels`` defaults to a shard folder's labels.csv.
 
     A file that cannot be used stops the evaluation with one line naming it, or with
     ``skip_bad`` is left out and listed in ``report["inputs"]["skipped"]``; a damaged file
     (truncated, packets that fail to decode) is evaluated on what decodes and listed with its
-    damage."""
+    damage. With ``retrieval`` (eval/retrieval.py) the report has a ``retrieval`` section; without a
+    label map it has only that (the all-modalities condition, no classification metrics)."""
     src, labels_path, rows = open_source(source if isinstance(source, Source) else str(source),
                                          None if labels is None else str(labels))
+    clips = ClipConfig.from_model(model.cfg, eval_clips=eval_clips, eval_crops=eval_crops)
+    if labels_path is None and retrieval is not None:
+        conditions = conditions or dict(list(conditions_for(model.cfg.modalities).items())[:1])
+        dataset = dataset_for(src, rows, None, clips, train=False, on_error="mark", damaged="report")
+        report = evaluate_dataset(model, dataset, None, batch_size, num_workers, info, conditions, skip_bad, retrieval)
+        if report:
+            report.update(source=src.spec, eval_clips=eval_clips, eval_crops=eval_crops, class_names=None)
+        return report
     if labels_path is None:
         raise ConfigError(f"{src.spec}: evaluation needs a label map (--labels)")
     if task is None:
@@ -195,9 +219,8 @@ def evaluate_source(model: torch.nn.Module, source: str | Path | Source, labels:
     if label_map.num_classes != model.cfg.num_classes:
         raise InputError(f"the label map has {label_map.num_classes} classes but the model predicts "
                          f"{model.cfg.num_classes}")
-    clips = ClipConfig.from_model(model.cfg, eval_clips=eval_clips, eval_crops=eval_crops)
     dataset = dataset_for(src, rows, label_map, clips, train=False, on_error="mark", damaged="report")
-    report = evaluate_dataset(model, dataset, task, batch_size, num_workers, info, conditions, skip_bad)
+    report = evaluate_dataset(model, dataset, task, batch_size, num_workers, info, conditions, skip_bad, retrieval)
     if report:
         report.update(source=src.spec, eval_clips=eval_clips, eval_crops=eval_crops, class_names=label_map.names)
     return report
@@ -213,6 +236,8 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
     """Per-class AP (multi-label) or confusion-matrix (single-label) pictures of the main condition."""
     from avfusion.eval.plots import plot_confusion_matrix, plot_per_class_ap
 
+    if not report.get("task"):  # unlabelled (retrieval only): no classification to draw
+        return []
     cond = next(iter(report["conditions"].values()))
     logits = cond.get("outputs", {}).get("logits", {})
     names = report.get("class_names")

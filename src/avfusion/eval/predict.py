@@ -110,6 +110,18 @@ def usable_modalities(cfg: ModelConfig, sample: dict[str, Any], name: str) -> tu
     return present
 
 
+def missing_stream_notes(cfg: ModelConfig, sample: dict[str, Any], streams: dict[str, Any], name: str) -> list[str]:
+    """A modality the model takes that the sample lacks: the file has no such stream, or none of it
+    decoded; the prediction is then the other modality's."""
+    notes = []
+    for m in cfg.modalities:
+        if not sample.get(f"has_{m}"):
+            why = "has no" if m not in streams["spans"] else "could not decode its"
+            notes.append(f"{name} {why} {m} stream: unimodal prediction from {'video' if m == 'audio' else 'audio'} "
+                         "only")
+    return notes
+
+
 def answer(cfg: ModelConfig, sample: dict[str, Any], streams: dict[str, Any], scores: dict[str, torch.Tensor],
            model_notes: list[str], name: str, top_k: int) -> dict[str, Any]:
     """One file's (or manifest row's) prediction, shared by :func:`predict_file` and batch
@@ -123,11 +135,7 @@ def answer(cfg: ModelConfig, sample: dict[str, Any], streams: dict[str, Any], sc
                for out, v in scores.items()}
     notes = [f"damaged: {d}" if not d.startswith(("damaged", "truncated")) else d for d in sample["damage"]]
     notes += list(sample["notes"]) + cov_notes + list(dict.fromkeys(model_notes))
-    for m in MODALITIES:
-        if m in cfg.modalities and not sample.get(f"has_{m}"):
-            why = "has no" if m not in streams["spans"] else "could not decode its"
-            notes.insert(0, f"{name} {why} {m} stream: unimodal prediction from "
-                            f"{'video' if m == 'audio' else 'audio'} only")
+    notes = missing_stream_notes(cfg, sample, streams, name) + notes
     return {"has_audio": bool(sample["has_audio"]), "has_video": bool(sample["has_video"]), "coverage": cov,
             "outputs": outputs, "notes": notes}
 

@@ -21,6 +21,7 @@ from avfusion.data.mixup import mixup
 from avfusion.data.samplers import balanced_sampler
 from avfusion.errors import ConfigError
 from avfusion.eval.evaluate import evaluate_source, infer_task
+from avfusion.eval.retrieval import save_projectors
 from avfusion.heads.projector import ContrastiveHead
 from avfusion.models import create_model
 from avfusion.models.pretrained import load_pretrained
@@ -145,6 +146,11 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     out = Path(cfg.run.out)
     # fit writes OUT/train_config.json, once a resumed checkpoint's config is accepted.
     result = fit(cfg, task, train_set, collate, info, batch_transform=transform, sampler=sampler)
+    if contrastive is not None and info.is_main:
+        # The projectors go with the model directory fit wrote: retrieval (eval --retrieval) ranks in their space.
+        c = cfg.contrastive
+        save_projectors(out, contrastive, {"dim": model.num_features, "out_dim": c.proj_dim, "hidden": c.proj_hidden,
+                                           "temperature": c.temperature, "pairs": c.pairs, "model": model.cfg.name})
 
     if cfg.data.val and mode == "supervised" and result.steps > 0:
         report = evaluate_source(model, cfg.data.val, labels_path, batch_size=cfg.data.eval_batch_size,
