@@ -44,3 +44,10 @@ def test_bench_parses_models_and_overrides_around_flags(capsys):
     rc = main(["bench", "no_such_model", "--repeats", "1", "depth=2", "--warmup", "0"])
     err = capsys.readouterr().err
     assert rc == 2 and "unrecognized" not in err and "unknown model 'no_such_model'" in err
+
+
+def test_predict_files_around_options(tmp_path, capsys):
+    rc = main(["predict", str(tmp_path / "a.mp4"), "--model", str(tmp_path / "nomodel"), str(tmp_path / "b.mp4"),
+               "--top-k", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unrecognized" not in err and "no model directory" in err
