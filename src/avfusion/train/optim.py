@@ -10,16 +10,39 @@ from torch import nn
 from avfusion.train.config import OptimConfig, ScheduleConfig
 
 
-def param_groups(modules: dict[str, nn.Module], weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights, and never-decayed embeddings / tokens / norms / biases."""
-    decay, no_decay = [], []
+def split_weight_decay(modules: dict[str, nn.Module]) -> tuple[dict[str, nn.Parameter], dict[str, nn.Parameter]]:
+    """Trainable parameters as (decayed, never decayed), each ``prefix.name -> parameter``.
+
+    Never decayed: what a module's ``no_weight_decay()`` names (an AVModel's named sets:
+    position embeddings, CLS / bottleneck / fusion tokens, readout queries, latents and every
+    1-D parameter; models/base.py ``no_weight_decay_sets``) and, for modules without one (the
+    contrastive projectors), every 1-D parameter. Everything else, every >= 2-D weight
+    (linear layers, patch-embedding kernels), is decayed. A parameter shared by two modules is
+    placed once.
+    """
+    decay: dict[str, nn.Parameter] = {}
+    no_decay: dict[str, nn.Parameter] = {}
+    seen: set[int] = set()
     for prefix, module in modules.items():
-        skip = module.no_weight_decay() if hasattr(module, "no_weight_decay") else set()
-        for name, p in module.named_parameters():
-            if not p.requires_grad:
+        named = dict(module.named_parameters())
+        skip = set(module.no_weight_decay()) if hasattr(module, "no_weight_decay") else set()
+        stale = sorted(skip - set(named))
+        if stale:  # a renamed parameter would silently start being decayed
+            raise ValueError(f"{type(module).__name__}.no_weight_decay() names parameters it does not have: {stale[:5]}")
+        for name, p in named.items():
+            if not p.requires_grad or id(p) in seen:
                 continue
-            (no_decay if name in skip or p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            seen.add(id(p))
+            (no_decay if name in skip or p.ndim <= 1 else decay)[f"{prefix}.{name}"] = p
+    return decay, no_decay
+
+
+def param_groups(modules: dict[str, nn.Module], weight_decay: float) -> list[dict]:
+    """Two groups: decayed weights, and never-decayed embeddings / tokens / queries / latents /
+    norms / biases (see :func:`split_weight_decay`)."""
+    decay, no_decay = split_weight_decay(modules)
+    groups = [{"params": list(decay.values()), "weight_decay": weight_decay},
+              {"params": list(no_decay.values()), "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
 
