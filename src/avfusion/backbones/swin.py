@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avfusion.layers.attention import Attention
+from avfusion.layers.attention import Attention, reference_attend
 from avfusion.layers.block import DropPath, Mlp, drop_path_rates
 from avfusion.layers.masks import RULES, Rule, Segment, TokenMask, TokenType, segments_of, self_mask
 from avfusion.layers.windows import Grid, clamp_window, stage_grids, window_ids, window_partition, window_reverse
@@ -141,10 +141,14 @@ class SwinBlock(nn.Module):
         h, hd = self.attn.num_heads, self.attn.head_dim
         drop = self.attn.attn_drop if self.training else 0.0
         qkv = self.attn.qkv(x)  # (B, L, 3C)
-        if self.impl == "dense":  # the reference: every token, one call, the full (L, L) mask
+        if self.impl == "dense" or self.attn.keep:  # the reference: every token, one call, the full (L, L) mask
             q, k, v = qkv.reshape(B, L, 3, h, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, L, hd)
             mask = layout.dense(self.shifted, x.device)  # (L, L)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+            if self.attn.keep:  # attention maps requested (layers.attention.keep_attention)
+                out, probs = reference_attend(q, k, v, mask, drop)
+                self.attn.kept.append(probs.detach())
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
             return self.attn.proj_drop(self.attn.proj(out.transpose(1, 2).reshape(B, L, C)))
         # split (not slice) so the backward pass concatenates gradients instead of zero-filling.
         q_all, kv_all = qkv.split([C, 2 * C], dim=-1)  # (B, L, C), (B, L, 2C)
