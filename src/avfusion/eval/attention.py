@@ -17,7 +17,8 @@ from avfusion.layers.attention import keep_attention
 
 
 @torch.no_grad()
-def fusion_attention(model: torch.nn.Module, inputs: dict[str, torch.Tensor], layer: int = -1) -> dict[str, torch.Tensor]:
+def fusion_attention(model: torch.nn.Module, inputs: dict[str, torch.Tensor],
+                     layer: int = -1) -> dict[str, torch.Tensor]:
     """Maps of where the fusion / bottleneck tokens attend, per present modality, for the first clip.
 
     Returns ``{"video": (T', H', W'), "audio": (T', F')}``: the attention mass the fusion tokens

@@ -31,7 +31,15 @@ from torch import nn
 
 from avfusion.layers.block import Block, drop_path_rates
 from avfusion.layers.masks import TokenType
-from avfusion.models.base import MODALITY_TYPES, AVModel, Tokens, init_weights, lay_out, make_tokenizer, present_modalities
+from avfusion.models.base import (
+    MODALITY_TYPES,
+    AVModel,
+    Tokens,
+    init_weights,
+    lay_out,
+    make_tokenizer,
+    present_modalities,
+)
 from avfusion.models.config import MODALITIES, ModelConfig
 
 

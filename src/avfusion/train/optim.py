@@ -28,7 +28,8 @@ def split_weight_decay(modules: dict[str, nn.Module]) -> tuple[dict[str, nn.Para
         skip = set(module.no_weight_decay()) if hasattr(module, "no_weight_decay") else set()
         stale = sorted(skip - set(named))
         if stale:  # a renamed parameter would silently start being decayed
-            raise ValueError(f"{type(module).__name__}.no_weight_decay() names parameters it does not have: {stale[:5]}")
+            raise ValueError(f"{type(module).__name__}.no_weight_decay() names parameters it does not have: "
+                             f"{stale[:5]}")
         for name, p in named.items():
             if not p.requires_grad or id(p) in seen:
                 continue
