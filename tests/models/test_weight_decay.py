@@ -111,3 +111,47 @@ def test_a_stale_name_is_an_error() -> None:
 
     with pytest.raises(ValueError, match="gone"):
         split_weight_decay({"m": Stale(2, 2)})
+
+
+# -- runs saved with the old groups still resume ----------------------------------------------
+def _old_rule(name: str, p: torch.Tensor) -> bool:
+    """The rule before issue 15: True = not decayed."""
+    return p.ndim <= 1 or "pos_embed" in name or "token" in name or name.startswith("bottleneck")
+
+
+@pytest.mark.parametrize("name", ["mbt_tiny", "zorro_vit_tiny", "zorro_vit_tiny_independent", "zorro_hip_tiny"])
+def test_optimizer_state_saved_with_the_old_groups_resumes(name: str) -> None:
+    from avfusion.train.config import OptimConfig
+    from avfusion.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = avfusion.create_model(name, head_zero_init=False)
+    named = list(model.named_parameters())
+    if model.cfg.family == "masked" and model.cfg.num_fusion_tokens == 0:
+        # The old model carried an empty fusion_tokens right after its token parameters.
+        last = max(i for i, (n, _) in enumerate(named) if n.startswith("tokens."))
+        named.insert(last + 1, ("fusion_tokens", nn.Parameter(torch.zeros(1, 0, model.cfg.embed_dim))))
+    old_groups = [{"params": [p for n, p in named if not _old_rule(n, p)], "weight_decay": 0.05},
+                  {"params": [p for n, p in named if _old_rule(n, p)], "weight_decay": 0.0}]
+    old_opt = torch.optim.AdamW(old_groups, lr=1e-3)
+    out = model(model.example_inputs(2))
+    sum(o.square().sum() for o in out.outputs.values()).backward()
+    old_opt.step()
+    saved = old_opt.state_dict()
+    moments = {n: old_opt.state[p]["exp_avg"].clone() for n, p in named if p.numel() and p in old_opt.state}
+
+    opt = build_optimizer({"model": model}, OptimConfig(name="adamw", lr=1e-3, weight_decay=0.05), torch.device("cpu"))
+    opt.load_state_dict(saved)
+    assert len(moments) == len(list(model.parameters()))  # every (non-empty) parameter has moments
+    for n, p in model.named_parameters():  # ... and keeps its own
+        torch.testing.assert_close(opt.state[p]["exp_avg"], moments[n], rtol=0, atol=0)
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    assert opt.param_groups[0]["weight_decay"] == 0.05 and opt.param_groups[1]["weight_decay"] == 0.0
+    assert id(model.tokens.embed["audio"].proj.weight) in decayed  # the new groups, the old moments
+    opt.step()  # and it runs
+    # Today's states load as they are.
+    again = build_optimizer({"model": model}, OptimConfig(name="adamw", lr=1e-3, weight_decay=0.05),
+                            torch.device("cpu"))
+    again.load_state_dict(opt.state_dict())
+    for p in model.parameters():
+        torch.testing.assert_close(again.state[p]["exp_avg"], opt.state[p]["exp_avg"], rtol=0, atol=0)

@@ -10,8 +10,8 @@ from avfusion.models.config import ModelConfig, PreprocessConfig
 from avfusion.models.registry import build_model, create_model, get_model_config, list_models, register_model
 from avfusion.models.zorro import ZorroModel
 
-from avfusion.models import variants as _variants  # noqa: F401,E402  (registers the named models)
-from avfusion.models import variants_hierarchical as _variants_hierarchical  # noqa: F401,E402  (Zorro-Swin, -HiP)
+from avfusion.models import variants as _variants  # noqa: F401  (registers the named models)
+from avfusion.models import variants_hierarchical as _variants_hierarchical  # noqa: F401  (Zorro-Swin, -HiP)
 
 __all__ = ["AVModel", "ModelOutput", "Tokens", "ZorroModel", "ModelConfig", "PreprocessConfig", "build_model",
            "create_model", "get_model_config", "list_models", "register_model"]
