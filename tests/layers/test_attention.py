@@ -71,3 +71,47 @@ def test_cross_attention_with_query_mask():
 def test_bad_attn_impl_is_refused():
     with pytest.raises(ValueError, match="attn_impl"):
         Attention(16, 2, attn_impl="flash")
+
+
+# -- attention maps: the reference path with explicit probabilities -------------------------
+@pytest.mark.parametrize("impl", ["auto", "dense"])
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_kept_probabilities_are_the_masked_softmax(rule, impl):
+    from avfusion.layers import keep_attention
+
+    segs = segments_of([A, V, F], [5, 7, 3])
+    mask = self_mask(segs, RULES[rule])
+    attn = Attention(16, 2, attn_impl=impl).eval()
+    x = torch.randn(2, 15, 16)
+    with torch.no_grad():
+        plain = attn(x, mask)
+        with keep_attention(attn):
+            kept_out = attn(x, mask)
+        # By hand: q, k from the fused projection, -inf on disallowed keys, softmax.
+        q, k, _ = attn.qkv(x).reshape(2, 15, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        allowed = mask.dense()
+        s = (q @ k.transpose(-2, -1) / 8 ** 0.5).masked_fill(~allowed, float("-inf"))
+    (probs,) = attn.kept
+    assert probs.shape == (2, 2, 15, 15) and not attn.keep  # back on its configured path
+    torch.testing.assert_close(probs, s.softmax(-1), rtol=1e-6, atol=1e-6)
+    assert (probs[..., ~allowed] == 0).all()  # exactly zero on masked keys
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 2, 15))  # rows sum to 1 over allowed keys
+    torch.testing.assert_close(kept_out, plain, rtol=1e-5, atol=1e-6)  # same output as the fast path
+
+
+def test_cross_attention_keeps_its_probabilities_and_others_are_refused():
+    from avfusion.layers import keep_attention
+
+    mask = TokenMask(segments_of([A, Q], [1, 1]), segments_of([A, V], [3, 5]),
+                     {A: frozenset({A}), Q: frozenset({A, V})})
+    xa = CrossAttention(16, 2).eval()
+    q, ctx = torch.randn(1, 2, 16), torch.randn(1, 8, 16)
+    with torch.no_grad(), keep_attention(xa):
+        xa(q, ctx, mask)
+        xa(q, ctx, None)  # every call is kept
+    masked, full = xa.kept
+    assert (masked[0, :, 0, 3:] == 0).all() and (masked[0, :, 0, :3] > 0).all()  # the audio query reads audio only
+    assert (full > 0).all()
+    with pytest.raises(TypeError, match="cannot keep"):
+        with keep_attention(torch.nn.Linear(2, 2)):
+            pass

@@ -96,14 +96,6 @@ def test_reset_classifier():
         assert model.cfg.num_classes == 3 and model.cfg.class_names == ["a", "b", "c"]
 
 
-def test_no_weight_decay_names_tokens_norms_and_biases():
-    model = avfusion.create_model("mbt_tiny")
-    skip = model.no_weight_decay()
-    assert "tokens.pos_embed.video" in skip and "tokens.cls_token.audio" in skip and "bottleneck" in skip
-    assert "blocks.audio.0.norm1.weight" in skip and "head.bias" in skip
-    assert "blocks.audio.0.attn.qkv.weight" not in skip
-
-
 def test_overrides_and_errors():
     m = avfusion.create_model("mbt_tiny", fusion_layer=1, num_bottlenecks=2, num_classes=5)
     assert m.cfg.fusion_layer == 1 and m.bottleneck.shape[1] == 3  # + scenic's extra token

@@ -8,9 +8,9 @@ The latents are split into three groups: audio, video and fusion. Each stage
 2. processes: ``depths[s]`` pre-LN self-attention blocks over the latents, again with Zorro
    routing (audio latents attend audio latents, ...).
 
-Stages have fewer latents and more channels as they go (HiP's hierarchy). The readout is
-Zorro-ViT's masked decoding cross-attention (heads/readout.py): four learned queries read the
-last stage's latents (audio query -> audio latents, ..., global query -> all latents).
+Stages have fewer latents and more channels as they go (HiP's hierarchy). The token set-up
+(patch tokens + positions) and the readout are every Zorro model's (models/zorro.py): four learned
+queries read the last stage's latents (audio query -> audio latents, ..., global query -> all).
 
 All groups share every weight (one cross-attention and one block stack per stage), so the
 only per-group parameters are the latents themselves. A missing modality's latents are not
@@ -19,18 +19,19 @@ instantiated (they would have no key to read); the others are unaffected by cons
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
-from avfusion.backbones.common import ZorroHeads, missing_note
-from avfusion.errors import ConfigError
 from avfusion.layers.block import Block, CrossBlock, drop_path_rates
-from avfusion.layers.masks import RULES, Segment, TokenMask, TokenType, segments_of, self_mask
-from avfusion.layers.tokenizer import ModalityTokenizer
-from avfusion.models.base import present_modalities
+from avfusion.layers.masks import RULES, Segment, TokenMask, TokenType, self_mask
+from avfusion.models.base import MODALITY_TYPES, Tokens, lay_out
 from avfusion.models.config import ModelConfig
+from avfusion.models.zorro import ZorroModel
 
-_TYPE = {"audio": TokenType.AUDIO, "video": TokenType.VIDEO, "fusion": TokenType.FUSION}
+# Latent groups: one per modality and the fusion latents.
+_TYPE = {**MODALITY_TYPES, "fusion": TokenType.FUSION}
 
 
 class HiPStage(nn.Module):
@@ -54,27 +55,26 @@ class HiPStage(nn.Module):
             for i in range(depth)
         )
 
-    def latents(self, present: tuple[str, ...], batch: int) -> tuple[torch.Tensor, tuple[Segment, ...]]:
-        """(B, n_lat, D) latents of the present modalities + fusion, and their layout."""
+    def latents(self, present: tuple[str, ...], batch: int) -> tuple[torch.Tensor, dict[str, Segment]]:
+        """(B, n_lat, D) latents of the present modalities + fusion, and their layout (named groups)."""
         names = [*present, "fusion"]
         parts = [self.latent_tokens[m].expand(batch, -1, -1) for m in names]
-        return torch.cat(parts, dim=1), segments_of([_TYPE[m] for m in names], [p.shape[1] for p in parts])
+        return torch.cat(parts, dim=1), lay_out([(m, _TYPE[m], p.shape[1]) for m, p in zip(names, parts)])
 
 
-class ZorroHiP(ZorroHeads):
+class ZorroHiP(ZorroModel):
     """Zorro-HiP (family ``hip``). Stage s: ``num_latents[s]`` latents per modality and
     ``num_fusion_tokens`` fusion latents of width ``stage_dims[s]``, ``depths[s]`` blocks.
     Head width is embed_dim / num_heads in every stage, MLP ratio mlp_dim / embed_dim."""
 
+    backbone = "Zorro-HiP"
+
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg, "hip")
-        assert cfg.depths and cfg.stage_dims and cfg.num_latents  # validated by ModelConfig
+        assert cfg.depths and cfg.stage_dims and cfg.num_latents  # validated by ModelConfig (widths too)
         head_dim, mlp_ratio = cfg.embed_dim // cfg.num_heads, cfg.mlp_dim / cfg.embed_dim
-        for d in cfg.stage_dims:
-            if d % head_dim:
-                raise ConfigError(f"model config {cfg.name!r}: stage width {d} is not a multiple of the head "
-                                  f"width {head_dim}")
-        self.tokens = ModalityTokenizer(cfg, use_cls=False)  # per-modality patches + learned positions
+        # Per-modality patches + learned positions; the fusion latents live in the stages.
+        self._build_tokens(fusion_tokens=False)
         dpr = drop_path_rates(cfg.depth, cfg.drop_path_rate)
         dims = (cfg.embed_dim, *cfg.stage_dims)
         self.stages = nn.ModuleList(
@@ -85,14 +85,14 @@ class ZorroHiP(ZorroHeads):
         D = cfg.stage_dims[-1]
         self._build_readout_and_heads(D, D // head_dim, int(D * mlp_ratio))
 
-    def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-        present = present_modalities(inputs)
-        parts = [self.tokens(m, inputs[m]) for m in present]  # each (B, N_m, embed_dim)
-        B = parts[0].shape[0]
-        x = torch.cat(parts, dim=1)  # (B, N, embed_dim): the patch tokens
-        segments = segments_of([_TYPE[m] for m in present], [p.shape[1] for p in parts])
+    def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[Tokens, list[str]]:
+        """Inputs -> the last stage's latents [audio ; video ; fusion] (B, n_lat, D) after the final
+        norm, and notes."""
+        t = self.embed(inputs)  # (B, N, embed_dim): the patch tokens [audio ; video]
+        x, segments = t.x, t.segments
         for stage in self.stages:
-            lat, lat_segments = stage.latents(present, B)  # (B, n_lat, D_s)
+            lat, groups = stage.latents(t.present, x.shape[0])  # (B, n_lat, D_s)
+            lat_segments = tuple(groups.values())
             # Zorro routing into the latents: audio <- audio, video <- video, fusion <- all.
             into = TokenMask(lat_segments, segments, RULES["zorro"])
             x = self._run_block(stage.encode, lat, stage.lift(x), into)  # (B, n_lat, D_s)
@@ -100,5 +100,8 @@ class ZorroHiP(ZorroHeads):
             for block in stage.blocks:
                 x = self._run_block(block, x, within)
             segments = lat_segments
-        feats = self.readout(self.norm(x), segments)  # output -> (B, D)
-        return feats, missing_note(present, "Zorro-HiP")
+        return Tokens(self.norm(x), groups, t.present), self._missing_note(t.present)
+
+    def _no_decay_params(self) -> dict[str, Iterable[nn.Parameter]]:
+        return {**super()._no_decay_params(),
+                "latents": [p for stage in self.stages for p in stage.latent_tokens.values()]}

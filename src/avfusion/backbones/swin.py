@@ -3,127 +3,101 @@
 Each modality keeps its own token grid: video (T', H', W') with 3D windows, the spectrogram
 (T', F') with 2D windows. Window attention and patch merging run per grid, so a modality token
 only ever reads tokens of its own modality, and never a fusion token. The few fusion tokens are
-a separate group that, in every block, attends globally to all modality tokens and to
-themselves. All token groups share one set of block weights (qkv, projection, MLP, norms), as
-Zorro-ViT's single stack does; the four-output readout is Zorro-ViT's (heads/readout.py).
+a separate group that, in every block, reads the token types the routing rule allows it
+(``RULES['zorro']``: every modality token and the fusion tokens). All token groups share one set
+of block weights (qkv, projection, MLP, norms), as Zorro-ViT's single stack does; the token
+set-up and the four-output readout are every Zorro model's (models/zorro.py).
 
 Tokens travel between blocks as one flat sequence (B, L, C) laid out [audio ; video ; fusion]
 (the same layout as fusion/masked.py), so the reference path is exactly DESIGN.md's: one SDPA
-call over all L tokens with a dense (L, L) boolean mask = Zorro routing AND same-window.
+call over all L tokens with a dense (L, L) boolean mask = the routing rule AND same-window.
 The fast path ("auto") partitions each grid into (cyclically shifted) windows and runs the
-fusion queries as one more call; tests/backbones check that both agree.
+fusion queries as one more call over their allowed keys; tests/backbones check that both agree.
+Both read the routing from the same :class:`TokenMask` (``RULES[cfg.fusion]``): a grid's
+queries must read only their own type (windows never cross modalities), which the layout checks.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avfusion.backbones.common import ZorroHeads, missing_note
-from avfusion.errors import ConfigError
-from avfusion.layers.attention import Attention
+from avfusion.layers.attention import Attention, reference_attend
 from avfusion.layers.block import DropPath, Mlp, drop_path_rates
-from avfusion.layers.masks import RULES, Segment, TokenType, segments_of, self_mask
-from avfusion.layers.tokenizer import ModalityTokenizer
-from avfusion.models.base import present_modalities
+from avfusion.layers.masks import RULES, Rule, Segment, TokenMask, TokenType, segments_of, self_mask
+from avfusion.layers.windows import Grid, clamp_window, stage_grids, window_ids, window_partition, window_reverse
+from avfusion.models.base import MODALITY_TYPES, Tokens, lay_out
 from avfusion.models.config import ModelConfig
+from avfusion.models.zorro import ZorroModel
 
-_TYPE = {"audio": TokenType.AUDIO, "video": TokenType.VIDEO}
-Grid = tuple[int, ...]
-
-
-# -- window geometry ----------------------------------------------------------------------------
-def clamp_window(grid: Grid, window: Grid, shifted: bool) -> tuple[Grid, Grid]:
-    """Per axis, as Video Swin: a window no larger than the grid, and no shift where it covers it."""
-    win = tuple(min(w, g) for w, g in zip(window, grid, strict=True))
-    shift = tuple(w // 2 if shifted and g > w else 0 for w, g in zip(window, grid, strict=True))
-    return win, shift
-
-
-def window_partition(x: torch.Tensor, window: Grid) -> torch.Tensor:
-    """(B, *grid, C) -> (B * nW, n, C): non-overlapping windows, n = prod(window)."""
-    B, *grid, C = x.shape
-    d = len(grid)
-    split = [s for g, w in zip(grid, window) for s in (g // w, w)]
-    x = x.reshape(B, *split, C)  # (B, g0/w0, w0, g1/w1, w1, ..., C)
-    x = x.permute(0, *range(1, 2 * d, 2), *range(2, 2 * d + 1, 2), 2 * d + 1)
-    return x.reshape(-1, math.prod(window), C)
-
-
-def window_reverse(x: torch.Tensor, grid: Grid, window: Grid) -> torch.Tensor:
-    """(B * nW, n, C) -> (B, *grid, C), the inverse of :func:`window_partition`."""
-    d, C = len(grid), x.shape[-1]
-    counts = [g // w for g, w in zip(grid, window)]
-    x = x.reshape(-1, *counts, *window, C)  # (B, g0/w0, ..., w0, ..., C)
-    x = x.permute(0, *(i for a in range(1, d + 1) for i in (a, a + d)), 2 * d + 1)
-    return x.reshape(-1, *grid, C)
-
-
-def window_ids(grid: Grid, window: Grid, shift: Grid, device: torch.device | str | None) -> torch.Tensor:
-    """(N,) id per token (flat grid order): two tokens share a window iff their ids are equal.
-
-    A Swin shift by ``s`` moves the window boundaries to s, s + w, s + 2w, ...; the cyclic roll
-    plus region mask of the fast path computes exactly this partition, so the same ids give the
-    region masks of the fast path and the dense mask of the reference path.
-    """
-    ids = torch.zeros((), dtype=torch.long, device=device)
-    for axis, (g, w, s) in enumerate(zip(grid, window, shift)):
-        p = torch.arange(g, device=device)
-        a = torch.div(p - s, w, rounding_mode="floor") + 1  # (g,) in [0, g / w]
-        ids = ids.unsqueeze(-1) * (g // w + 1) + a.view(*([1] * axis), g)
-    return ids.reshape(-1)
+__all__ = ["ZorroSwin", "SwinBlock", "SwinLayout", "build_layout", "clamp_window", "window_ids",
+           "window_partition", "window_reverse"]
 
 
 @dataclass
 class SwinLayout:
     """Where each token group sits in the flat sequence, and the masks its blocks need.
 
-    ``windows[shifted][type]`` = (window, shift); ``region[shifted][type]`` = (B * nW, 1, n, n) mask
-    for shifted windows (None when nothing is shifted); ``dense[shifted]`` = (L, L) reference mask.
+    ``routing`` says which token types each query group reads (from ``RULES``); ``windows[shifted][type]``
+    = (window, shift) of each grid; ``region[shifted][type]`` = (B * nW, 1, n, n) mask for shifted
+    windows (None when nothing is shifted); :meth:`dense` = (L, L) reference mask, built on first use.
     """
 
     segments: tuple[Segment, ...]
     grids: dict[TokenType, Grid]
     windows: dict[bool, dict[TokenType, tuple[Grid, Grid]]]
+    routing: TokenMask
     region: dict[bool, dict[TokenType, torch.Tensor | None]]
-    dense: dict[bool, torch.Tensor]
+    _dense: dict[tuple[bool, str], torch.Tensor] = field(default_factory=dict)
+
+    def dense(self, shifted: bool, device: torch.device | str | None) -> torch.Tensor:
+        """(L, L) bool reference mask: the routing rule AND, for grid queries, the same window."""
+        key = (shifted, str(device))
+        if key not in self._dense:
+            self._dense[key] = _dense_mask(self, shifted, device)
+        return self._dense[key]
 
 
 def build_layout(segments: tuple[Segment, ...], grids: dict[TokenType, Grid],
                  windows: dict[TokenType, Grid], batch: int, impl: str,
-                 device: torch.device | str | None) -> SwinLayout:
+                 device: torch.device | str | None, *, rule: Rule) -> SwinLayout:
     """The windows of one stage for plain and shifted blocks, with the masks ``impl`` needs."""
+    routing = self_mask(segments, rule)
+    for seg in segments:  # windows partition one grid: a grid's queries may read their own type only
+        if seg.type in grids and set(rule.get(seg.type, ())) != {seg.type}:
+            raise ValueError(f"Swin windows keep each modality on its own grid, but the routing rule lets "
+                             f"{seg.type.name.lower()} tokens read {sorted(t.name.lower() for t in rule[seg.type])}")
     geo = {shifted: {t: clamp_window(g, windows[t], shifted) for t, g in grids.items()} for shifted in (False, True)}
     region: dict[bool, dict[TokenType, torch.Tensor | None]] = {False: {}, True: {}}
-    dense: dict[bool, torch.Tensor] = {}
+    layout = SwinLayout(segments, grids, geo, routing, region)
     for shifted, per_type in geo.items():
         if impl == "dense":
-            dense[shifted] = _dense_mask(segments, grids, per_type, device)
+            layout.dense(shifted, device)
         else:
             region[shifted] = {t: _region_mask(grids[t], win, shift, batch, device)
                                for t, (win, shift) in per_type.items()}
-    return SwinLayout(segments, grids, geo, region, dense)
+    return layout
 
 
-def _dense_mask(segments: tuple[Segment, ...], grids: dict[TokenType, Grid],
-                per_type: dict[TokenType, tuple[Grid, Grid]], device: torch.device | str | None) -> torch.Tensor:
-    """(L, L) reference mask: Zorro routing between types AND, for modality queries, same window."""
-    routing = self_mask(segments, RULES["zorro"]).dense(device)  # (L, L)
+def _dense_mask(layout: SwinLayout, shifted: bool, device: torch.device | str | None) -> torch.Tensor:
+    """(L, L) reference mask: routing between types AND, for grid (modality) queries, same window."""
+    routing = layout.routing.dense(device)  # (L, L)
     ids = torch.full((routing.shape[0],), -1, dtype=torch.long, device=device)  # window id per token
-    is_fusion = torch.zeros(routing.shape[0], dtype=torch.bool, device=device)
+    global_q = torch.zeros(routing.shape[0], dtype=torch.bool, device=device)  # queries without a grid
     offset = 0
-    for seg in segments:
-        if seg.type == TokenType.FUSION:
-            is_fusion[seg.start:seg.stop] = True
+    for seg in layout.segments:
+        if seg.type not in layout.grids:
+            global_q[seg.start:seg.stop] = True
             continue
-        win, shift = per_type[seg.type]
-        ids[seg.start:seg.stop] = window_ids(grids[seg.type], win, shift, device) + offset
-        offset += math.prod(g // w + 1 for g, w in zip(grids[seg.type], win))  # ids never collide
-    return routing & ((ids[:, None] == ids[None, :]) | is_fusion[:, None])
+        grid = layout.grids[seg.type]
+        win, shift = layout.windows[shifted][seg.type]
+        ids[seg.start:seg.stop] = window_ids(grid, win, shift, device) + offset
+        offset += math.prod(g // w + 1 for g, w in zip(grid, win))  # ids never collide
+    return routing & ((ids[:, None] == ids[None, :]) | global_q[:, None])
 
 
 def _region_mask(grid: Grid, win: Grid, shift: Grid, batch: int,
@@ -142,8 +116,8 @@ def _region_mask(grid: Grid, win: Grid, shift: Grid, batch: int,
 
 # -- blocks -----------------------------------------------------------------------------------
 class SwinBlock(nn.Module):
-    """Pre-LN block over [audio ; video ; fusion]: window attention per modality grid, global
-    attention for the fusion queries, one MLP; every group uses the same weights."""
+    """Pre-LN block over [audio ; video ; fusion]: window attention per modality grid, the fusion
+    queries over the keys the routing allows, one MLP; every group uses the same weights."""
 
     def __init__(self, dim: int, num_heads: int, mlp_dim: int, shifted: bool, cfg: ModelConfig,
                  drop_path: float = 0.0):
@@ -167,23 +141,32 @@ class SwinBlock(nn.Module):
         h, hd = self.attn.num_heads, self.attn.head_dim
         drop = self.attn.attn_drop if self.training else 0.0
         qkv = self.attn.qkv(x)  # (B, L, 3C)
-        if self.impl == "dense":  # the reference: every token, one call, the full (L, L) mask
+        if self.impl == "dense" or self.attn.keep:  # the reference: every token, one call, the full (L, L) mask
             q, k, v = qkv.reshape(B, L, 3, h, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, L, hd)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.dense[self.shifted], dropout_p=drop)
+            mask = layout.dense(self.shifted, x.device)  # (L, L)
+            if self.attn.keep:  # attention maps requested (layers.attention.keep_attention)
+                out, probs = reference_attend(q, k, v, mask, drop)
+                self.attn.kept.append(probs.detach())
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
             return self.attn.proj_drop(self.attn.proj(out.transpose(1, 2).reshape(B, L, C)))
         # split (not slice) so the backward pass concatenates gradients instead of zero-filling.
         q_all, kv_all = qkv.split([C, 2 * C], dim=-1)  # (B, L, C), (B, L, 2C)
         lengths = [seg.stop - seg.start for seg in layout.segments]
         outs = []
-        for seg, q_seg, kv_seg in zip(layout.segments, q_all.split(lengths, 1), kv_all.split(lengths, 1)):
+        for seg, block, q_seg, kv_seg in zip(layout.segments, layout.routing.blocks,
+                                             q_all.split(lengths, 1), kv_all.split(lengths, 1)):
             n = seg.stop - seg.start
-            if seg.type == TokenType.FUSION:
-                # Zorro: fusion queries read every present token (all modalities + fusion).
+            if seg.type not in layout.grids:
+                # Queries without a grid (the fusion tokens) read the key groups the rule allows,
+                # unwindowed (Zorro: every present token).
                 q = q_seg.reshape(B, n, h, hd).transpose(1, 2)  # (B, h, n_f, hd)
-                k, v = kv_all.reshape(B, L, 2, h, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, L, hd)
+                kv = kv_all if block.k == (slice(0, L),) else torch.cat([kv_all[:, s] for s in block.k], dim=1)
+                k, v = kv.reshape(B, -1, 2, h, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, L_k, hd)
                 o = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, h, n_f, hd)
                 outs.append(o.transpose(1, 2).reshape(B, n, C))
                 continue
+            # A grid's queries read their own window (build_layout checked the rule allows no more).
             grid = layout.grids[seg.type]
             win, shift = layout.windows[self.shifted][seg.type]
             dims = tuple(range(1, len(grid) + 1))
@@ -236,61 +219,51 @@ class SwinStage(nn.Module):
 
 
 # -- the model --------------------------------------------------------------------------------
-class ZorroSwin(ZorroHeads):
+class ZorroSwin(ZorroModel):
     """Zorro-Swin (family ``swin``). Stage s has width embed_dim * 2**s and depths[s] blocks;
     head width embed_dim / num_heads is kept, so heads double with width (Swin's habit)."""
+
+    backbone = "Zorro-Swin"
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg, "swin")
         assert cfg.depths is not None  # validated by ModelConfig
         C0 = cfg.embed_dim
         head_dim, mlp_ratio = C0 // cfg.num_heads, cfg.mlp_dim / C0
-        self.tokens = ModalityTokenizer(cfg, use_cls=False)  # per-modality patches + learned positions
-        self.fusion_tokens = nn.Parameter(torch.randn(1, cfg.num_fusion_tokens, C0) * 0.02)
+        self._build_tokens(fusion_tokens=True)  # per-modality patches + learned positions, fusion tokens
+        self.rule = RULES[cfg.fusion]
         self.windows = {TokenType.AUDIO: tuple(cfg.spec_window), TokenType.VIDEO: tuple(cfg.window_size)}
-        # Token grids per stage (checked here, so a bad size fails at build time, not mid-forward).
-        grids = {_TYPE[m]: tuple(self.tokens.grid(m)) for m in _TYPE}
-        self.stage_grids: list[dict[TokenType, Grid]] = []
+        # Token grids per stage (ModelConfig.validate has checked they window and merge).
+        grids = {MODALITY_TYPES[m]: tuple(self.tokens.grid(m)) for m in cfg.modalities}
+        self.stage_grids: list[dict[TokenType, Grid]] = stage_grids(grids, self.windows, len(cfg.depths))
         dpr = drop_path_rates(cfg.depth, cfg.drop_path_rate)
         self.stages = nn.ModuleList()
         for s, depth in enumerate(cfg.depths):
-            if s > 0:
-                for t, g in grids.items():
-                    if g[-1] % 2 or g[-2] % 2:
-                        raise ConfigError(f"model config {cfg.name!r}: {t.name.lower()} grid {g} before stage {s} "
-                                          "has an odd merged axis; patch merging needs even sizes")
-                grids = {t: (*g[:-2], g[-2] // 2, g[-1] // 2) for t, g in grids.items()}
-            for t, g in grids.items():
-                win, _ = clamp_window(g, self.windows[t], False)
-                if any(a % w for a, w in zip(g, win)):
-                    raise ConfigError(f"model config {cfg.name!r}: {t.name.lower()} grid {g} at stage {s} is not "
-                                      f"divisible by its window {win} (window_size / spec_window)")
-            self.stage_grids.append(grids)
             in_dim, dim = C0 * 2 ** max(s - 1, 0), C0 * 2 ** s
             self.stages.append(SwinStage(in_dim, dim, depth, head_dim, mlp_ratio, cfg,
                                          dpr[sum(cfg.depths[:s]):sum(cfg.depths[:s + 1])]))
         D = C0 * 2 ** (len(cfg.depths) - 1)
         self._build_readout_and_heads(D, D // head_dim, int(D * mlp_ratio))
 
-    def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-        present = present_modalities(inputs)
-        types = [_TYPE[m] for m in present]
-        parts = [self.tokens(m, inputs[m]) for m in present]  # each (B, N_m, C0)
-        B = parts[0].shape[0]
-        parts.append(self.fusion_tokens.expand(B, -1, -1))  # (B, n_f, C0)
-        x = torch.cat(parts, dim=1)  # (B, L, C0)
-        segments = segments_of([*types, TokenType.FUSION], [p.shape[1] for p in parts])
+    def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[Tokens, list[str]]:
+        """Inputs -> the last stage's [audio ; video ; fusion] tokens (B, L, D) after the final norm
+        (modality tokens on their merged grids), and notes."""
+        t = self.embed(inputs)  # (B, L, C0)
+        x, segments = t.x, t.segments
+        types = [MODALITY_TYPES[m] for m in t.present]
+        B = x.shape[0]
         for stage, all_grids in zip(self.stages, self.stage_grids):
-            grids = {t: all_grids[t] for t in types}
+            grids = {k: all_grids[k] for k in types}
             if stage.merge is not None:
                 x = self._merge(stage, x, segments, grids)
                 segments = segments_of([s.type for s in segments], [math.prod(grids[s.type]) if s.type in grids
                                                                     else s.stop - s.start for s in segments])
-            layout = build_layout(segments, grids, self.windows, B, self.cfg.attn_impl, x.device)
+            layout = build_layout(segments, grids, self.windows, B, self.cfg.attn_impl, x.device, rule=self.rule)
             for block in stage.blocks:
                 x = self._run_block(block, x, layout)  # (B, L, C)
-        feats = self.readout(self.norm(x), segments)  # output -> (B, D)
-        return feats, missing_note(present, "Zorro-Swin")
+        groups = lay_out([(name, s.type, s.stop - s.start) for name, s in zip(t.groups, segments)])
+        last = {m: self.stage_grids[-1][MODALITY_TYPES[m]] for m in t.present}
+        return Tokens(self.norm(x), groups, t.present, last), self._missing_note(t.present)
 
     @staticmethod
     def _merge(stage: SwinStage, x: torch.Tensor, segments: tuple[Segment, ...],
@@ -306,3 +279,4 @@ class ZorroSwin(ZorroHeads):
                 prev = (*g[:-2], g[-2] * 2, g[-1] * 2)
                 out.append(stage.merge(part.reshape(B, *prev, C)).reshape(B, -1, 2 * C))  # (B, N / 4, 2C)
         return torch.cat(out, dim=1)
+

@@ -1,10 +1,11 @@
 """Where the fusion tokens look: attention maps of Zorro's fusion tokens and MBT's bottlenecks.
 
-The attention module runs SDPA and never materialises its probabilities, so this recomputes
-them for one layer from the layer's own input: a hook captures what enters the chosen block's
-attention, and softmax(q k^T / sqrt(d)) is evaluated for the fusion (or bottleneck) query rows
-over the modality tokens. The result is averaged over heads and over the fusion tokens and laid
-out on each modality's patch grid: video (T', H', W'), spectrogram (T', F').
+The chosen block's attention module runs its reference path with explicit probabilities and
+keeps them (``avfusion.layers.attention.keep_attention``), so a map is softmax(q k^T / sqrt(d))
+under the mask that layer actually used: before ``fusion_layer`` Zorro's fusion tokens read only
+fusion tokens (their maps over the modalities are zero), from it on the routing rule's keys. The
+fusion (or bottleneck) query rows are averaged over heads and over the fusion tokens and laid out
+on each modality's patch grid: video (T', H', W'), spectrogram (T', F').
 """
 
 from __future__ import annotations
@@ -12,68 +13,55 @@ from __future__ import annotations
 import torch
 
 from avfusion.errors import ConfigError
-from avfusion.layers.attention import Attention
-
-
-def _probs(attn: Attention, x: torch.Tensor, rows: slice) -> torch.Tensor:
-    """Attention probabilities (B, heads, len(rows), L) of ``rows`` over every token of x, unmasked."""
-    B, L, D = x.shape
-    qkv = attn.qkv(x).reshape(B, L, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k = qkv[0][:, :, rows], qkv[1]  # (B, h, n, hd), (B, h, L, hd)
-    return (q @ k.transpose(-2, -1) * attn.head_dim ** -0.5).softmax(-1)
-
-
-def _capture(module: Attention) -> tuple[list[torch.Tensor], torch.utils.hooks.RemovableHandle]:
-    seen: list[torch.Tensor] = []
-    handle = module.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
-    return seen, handle
+from avfusion.layers.attention import keep_attention
 
 
 @torch.no_grad()
-def fusion_attention(model: torch.nn.Module, inputs: dict[str, torch.Tensor], layer: int = -1) -> dict[str, torch.Tensor]:
-    """Maps of where the fusion / bottleneck tokens attend, per modality, for the first clip.
+def fusion_attention(model: torch.nn.Module, inputs: dict[str, torch.Tensor],
+                     layer: int = -1) -> dict[str, torch.Tensor]:
+    """Maps of where the fusion / bottleneck tokens attend, per present modality, for the first clip.
 
-    Returns ``{"video": (T', H', W'), "audio": (T', F')}`` (each sums to the attention mass the
-    fusion tokens give that modality). Zorro (masked family): the fusion tokens read every token
-    in one call. MBT (bottleneck fusion): the bottleneck tokens read each modality in that
-    modality's own block call; ``layer`` must be a fusion layer.
+    Returns ``{"video": (T', H', W'), "audio": (T', F')}``: the attention mass the fusion tokens
+    give each patch token (with the mass on the other keys the fusion tokens read, their own
+    included, it sums to 1). Zorro (masked family): the fusion tokens read their allowed keys in
+    one call. MBT (bottleneck fusion): the bottleneck tokens read each modality in that
+    modality's own block call; ``layer`` must be a fusion layer and both modalities given.
+    A model without fusion or bottleneck tokens has nothing to map: ConfigError.
     """
     cfg = model.cfg
     model.eval()
-    inputs = {m: v[:1] for m, v in inputs.items()}
-    grids = {m: model.tokens.grid(m) for m in inputs}
-    out: dict[str, torch.Tensor] = {}
+    inputs = {m: v[:1] for m, v in inputs.items() if v is not None}
     if cfg.family == "masked":
-        block = model.blocks[layer]
-        seen, handle = _capture(block.attn)
-        try:
-            model(inputs)
-        finally:
-            handle.remove()
-        x = seen[0]  # (1, L, D): [audio ; video ; fusion] for the present modalities
-        nf = cfg.num_fusion_tokens
-        p = _probs(block.attn, x, slice(x.shape[1] - nf, x.shape[1])).mean(dim=(1, 2))[0]  # (L,)
-        start = 0
-        for m in ("audio", "video"):
-            if m in inputs:
-                n = model.tokens.num_tokens(m)
-                out[m] = p[start:start + n].reshape(grids[m])
-                start += n
-        return out
-    if cfg.family == "streams" and cfg.fusion == "bottleneck":
+        if cfg.num_fusion_tokens == 0:
+            raise ConfigError(f"model {cfg.name!r} has no fusion tokens (num_fusion_tokens=0): nothing to map")
+        attn = model.blocks[layer].attn
+        with keep_attention(attn):
+            tokens, _ = model.forward_features(inputs)
+        probs = attn.kept[0][0]  # (h, L, L): every block of this family sees the layout of `tokens`
+        fusion = tokens.groups["fusion"]
+        p = probs[:, fusion.start:fusion.stop].mean(dim=(0, 1))  # (L,) mean over heads and fusion tokens
+        return {m: p[tokens.groups[m].start:tokens.groups[m].stop].reshape(tokens.grids[m]) for m in tokens.present}
+    if cfg.family == "streams" and cfg.fusion == "bottleneck" and model.bottleneck is not None:
         layer = layer % cfg.depth
         if layer < cfg.fusion_layer:
             raise ConfigError(f"layer {layer} is before the fusion layer {cfg.fusion_layer}: no bottlenecks there")
-        nb = model.bottleneck.shape[1]
-        for m in inputs:
-            block = model._stack(m)[layer]
-            seen, handle = _capture(block.attn)
-            try:
-                model(inputs)
-            finally:
-                handle.remove()
-            x = seen[0]  # (1, 1 + N_m + n_b, D): [CLS ; modality ; bottleneck]
-            p = _probs(block.attn, x, slice(x.shape[1] - nb, x.shape[1])).mean(dim=(1, 2))[0]
-            out[m] = p[1:1 + model.tokens.embed[m].num_patches].reshape(grids[m])
+        present = tuple(m for m in cfg.modalities if m in inputs)
+        attns = {m: model._stack(m)[layer].attn for m in present}  # one module twice with shared weights
+        with keep_attention(*{id(a): a for a in attns.values()}.values()):
+            tokens, _ = model.forward_features(inputs)
+        if "bottleneck" not in tokens.groups:
+            raise ConfigError("the streams ran without bottlenecks (one modality given, or test_with_bottlenecks="
+                              "False in eval mode): nothing to map")
+        nb = tokens.groups["bottleneck"].stop - tokens.groups["bottleneck"].start
+        calls = {id(a): 0 for a in attns.values()}
+        out = {}
+        for m in present:  # the streams run their block in `present` order
+            a = attns[m]
+            probs = a.kept[calls[id(a)]][0]  # (h, 1 + N_m + n_b, 1 + N_m + n_b): [CLS ; modality ; bottleneck]
+            calls[id(a)] += 1
+            n = tokens.groups[m].stop - tokens.groups[m].start
+            p = probs[:, -nb:].mean(dim=(0, 1))  # (1 + N_m + n_b,)
+            out[m] = p[1:1 + n].reshape(tokens.grids[m])
         return out
-    raise ConfigError(f"no fusion tokens to map in a {cfg.family}/{cfg.fusion} model")
+    raise ConfigError(f"no fusion tokens to map in a {cfg.family}/{cfg.fusion} model "
+                      "(avfusion.layers.attention.keep_attention gives any block's probabilities)")

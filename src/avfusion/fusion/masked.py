@@ -10,7 +10,9 @@ Which tokens may read which is set by a routing rule (avfusion.layers.masks.RULE
 - ``unimodal``: independent streams (no cross-modal connection in the encoder).
 
 Layers before ``fusion_layer`` use the ``unimodal`` rule. The readout (heads/readout.py) gives
-four outputs (audio, video, fusion, global), each with its own classifier.
+four outputs (audio, video, fusion, global), each with its own classifier; without fusion tokens
+(the independent-streams ablation) there is no fusion output and no ``fusion_tokens`` parameter.
+The token set-up, readout and heads are those of every Zorro backbone (models/zorro.py).
 
 Missing modality: the absent modality's tokens are simply not there. Under ``zorro`` the audio
 tokens never read video or fusion tokens, so the audio output is exactly what it would be with
@@ -21,27 +23,25 @@ modality's own output. Schemes whose audio tokens do read other tokens (``bottle
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from avfusion.heads.readout import OUTPUTS
 from avfusion.layers.block import Block, drop_path_rates
-from avfusion.layers.masks import RULES, TokenType, segments_of, self_mask
-from avfusion.layers.tokenizer import ModalityTokenizer
-from avfusion.backbones.common import ZorroHeads
-from avfusion.models.base import present_modalities
-from avfusion.models.config import MODALITIES, ModelConfig
-
-_TYPE = {"audio": TokenType.AUDIO, "video": TokenType.VIDEO}
+from avfusion.layers.masks import RULES, self_mask
+from avfusion.models.base import Tokens
+from avfusion.models.config import ModelConfig
+from avfusion.models.zorro import ZorroModel
 
 
-class MaskedFusion(ZorroHeads):
+class MaskedFusion(ZorroModel):
+    """Zorro-ViT and its ablations (family ``masked``)."""
+
     def __init__(self, cfg: ModelConfig):
-        outputs = OUTPUTS if cfg.num_fusion_tokens > 0 else tuple(o for o in OUTPUTS if o != "fusion")
-        super().__init__(cfg, "masked", outputs)
+        super().__init__(cfg, "masked")
         D = cfg.embed_dim
-        self.tokens = ModalityTokenizer(cfg, use_cls=False)
-        self.fusion_tokens = nn.Parameter(torch.randn(1, cfg.num_fusion_tokens, D) * 0.02)
+        self._build_tokens(fusion_tokens=True)
         dpr = drop_path_rates(cfg.depth, cfg.drop_path_rate)
         self.blocks = nn.ModuleList(
             Block(D, cfg.num_heads, cfg.mlp_dim, cfg.qkv_bias, cfg.ln_eps, cfg.gelu,
@@ -50,32 +50,13 @@ class MaskedFusion(ZorroHeads):
         )
         self._build_readout_and_heads(D, cfg.num_heads, cfg.mlp_dim)
 
-    def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[Tokens, list[str]]:
+        """Inputs -> final [audio ; video ; fusion] tokens (B, L, D) after the final norm, and notes."""
         cfg = self.cfg
-        present = present_modalities(inputs)
-        parts = [self.tokens(m, inputs[m]) for m in present]  # each (B, N_m, D)
-        B = parts[0].shape[0]
-        parts.append(self.fusion_tokens.expand(B, -1, -1))  # (B, n_f, D)
-        x = torch.cat(parts, dim=1)  # (B, L, D), L = sum N_m + n_f
-        segments = segments_of([*(_TYPE[m] for m in present), TokenType.FUSION],
-                               [p.shape[1] for p in parts])
-        early = self_mask(segments, RULES["unimodal"])
-        late = self_mask(segments, RULES[cfg.fusion])
+        t = self.embed(inputs)  # (B, L, D), L = sum N_m + n_f
+        early = self_mask(t.segments, RULES["unimodal"])
+        late = self_mask(t.segments, RULES[cfg.fusion])
+        x = t.x
         for layer, block in enumerate(self.blocks):
             x = self._run_block(block, x, early if layer < cfg.fusion_layer else late)
-        x = self.norm(x)
-        feats = self.readout(x, segments)  # output -> (B, D)
-
-        notes = []
-        if len(present) == 1:
-            absent = next(m for m in MODALITIES if m not in present)
-            pure = cfg.fusion in ("zorro", "unimodal")
-            notes.append(
-                f"{absent} absent: ran on {present[0]} tokens"
-                + ("" if cfg.fusion_layer >= cfg.depth else " and fusion tokens")
-                + (f"; the {present[0]} output is exactly the multimodal model's ({cfg.fusion} routing keeps it pure)"
-                   if pure else f"; under {cfg.fusion!r} routing the {present[0]} output is not modality-pure, "
-                   "so it differs from the multimodal model's")
-                + f"; logits = {present[0]} output"
-            )
-        return feats, notes
+        return dataclasses.replace(t, x=self.norm(x)), self._missing_note(t.present)

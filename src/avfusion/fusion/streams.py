@@ -24,22 +24,34 @@ stream's head alone. The run says so in ``ModelOutput.notes``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
 from avfusion.layers.block import Block, drop_path_rates
-from avfusion.layers.tokenizer import ModalityTokenizer
-from avfusion.models.base import AVModel, ModelOutput, init_weights, present_modalities
+from avfusion.layers.masks import TokenType
+from avfusion.models.base import (
+    MODALITY_TYPES,
+    AVModel,
+    Tokens,
+    init_weights,
+    lay_out,
+    make_tokenizer,
+    present_modalities,
+)
 from avfusion.models.config import MODALITIES, ModelConfig
 
 
 class StreamFusion(AVModel):
+    """MBT and its paper's schemes (family ``streams``): per-modality (or shared) stacks, CLS pooling."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         if cfg.family != "streams":
             raise ValueError(f"StreamFusion builds family 'streams', got {cfg.family!r}")
         D = cfg.embed_dim
-        self.tokens = ModalityTokenizer(cfg, use_cls=True)
+        self.tokens = make_tokenizer(cfg, use_cls=True)
         dpr = drop_path_rates(cfg.depth, cfg.drop_path_rate)
 
         def stack() -> nn.ModuleList:
@@ -54,6 +66,8 @@ class StreamFusion(AVModel):
         if cfg.fusion == "bottleneck" and cfg.fusion_layer < cfg.depth and len(cfg.modalities) == 2:  # late fusion has none
             n = cfg.num_bottlenecks + int(cfg.bottleneck_extra_token)
             self.bottleneck = nn.Parameter(torch.randn(1, n, D) * 0.02)  # no position embedding
+        else:
+            self.register_parameter("bottleneck", None)
         self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)  # scenic's encoder_norm, shared by modalities
         self.head = nn.Linear(D, cfg.num_classes)  # one classifier shared by both modalities
         init_weights(self)
@@ -69,9 +83,17 @@ class StreamFusion(AVModel):
     def _stack(self, modality: str) -> nn.ModuleList:
         return self.blocks["shared" if self.cfg.share_weights else modality]
 
+    def _no_decay_params(self) -> dict[str, Iterable[nn.Parameter]]:
+        return {
+            "pos_embed": self.tokens.pos_embed.values(),
+            "cls_token": self.tokens.cls_token.values(),
+            "bottleneck": [] if self.bottleneck is None else [self.bottleneck],
+        }
+
     # -- forward ---------------------------------------------------------------------------
-    def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """Encoder + final norm -> per-modality CLS features (B, D) and notes."""
+    def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[Tokens, list[str]]:
+        """Encoder + final norm -> [audio CLS ; audio ; video CLS ; video (; bottleneck)] tokens
+        (B, L, D) with their layout, and notes."""
         cfg = self.cfg
         present = present_modalities(inputs, cfg.modalities)
         notes: list[str] = []
@@ -118,20 +140,23 @@ class StreamFusion(AVModel):
                     combined = torch.cat([x[m] for m in present], dim=1)
                 combined = self._run_block(self.blocks["shared"][layer], combined)
 
-        if combined is not None:
-            sizes = [x[m].shape[1] for m in present]
-            x = dict(zip(present, combined.split(sizes, dim=1)))
-        # LayerNorm is per token, so normalising the CLS token alone equals scenic's
-        # normalise-everything-then-take-CLS.
-        feats = {m: self.norm(x[m][:, 0]) for m in present}  # m -> (B, D)
-        return feats, notes
+        # One sequence: each present stream's [CLS ; patches] (concat fusion already is that), then
+        # the final bottleneck when the streams met through one.
+        x_all = combined if combined is not None else torch.cat(
+            [x[m] for m in present] + ([bottleneck] if bottleneck is not None else []), dim=1)  # (B, L, D)
+        groups = lay_out([g for m in present for g in ((f"{m}_cls", TokenType.CLS, 1),
+                                                        (m, MODALITY_TYPES[m], self.tokens.num_tokens(m) - 1))]
+                         + [("bottleneck", TokenType.BOTTLENECK, 0 if bottleneck is None else bottleneck.shape[1])])
+        # scenic's encoder_norm: one LayerNorm shared by the modalities, applied per token.
+        grids = {m: tuple(self.tokens.grid(m)) for m in present}
+        return Tokens(self.norm(x_all), groups, present, grids), notes
 
-    def forward_head(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        outputs = {m: self.head(f) for m, f in feats.items()}  # m -> (B, C)
+    def _pool(self, x: Tokens) -> dict[str, torch.Tensor]:
+        """Each present modality's CLS token -> (B, D)."""
+        return {m: x.x[:, x.groups[f"{m}_cls"].start] for m in x.present}
+
+    def _classify(self, feats: dict[str, torch.Tensor],
+                  present: tuple[str, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        outputs = {m: self.head(f) for m, f in feats.items()}  # m -> (B, C), one shared classifier
         logits = torch.stack(list(outputs.values()), dim=0).mean(dim=0)
         return logits, outputs
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> ModelOutput:
-        feats, notes = self.forward_features(inputs)
-        logits, outputs = self.forward_head(feats)
-        return ModelOutput(logits=logits, outputs=outputs, features=feats, notes=notes)

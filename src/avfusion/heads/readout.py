@@ -16,6 +16,12 @@ from avfusion.layers.masks import Segment, TokenMask, TokenType, segments_of
 
 OUTPUTS: tuple[str, ...] = ("audio", "video", "fusion", "global")
 
+
+def readout_outputs(num_fusion_tokens: int) -> tuple[str, ...]:
+    """The outputs a readout has: no fusion output without fusion tokens (the fusion query
+    would have nothing to read)."""
+    return OUTPUTS if num_fusion_tokens > 0 else tuple(o for o in OUTPUTS if o != "fusion")
+
 # Each output's query type, and the token types it reads.
 _QUERY_TYPE = {"audio": TokenType.AUDIO, "video": TokenType.VIDEO, "fusion": TokenType.FUSION,
                "global": TokenType.QUERY}

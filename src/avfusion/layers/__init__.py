@@ -1,13 +1,15 @@
-"""Building blocks shared by every fusion scheme."""
+"""Building blocks shared by every fusion scheme. Imports nothing above this package
+(tests/models/test_layering.py checks it)."""
 
-from avfusion.layers.attention import ATTN_IMPLS, Attention, CrossAttention, attend
+from avfusion.layers.attention import ATTN_IMPLS, Attention, CrossAttention, attend, attention_probs, keep_attention
 from avfusion.layers.block import Block, CrossBlock, DropPath, Mlp, drop_path_rates
 from avfusion.layers.masks import RULES, Segment, TokenMask, TokenType, segments_of, self_mask
 from avfusion.layers.patch_embed import SpectrogramEmbed, TubeletEmbed
 from avfusion.layers.pos_embed import resample_pos_embed
+from avfusion.layers.tokenizer import ModalityTokenizer
 
 __all__ = [
-    "ATTN_IMPLS", "Attention", "CrossAttention", "attend", "Block", "CrossBlock", "DropPath",
-    "Mlp", "drop_path_rates", "RULES", "Segment", "TokenMask", "TokenType", "segments_of",
-    "self_mask", "SpectrogramEmbed", "TubeletEmbed", "resample_pos_embed",
+    "ATTN_IMPLS", "Attention", "CrossAttention", "attend", "attention_probs", "keep_attention", "Block",
+    "CrossBlock", "DropPath", "Mlp", "drop_path_rates", "RULES", "Segment", "TokenMask", "TokenType",
+    "segments_of", "self_mask", "SpectrogramEmbed", "TubeletEmbed", "resample_pos_embed", "ModalityTokenizer",
 ]

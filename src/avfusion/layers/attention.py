@@ -18,13 +18,20 @@ Paths (selected by ``attn_impl``):
 A full mask (every query reads every key) and no mask run as one plain unmasked SDPA call on
 every path. All paths equal ``"dense"`` within float tolerance (tests/layers/test_attention.py,
 tests/layers/test_flex.py).
+
+Attention maps: no fast path materialises its probabilities. Inside :func:`keep_attention`, an
+:class:`Attention` / :class:`CrossAttention` module runs the reference computation with explicit
+probabilities (softmax(q k^T / sqrt(d)) under the dense mask actually used: exactly 0 on masked
+keys, each row summing to 1 over its allowed keys) and keeps them in ``module.kept``, one
+(B, h, L_q, L_k) tensor per call.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
@@ -132,7 +139,59 @@ def attend(
     return _split_attend(q, k, v, mask, dropout_p)
 
 
-class Attention(nn.Module):
+def attention_probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd)) under a boolean ``mask`` (True = may attend), broadcastable to
+    (B, h, Lq, Lk): q (B, h, Lq, hd), k (B, h, Lk, hd) -> (B, h, Lq, Lk), 0 on masked keys."""
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, h, Lq, Lk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))  # every row keeps a key (TokenMask asserts it)
+    return scores.softmax(dim=-1)
+
+
+def reference_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                     dropout_p: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dense reference with its probabilities made explicit: -> (out (B, h, Lq, hd), probs)."""
+    probs = attention_probs(q, k, mask)  # (B, h, Lq, Lk)
+    return F.dropout(probs, dropout_p) @ v, probs
+
+
+class _KeepsAttention:
+    """Mixin: while ``keep`` is on, the module runs :func:`reference_attend` and appends its
+    probabilities (detached) to ``kept``. See :func:`keep_attention`."""
+
+    keep: bool
+    kept: list[torch.Tensor]
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: TokenMask | None,
+                impl: str, dropout_p: float) -> torch.Tensor:
+        if not self.keep:
+            return attend(q, k, v, mask, impl, dropout_p)
+        dense = None if mask is None or mask.is_full else mask.dense(q.device)  # (Lq, Lk)
+        out, probs = reference_attend(q, k, v, dense, dropout_p)
+        self.kept.append(probs.detach())
+        return out
+
+
+@contextmanager
+def keep_attention(*modules: nn.Module) -> Iterator[None]:
+    """Run the given attention modules on the reference path and keep their probabilities.
+
+    ``with keep_attention(block.attn): model(inputs)`` leaves ``block.attn.kept`` holding one
+    (B, h, L_q, L_k) tensor per call of that module (two when a shared block runs twice), under
+    the mask the model used. Outside the block the modules are back on their configured path.
+    """
+    for m in modules:
+        if not isinstance(m, _KeepsAttention):
+            raise TypeError(f"{type(m).__name__} cannot keep attention probabilities")
+        m.keep, m.kept = True, []
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.keep = False
+
+
+class Attention(_KeepsAttention, nn.Module):
     """Multi-head self-attention with a fused qkv projection (timm's parameter layout).
 
     ``forward(x, mask)`` with x (B, L, D) and an optional :class:`TokenMask` over L.
@@ -157,18 +216,19 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.attn_impl = check_attn_impl(attn_impl)
+        self.keep, self.kept = False, []  # attention maps: see keep_attention
 
     def forward(self, x: torch.Tensor, mask: TokenMask | None = None) -> torch.Tensor:
         B, L, D = x.shape
         qkv = self.qkv(x).reshape(B, L, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, L, hd)
         drop = self.attn_drop if self.training else 0.0
-        x = attend(q, k, v, mask, self.attn_impl, drop)  # (B, h, L, hd)
+        x = self._attend(q, k, v, mask, self.attn_impl, drop)  # (B, h, L, hd)
         x = x.transpose(1, 2).reshape(B, L, D)
         return self.proj_drop(self.proj(x))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_KeepsAttention, nn.Module):
     """Multi-head cross-attention: queries (B, Lq, D) read context tokens (B, Lk, D)."""
 
     def __init__(
@@ -191,6 +251,7 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.attn_impl = check_attn_impl(attn_impl)
+        self.keep, self.kept = False, []  # attention maps: see keep_attention
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor, mask: TokenMask | None = None
@@ -201,5 +262,5 @@ class CrossAttention(nn.Module):
         kv = self.kv(context).reshape(B, Lk, 2, self.num_heads, self.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, Lk, hd)
         drop = self.attn_drop if self.training else 0.0
-        x = attend(q, k, v, mask, self.attn_impl, drop).transpose(1, 2).reshape(B, Lq, D)
+        x = self._attend(q, k, v, mask, self.attn_impl, drop).transpose(1, 2).reshape(B, Lq, D)
         return self.proj_drop(self.proj(x))

@@ -1,8 +1,18 @@
-"""The surface every avfusion model shares (DESIGN.md section 1)."""
+"""The surface every avfusion model shares (DESIGN.md section 1; timm's model surface).
+
+- ``model(inputs) -> ModelOutput`` (logits, outputs, features, notes);
+- ``forward_features(inputs) -> (Tokens, notes)``: the encoder's final tokens with their layout;
+- ``forward_head(tokens, pre_logits=False)``: pooling (CLS tokens, or Zorro's readout) and the
+  classifiers -> a ``ModelOutput``; ``pre_logits=True`` stops at the pooled features;
+- ``no_weight_decay()`` / ``no_weight_decay_sets()``, ``reset_classifier``, ``set_grad_checkpointing``,
+  ``example_inputs``, ``num_features``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 import torch
 from torch import nn
@@ -10,7 +20,12 @@ from torch.utils.checkpoint import checkpoint
 
 from avfusion.errors import InputError
 from avfusion.layers.attention import Attention
+from avfusion.layers.masks import Segment, TokenType
+from avfusion.layers.tokenizer import ModalityTokenizer
 from avfusion.models.config import MODALITIES, ModelConfig
+
+# Token type of each modality's patch tokens.
+MODALITY_TYPES: dict[str, TokenType] = {"audio": TokenType.AUDIO, "video": TokenType.VIDEO}
 
 
 @dataclass
@@ -27,6 +42,58 @@ class ModelOutput:
     outputs: dict[str, torch.Tensor]
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+def lay_out(groups: Sequence[tuple[str, TokenType, int]]) -> dict[str, Segment]:
+    """Named token groups placed one after another: name -> Segment(type, start, stop).
+
+    Empty groups are left out (as :func:`avfusion.layers.masks.segments_of` drops them).
+    """
+    out, pos = {}, 0
+    for name, kind, n in groups:
+        if n > 0:
+            if name in out:
+                raise ValueError(f"token group {name!r} appears twice in one layout")
+            out[name] = Segment(TokenType(kind), pos, pos + n)
+            pos += n
+    return out
+
+
+@dataclass
+class Tokens:
+    """Tokens with their layout: what ``forward_features`` returns and ``forward_head`` reads.
+
+    x:       (B, L, D) tokens, groups one after another (after the encoder's final norm when
+             returned by ``forward_features``).
+    groups:  name -> Segment (token type, positions [start, stop) in L), in sequence order.
+             Names: "audio" / "video" (patch tokens, or a modality's latents in Zorro-HiP),
+             "audio_cls" / "video_cls" (MBT), "bottleneck" (MBT), "fusion" (Zorro).
+    present: the modalities given (and used), in canonical order.
+    grids:   modality -> the grid its tokens lie on, row-major (video (T', H', W'), spectrogram
+             (T', F'); after patch merging for Zorro-Swin); absent where they lie on none (latents).
+    """
+
+    x: torch.Tensor
+    groups: dict[str, Segment]
+    present: tuple[str, ...]
+    grids: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        """The token-type layout of L, as the attention masks and Zorro's readout take it."""
+        return tuple(self.groups.values())
+
+    def type_ids(self) -> torch.Tensor:
+        """(L,) long: the TokenType of every position."""
+        ids = torch.empty(self.x.shape[1], dtype=torch.long, device=self.x.device)
+        for seg in self.groups.values():
+            ids[seg.start:seg.stop] = int(seg.type)
+        return ids
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """(B, n, D): the tokens of one group, e.g. ``tokens["video"]``."""
+        seg = self.groups[name]
+        return self.x[:, seg.start:seg.stop]
 
 
 def present_modalities(inputs: dict[str, torch.Tensor | None],
@@ -49,8 +116,21 @@ def present_modalities(inputs: dict[str, torch.Tensor | None],
     return present
 
 
+def make_tokenizer(cfg: ModelConfig, use_cls: bool) -> ModalityTokenizer:
+    """The per-modality patch embeddings and positions at the sizes ``cfg`` sets."""
+    return ModalityTokenizer(cfg.embed_dim, cfg.modalities, use_cls=use_cls, spec_size=cfg.spec_size,
+                             spec_patch=cfg.spec_patch, num_frames=cfg.num_frames, image_size=cfg.image_size,
+                             tubelet=cfg.tubelet)
+
+
 class AVModel(nn.Module):
-    """Base class: config, example inputs, classifier reset, grad checkpointing, weight decay."""
+    """Base class: the forward surface, example inputs, classifier reset, grad checkpointing,
+    weight-decay sets.
+
+    A family implements ``forward_features`` (inputs -> Tokens + notes), ``_pool`` (Tokens ->
+    pooled features per output), ``_classify`` (pooled features -> logits, outputs), ``heads`` /
+    ``_set_head``, and ``_no_decay_params`` (its learned embeddings, by kind).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -58,6 +138,39 @@ class AVModel(nn.Module):
         self.grad_checkpointing = False
         # Width of ModelOutput.features (hierarchical backbones end wider than embed_dim).
         self.num_features = cfg.embed_dim
+
+    # -- forward surface ---------------------------------------------------------------------
+    def forward(self, inputs: dict[str, torch.Tensor]) -> ModelOutput:
+        tokens, notes = self.forward_features(inputs)
+        out = self.forward_head(tokens)
+        out.notes = notes
+        return out
+
+    def forward_features(self, inputs: dict[str, torch.Tensor]) -> tuple[Tokens, list[str]]:
+        """Inputs -> the encoder's final tokens (after its final norm) with their layout, and notes."""
+        raise NotImplementedError
+
+    @overload
+    def forward_head(self, x: Tokens, pre_logits: Literal[False] = False) -> ModelOutput: ...
+
+    @overload
+    def forward_head(self, x: Tokens, pre_logits: Literal[True]) -> dict[str, torch.Tensor]: ...
+
+    def forward_head(self, x: Tokens, pre_logits: bool = False) -> ModelOutput | dict[str, torch.Tensor]:
+        """Pool ``x`` per output (name -> (B, D)); with ``pre_logits`` return that, else the
+        classifiers' ModelOutput (logits, outputs, features = the pooled features; no notes)."""
+        feats = self._pool(x)
+        if pre_logits:
+            return feats
+        logits, outputs = self._classify(feats, x.present)
+        return ModelOutput(logits=logits, outputs=outputs, features=feats)
+
+    def _pool(self, x: Tokens) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _classify(self, feats: dict[str, torch.Tensor],
+                  present: tuple[str, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
 
     # -- inputs --------------------------------------------------------------------------
     def example_inputs(self, batch_size: int = 2, device: torch.device | str | None = None,
@@ -84,13 +197,29 @@ class AVModel(nn.Module):
             return checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
+    def _no_decay_params(self) -> dict[str, Iterable[nn.Parameter]]:
+        """The family's learned embeddings that must not be weight-decayed, by kind
+        ("pos_embed", "cls_token", "bottleneck", "fusion_tokens", "readout_query", "latents")."""
+        raise NotImplementedError
+
+    def no_weight_decay_sets(self) -> dict[str, set[str]]:
+        """Parameter names never weight-decayed, by kind: the family's learned embeddings
+        (position embeddings, CLS / bottleneck / fusion tokens, readout queries, latents) and
+        "1d": every other 1-D parameter (biases, norm weights). Every parameter not listed, i.e.
+        every >= 2-D weight (linear layers, patch-embedding kernels), is decayed."""
+        name_of = {id(p): n for n, p in self.named_parameters()}
+        sets: dict[str, set[str]] = {}
+        for kind, params in self._no_decay_params().items():
+            names = {name_of[id(p)] for p in params}
+            if names:
+                sets[kind] = names
+        listed = set().union(*sets.values())
+        sets["1d"] = {n for n, p in self.named_parameters() if p.ndim <= 1 and n not in listed}
+        return sets
+
     def no_weight_decay(self) -> set[str]:
-        """Parameter names that should not be weight-decayed: embeddings, tokens, norms, biases."""
-        skip = set()
-        for name, p in self.named_parameters():
-            if p.ndim <= 1 or "pos_embed" in name or "token" in name or name.startswith("bottleneck"):
-                skip.add(name)
-        return skip
+        """Names of every parameter that is not weight-decayed (the union of :meth:`no_weight_decay_sets`)."""
+        return set().union(*self.no_weight_decay_sets().values())
 
     def heads(self) -> dict[str, nn.Linear]:
         """The classifier layers (name -> Linear); overridden by each family."""

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from avfusion.errors import ConfigError
+from avfusion.heads.readout import OUTPUTS, readout_outputs
+from avfusion.layers.attention import ATTN_IMPLS
+from avfusion.layers.windows import stage_grids
 from avfusion.utils.dataclass_config import coerce_scalar
 
 MODALITIES: tuple[str, ...] = ("audio", "video")
@@ -211,10 +214,41 @@ class ModelConfig:
             raise bad(f"gelu must be 'tanh' or 'none', got {self.gelu!r}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise bad(f"{len(self.class_names)} class names for {self.num_classes} classes")
-        from avfusion.layers.attention import ATTN_IMPLS
-
         if self.attn_impl not in ATTN_IMPLS:
             raise bad(f"attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
+        self._validate_outputs()
+        if self.family == "swin":
+            self._validate_swin_grids()
+        if self.family == "hip":
+            head_dim = self.embed_dim // self.num_heads
+            odd = [d for d in self.stage_dims or () if d % head_dim]
+            if odd:
+                raise bad(f"stage_dims {self.stage_dims}: widths {odd} are not multiples of the head width "
+                          f"{head_dim} (embed_dim / num_heads)")
+
+    def _validate_outputs(self) -> None:
+        """eval_output names an output the model has (the Zorro family has no fusion output without
+        fusion tokens; the streams family ignores the key, so only its vocabulary is checked)."""
+        known = (*OUTPUTS, "mean")
+        if self.eval_output not in known:
+            raise self._bad(f"eval_output must be one of {known}, got {self.eval_output!r}")
+        if self.family != "streams":
+            outputs = readout_outputs(self.num_fusion_tokens)
+            if self.eval_output not in (*outputs, "mean"):
+                raise self._bad(f"eval_output={self.eval_output!r} names no output of this model: with "
+                                f"num_fusion_tokens={self.num_fusion_tokens} its outputs are {outputs}; set "
+                                f"eval_output to one of {(*outputs, 'mean')} or num_fusion_tokens >= 1")
+
+    def _validate_swin_grids(self) -> None:
+        """Every stage's grids divide into windows and merge 2 x 2 (Zorro-Swin builds the same grids)."""
+        video = tuple(s // p for s, p in zip((self.num_frames, *self.image_size), self.tubelet))
+        audio = tuple(s // p for s, p in zip(self.spec_size, self.spec_patch))
+        grids = {"audio": audio, "video": video}
+        windows = {"audio": self.spec_window, "video": self.window_size}
+        try:
+            stage_grids({m: grids[m] for m in self.modalities}, windows, len(self.depths or ()))
+        except ValueError as e:
+            raise self._bad(f"{e} (set window_size / spec_window, depths, or the input and patch sizes)") from None
 
     # -- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -17,7 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from avfusion.errors import InputError
+from avfusion.models.base import AVModel
 from avfusion.models.config import ModelConfig
+from avfusion.models.registry import build_model
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -62,14 +64,12 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> ModelConfig:
 
 
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                    **overrides: Any):  # -> AVModel
+                    **overrides: Any) -> AVModel:
     """Rebuild the model saved in ``path`` by :func:`save_pretrained`, in eval mode.
 
     ``overrides`` are ModelConfig fields that do not change parameter shapes (e.g.
     ``attn_impl='dense'``, ``drop_path_rate=0.1``); one that does is refused, naming the tensor.
     """
-    from avfusion.models.registry import build_model
-
     directory = Path(path)
     if not directory.is_dir():
         raise FileNotFoundError(f"{str(directory)!r} is not a directory (expected {WEIGHTS_NAME} + {CONFIG_NAME})")

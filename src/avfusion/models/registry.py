@@ -1,6 +1,8 @@
 """Model registry: one small function per named variant, returning its ModelConfig.
 
-Variant functions only set sizes (timm's habit); ``create_model`` builds the right family.
+Variant functions only set sizes (timm's habit); ``build_model`` / ``create_model`` build the
+right family. Imports go one way: the families (fusion/, backbones/) build on models.base and
+models.zorro, and this module builds on the families.
 """
 
 from __future__ import annotations
@@ -10,8 +12,16 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from avfusion.backbones import ZorroHiP, ZorroSwin
 from avfusion.errors import ConfigError
+from avfusion.fusion import MaskedFusion, StreamFusion
+from avfusion.models.base import AVModel
 from avfusion.models.config import ModelConfig
+
+# The class that builds each family (ModelConfig.family).
+FAMILY_CLASSES: dict[str, type[AVModel]] = {
+    "streams": StreamFusion, "masked": MaskedFusion, "swin": ZorroSwin, "hip": ZorroHiP,
+}
 
 _REGISTRY: dict[str, Callable[[], ModelConfig]] = {}
 
@@ -40,16 +50,13 @@ def get_model_config(name: str, **overrides: Any) -> ModelConfig:
     return cfg.replace(**overrides) if overrides else cfg
 
 
-def build_model(cfg: ModelConfig):  # -> AVModel
+def build_model(cfg: ModelConfig) -> AVModel:
     """Build the model a config describes (random initialisation)."""
-    from avfusion.backbones import ZorroHiP, ZorroSwin
-    from avfusion.fusion import MaskedFusion, StreamFusion
-
-    return {"streams": StreamFusion, "masked": MaskedFusion, "swin": ZorroSwin, "hip": ZorroHiP}[cfg.family](cfg)
+    return FAMILY_CLASSES[cfg.family](cfg)
 
 
 def create_model(name: str, *, pretrained_backbone: str | os.PathLike | None = None,
-                 pretrained_backbone_inflate: str = "central", **overrides: Any):  # -> AVModel
+                 pretrained_backbone_inflate: str = "central", **overrides: Any) -> AVModel:
     """``create_model('mbt_base', num_classes=309, fusion_layer=10)``.
 
     ``pretrained_backbone``: an ImageNet ViT checkpoint (timm / Hugging Face ``.safetensors`` or
@@ -60,6 +67,8 @@ def create_model(name: str, *, pretrained_backbone: str | os.PathLike | None = N
     """
     model = build_model(get_model_config(name, **overrides))
     if pretrained_backbone is not None:
+        # convert/ builds on models/ (scenic_mbt needs build_model), so models/ reaches the ViT
+        # converter only when asked to, not at import time.
         from avfusion.convert.vit import init_from_vit
 
         init_from_vit(model, pretrained_backbone, inflate=pretrained_backbone_inflate)
