@@ -31,13 +31,13 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from avfusion.errors import ConfigError
-from avfusion.models.config import MODALITIES
+from avfusion.utils.files import atomic_file
 
 FORMATS = ("pt2", "onnx")
 INPUT_SETS: dict[str, tuple[str, ...]] = {"av": ("audio", "video"), "audio": ("audio",), "video": ("video",)}
@@ -85,38 +85,6 @@ def resolve_inputs(model_modalities: tuple[str, ...], which: str | None) -> tupl
     return wanted
 
 
-@contextlib.contextmanager
-def _traceable_presence() -> Iterator[None]:
-    """While tracing: ``present_modalities`` compares batch sizes without hashing them.
-
-    avfusion.models.base.present_modalities puts the batch sizes in a set, and a dynamic batch
-    dimension is a SymInt, which cannot be hashed. Until the model code compares sizes another
-    way, the modules that imported it get a wrapper for the duration of the export: the original
-    runs on stand-in tensors (its checks and its answer are unchanged) and the real sizes are
-    checked with ``torch._check``, which tracing records."""
-    from avfusion.models import base
-
-    original = base.present_modalities
-
-    def present(inputs: dict[str, torch.Tensor | None], supported: tuple[str, ...] = MODALITIES) -> tuple[str, ...]:
-        stand_in = {m: (None if x is None else torch.empty(1)) for m, x in inputs.items()}
-        found = original(stand_in, supported)
-        sizes = [inputs[m].shape[0] for m in found]  # type: ignore[union-attr]
-        for s in sizes[1:]:
-            torch._check(s == sizes[0], lambda: "audio and video batch sizes differ")
-        return found
-
-    users = [m for name, m in list(sys.modules.items())
-             if name.startswith("avfusion.") and getattr(m, "present_modalities", None) is original]
-    for m in users:
-        m.present_modalities = present  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        for m in users:
-            m.present_modalities = original  # type: ignore[attr-defined]
-
-
 def _python_safe(name: str) -> str:
     """``readout.query.global`` -> ``readout.query.global_``: a parameter path that is valid Python."""
     return ".".join(p + "_" if keyword.iskeyword(p) else p for p in name.split("."))
@@ -142,7 +110,7 @@ def trace(model: nn.Module, inputs: tuple[str, ...]) -> torch.export.ExportedPro
     x = example_inputs(model, inputs, EXAMPLE_BATCH)
     example = {m: x[m] for m in example_inputs_order(inputs)}  # a fixed order: the ONNX input names follow it
     batch = torch.export.Dim("batch", min=1)
-    with _traceable_presence(), torch.no_grad():
+    with torch.no_grad():
         ep = torch.export.export(fn, (), kwargs=example, dynamic_shapes={m: {0: batch} for m in example},
                                  strict=False)
     _rename_keyword_paths(ep)
@@ -188,16 +156,11 @@ def export_model(model: nn.Module, out: str | os.PathLike, fmt: str = "pt2", inp
         names = list(Exportable(model.eval(), inputs)(**example_inputs(model, inputs, 1)))
     meta = metadata(model, inputs, names, attn)
     ep = trace(model, inputs)
-    tmp = out.with_name(f".{out.name}.tmp.{fmt}")  # never a half-written file at OUT (torch wants the suffix)
-    try:
+    with atomic_file(out, suffix=f".tmp.{fmt}") as tmp:  # (the exporters want the format's suffix)
         if fmt == "pt2":
             torch.export.save(ep, tmp, extra_files={META_NAME: json.dumps(meta)})
         else:
             _save_onnx(ep, tmp, list(inputs), names, meta)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return ExportResult(out, fmt, inputs, names)
 
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the subcommands: key=value overrides and table printing."""
+"""Helpers shared by the subcommands: argument parsing, tables and JSON output."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import argparse
 import json
 from collections.abc import Sequence
 from typing import Any
-
-from avfusion.utils.dataclass_config import parse_overrides  # noqa: F401  (re-exported for subcommands)
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

@@ -29,7 +29,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import webdataset as wds
 
@@ -39,6 +39,7 @@ from avfusion.data.shards import encode_row
 from avfusion.data.sources import LABELS_NAME, PREPARE_NAME
 from avfusion.errors import ConfigError, InputError
 from avfusion.utils.dataclass_config import to_plain
+from avfusion.utils.files import atomic_json
 
 DONE_DIR = ".done"
 SHARD_NAME = "shard-{:06d}.tar"
@@ -107,7 +108,7 @@ def write_shards(
     rows = list(rows)
     _check_settings(done_dir, {"rows": len(rows), "shard_size": max_count, "video_format": video_format,
                                "ids": _fingerprint(rows), "clips": to_plain(cfg), "labels": labels.names})
-    _write_json(done_dir / "manifest.json", {"failures": [_failure(b.id, b.line, b.path, b.reason) for b in bad_lines]})
+    atomic_json(done_dir / "manifest.json", {"failures": [_failure(b.id, b.line, b.path, b.reason) for b in bad_lines]})
     labels.write(out / LABELS_NAME)
 
     first: dict[str, Row] = {}
@@ -150,21 +151,11 @@ def _check_settings(done_dir: Path, settings: dict[str, Any]) -> None:
             raise ConfigError(f"{done_dir.parent} was prepared from another manifest or with other settings "
                               f"({', '.join(diff)} differ): use a new --out, or the same command to resume")
         return
-    _write_json(path, settings)
+    atomic_json(path, settings)
 
 
 def _failure(rid: str, line: int, path: str, reason: str) -> dict[str, Any]:
     return {"id": rid, "line": line, "path": path, "reason": reason}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Atomically: write a temporary file, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 _progress_queue: Any = None  # set in each worker process: where it reports finished rows
@@ -208,7 +199,7 @@ def write_one_shard(job: _Job, labels: LabelMap, cfg: ClipConfig, out: Path, vid
     else:
         tmp.unlink()
     record = {"shard": name if ok else None, "ok": ok, "failed": len(failures), "failures": failures, "ids": ids}
-    _write_json(out / DONE_DIR / f"shard-{job.index:06d}.json", record)
+    atomic_json(out / DONE_DIR / f"shard-{job.index:06d}.json", record)
     return record
 
 
@@ -274,7 +265,7 @@ def merge(out: Path, total: int) -> PrepareResult:
     res.failed = len(res.failures)
     res.failures.sort(key=lambda f: f["line"])
     settings = json.loads((done_dir / "settings.json").read_text())
-    _write_json(out / PREPARE_NAME, {**res.to_dict(), "shard_size": settings["shard_size"],
+    atomic_json(out / PREPARE_NAME, {**res.to_dict(), "shard_size": settings["shard_size"],
                                      "video_format": settings["video_format"], "clips": settings["clips"],
                                      "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return res

@@ -31,7 +31,6 @@ import tarfile
 import random
 import warnings
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, Collection, Iterator, Sequence
 
 import av

@@ -56,6 +56,7 @@ from avfusion.errors import ConfigError, InputError, RunError
 from avfusion.eval.metrics import json_safe
 from avfusion.eval.predict import answer, segment_streams, usable_modalities
 from avfusion.train.distributed import DistInfo, barrier, gather_objects, shard_indices
+from avfusion.utils.files import atomic_json
 
 RECORD_SUFFIX = ".run.json"
 PARTS_SUFFIX = ".parts"
@@ -264,17 +265,6 @@ def source_fingerprint(src: Source) -> dict[str, str]:
     return {"shards": spec, "sha256": hashlib.sha256("\n".join(urls).encode()).hexdigest()}
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    """Write through a temporary file and a rename: never a half-written record."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _read_record(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
@@ -348,7 +338,7 @@ def claim(out: Path, record: dict[str, Any]) -> tuple[bool, IO[str] | None]:
                     p.unlink()
         elif old is not None and had_parts:  # resuming: only the same run may add to its parts
             _same_run(old, record, out)
-        _write_json(rec_path, {**record, "complete": False})
+        atomic_json(rec_path, {**record, "complete": False})
     except BaseException:
         lock.close()
         raise
@@ -473,7 +463,7 @@ def run_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, out: 
         summary = CorpusSummary(out, computed=sum(counts), resumed=len(done))  # type: ignore[arg-type]
         if info.is_main:
             summary.rows, summary.errors = parts.merge(out, static, record)
-            _write_json(record_path(out), {**record, "complete": True, "rows": summary.rows,
+            atomic_json(record_path(out), {**record, "complete": True, "rows": summary.rows,
                                            "errors": summary.errors})
             shutil.rmtree(parts_dir(out))  # the lock file goes with it; the lock is released below
         return summary

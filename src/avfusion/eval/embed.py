@@ -34,6 +34,7 @@ import torch
 from avfusion.data.sources import Source
 from avfusion.eval.corpus import CorpusSummary, RowResult, run_corpus
 from avfusion.train.distributed import DistInfo
+from avfusion.utils.files import atomic_file
 
 CHUNK_PATTERN = "chunk-*.npz"
 
@@ -95,13 +96,8 @@ class NpzParts:
                 if name in r.features:
                     x[i] = r.features[name].numpy()
             arrays[f"out_{name}"] = x
-        path = self.folder / f"chunk-{self.rank:03d}-{self.seq:06d}.npz"
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_file(self.folder / f"chunk-{self.rank:03d}-{self.seq:06d}.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
         self.seq += 1
         self.buffer = []
 
@@ -128,10 +124,9 @@ class NpzParts:
             pos, idx = where.setdefault(c, ([], []))
             pos.append(k)
             idx.append(j)
-        tmp = out.with_name(f".{out.name}.tmp")
         meta = {**record, "outputs": self.dims}
         # Written member by member: one output's (N, D) array in memory at a time.
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with atomic_file(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             _member(zf, "ids", _strings([r[1] for r in rows]))
             for name, dim in self.dims.items():
                 x = np.empty((len(rows), dim), dtype=np.float32)  # (N, D)
@@ -142,9 +137,6 @@ class NpzParts:
             _member(zf, "failed_ids", _strings([f[1] for f in failed]))
             _member(zf, "failed_reasons", _strings([f[2] for f in failed]))
             _member(zf, "meta", np.array(json.dumps(meta)))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
         return len(rows) + len(failed), len(failed)
 
 

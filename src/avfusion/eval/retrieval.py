@@ -36,6 +36,7 @@ from torch import nn
 
 from avfusion.errors import InputError
 from avfusion.eval.aggregate import average_views
+from avfusion.utils.files import atomic_write
 
 PROJECTORS_WEIGHTS = "projectors.safetensors"
 PROJECTORS_CONFIG = "projectors.json"
@@ -90,8 +91,6 @@ def save_projectors(directory: str | os.PathLike, head: nn.Module, spec: dict[st
     ``projectors.safetensors`` and ``projectors.json`` (``spec``: dim, out_dim, hidden, pairs,
     temperature), each written atomically."""
     import safetensors.torch
-
-    from avfusion.train.runfolder import atomic_write
 
     directory = Path(directory)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in head.proj.state_dict().items()}

@@ -51,6 +51,7 @@ from avfusion.eval import corpus as C
 from avfusion.eval.metrics import json_safe
 from avfusion.eval.predict import coverage, missing_stream_notes, probabilities, segment_streams, top_labels
 from avfusion.models.config import MODALITIES
+from avfusion.utils.files import atomic_json
 
 PLOT_CLASSES = 4  # classes drawn in the picture (the main output's most frequent top labels)
 
@@ -468,7 +469,7 @@ def timeline_corpus(model: torch.nn.Module, source: Any, out: str | os.PathLike,
         summary = C.CorpusSummary(out, computed=sum(counts), resumed=len(done))  # type: ignore[arg-type]
         if info.is_main:
             summary.rows, summary.errors = parts.merge(out, static, record)
-            C._write_json(C.record_path(out), {**record, "complete": True, "rows": summary.rows,  # noqa: SLF001
+            atomic_json(C.record_path(out), {**record, "complete": True, "rows": summary.rows,  # noqa: SLF001
                                                "errors": summary.errors})
             shutil.rmtree(C.parts_dir(out))
         return summary

@@ -146,7 +146,7 @@ def flex_block_mask(mask: TokenMask, device: torch.device | str) -> Any:
 
     device = torch.device(device)
     cache_key = (mask.key, str(device))
-    hit = _FLEX_CACHE.get(cache_key)
+    hit = None if torch.compiler.is_compiling() else _FLEX_CACHE.get(cache_key)
     if hit is not None:
         return hit
     allowed = mask.dense(device)  # (Lq, Lk) bool
@@ -155,6 +155,8 @@ def flex_block_mask(mask: TokenMask, device: torch.device | str) -> Any:
         return allowed[q_idx, kv_idx]
 
     block_mask = create_block_mask(mask_mod, None, None, mask.len_q, mask.len_k, device=device)
+    if torch.compiler.is_compiling():  # traced (compile, export): fake tensors must not reach the cache
+        return block_mask
     if len(_FLEX_CACHE) >= _FLEX_CACHE_SIZE:  # layouts are few; keep the cache bounded anyway
         _FLEX_CACHE.pop(next(iter(_FLEX_CACHE)))
     _FLEX_CACHE[cache_key] = block_mask

@@ -110,8 +110,11 @@ def present_modalities(inputs: dict[str, torch.Tensor | None],
     if not present:
         # A clip without the stream the model needs (audio-only model, silent video): the data's fault.
         raise InputError(f"inputs hold none of this model's modalities {list(supported)}: at least one is needed")
-    sizes = {inputs[m].shape[0] for m in present}  # type: ignore[union-attr]
-    if len(sizes) > 1:
+    sizes = [inputs[m].shape[0] for m in present]  # type: ignore[union-attr]
+    if not all(isinstance(n, int) for n in sizes):  # symbolic sizes (torch.export, a dynamic batch)
+        for n in sizes[1:]:
+            torch._check(n == sizes[0], lambda: "audio and video batch sizes differ")
+    elif len(set(sizes)) > 1:
         raise ValueError(f"audio and video batch sizes differ: {sorted(sizes)}")
     return present
 

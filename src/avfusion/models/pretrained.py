@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +19,10 @@ from avfusion.errors import InputError
 from avfusion.models.base import AVModel
 from avfusion.models.config import ModelConfig
 from avfusion.models.registry import build_model
+from avfusion.utils.files import atomic_file, atomic_write
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike,
@@ -47,9 +34,10 @@ def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike,
     # safetensors stores plain, unshared, contiguous CPU tensors.
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     meta = {"format": "pt", "avfusion_model": cfg.name, **(metadata or {})}
-    _atomic_write(out / WEIGHTS_NAME, lambda p: save_file(state, p, metadata=meta))
+    with atomic_file(out / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     text = json.dumps(cfg.to_dict(), indent=2) + "\n"
-    _atomic_write(out / CONFIG_NAME, lambda p: Path(p).write_text(text))
+    atomic_write(out / CONFIG_NAME, text.encode())
     return out
 
 

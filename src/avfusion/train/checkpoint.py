@@ -51,7 +51,7 @@ from torch import nn
 
 from avfusion.errors import RunError
 from avfusion.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
-from avfusion.train.runfolder import atomic_write, fsync_dir, write_synced
+from avfusion.utils.files import atomic_write, fsync_dir, write_synced
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_NAME = "state.pt"

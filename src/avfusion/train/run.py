@@ -28,7 +28,8 @@ from avfusion.models.pretrained import load_pretrained
 from avfusion.train.config import TrainConfig
 from avfusion.train.distributed import DistInfo, cleanup, init_distributed
 from avfusion.train.loop import FitResult, fit, pick_device
-from avfusion.train.runfolder import atomic_write, lock_run_folder
+from avfusion.train.runfolder import lock_run_folder
+from avfusion.utils.files import atomic_write
 from avfusion.train.task import Task
 
 
@@ -136,12 +137,13 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     if cfg.data.mixup_alpha > 0 and task_kind == "multihead":
         raise ConfigError("mixup of multi-head (EPIC) labels is not supported: set data.mixup_alpha=0")
     alpha = cfg.data.mixup_alpha
-    transform = None
-    if features is not None or alpha > 0:
-        def transform(batch: dict, g: torch.Generator) -> dict:  # on the device, per step
-            if features is not None:
-                batch = features(batch, g)
-            return mixup(batch, alpha, labels.num_classes, generator=g) if alpha > 0 else batch
+
+    def on_device(batch: dict, g: torch.Generator) -> dict:  # the batch's features, then mixup, per step
+        if features is not None:
+            batch = features(batch, g)
+        return mixup(batch, alpha, labels.num_classes, generator=g) if alpha > 0 else batch
+
+    transform = on_device if features is not None or alpha > 0 else None
 
     out = Path(cfg.run.out)
     # fit writes OUT/train_config.json, once a resumed checkpoint's config is accepted.

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from avfusion.errors import RunError
 from avfusion.train.distributed import DistInfo, max_over_ranks
+from avfusion.utils.files import atomic_write
 
 LOCK_NAME = ".lock"
 
@@ -135,42 +136,6 @@ def _describe_holder(fd: int) -> str:
 
 
 # --------------------------------------------------------------------------- durable writes
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_synced(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file and fsync it (errors, a full disk included, are OSErrors)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` through a synced temporary file and a rename: a reader or a
-    crash sees the old content or the new one, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write_synced(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
 
 # --------------------------------------------------------------------------- metrics log
 
