@@ -10,6 +10,9 @@ modality's CLS token), each row's clips averaged (NaN where a row lacks that out
 Resumable: rerun the same command after a kill; finished chunks of --chunk-size rows in
 OUT.parts/ are kept, and a complete OUT is left as it is. Under `torchrun --nproc_per_node N -m
 avfusion embed ...` each rank embeds its part and rank 0 writes OUT. See docs/evaluation.md.
+
+--precision fp32 | bf16 | int8 and --compile: faster CPU inference (docs/evaluation.md "Fast CPU
+inference"); the precision is recorded in OUT's meta.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import argparse
 
 from avfusion.cli._common import parse_args
-from avfusion.cli.predict import add_corpus_args, corpus_device, report
+from avfusion.cli.predict import add_corpus_args, add_inference_args, corpus_device, load_for_inference, report
 from avfusion.utils.cli_args import device_arg, int_at_least
 
 
@@ -30,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="rows per part file: what a killed run can lose at most (default 256)")
     p.add_argument("--device", type=device_arg, default="auto", help="auto (default) | cpu | cuda | cuda:N")
     add_corpus_args(p, "the .npz file to write (resumed if a run was cut short)")
+    add_inference_args(p)
     args = parse_args(p, argv)
     if args.data is None:
         p.error("the following arguments are required: --data (or --manifest / --shards)")
@@ -38,13 +42,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from avfusion.data.sources import resolve
     from avfusion.eval.embed import embed_corpus
-    from avfusion.models.pretrained import load_pretrained
     from avfusion.train.distributed import cleanup
 
     source = resolve(args.data)
     device, info = corpus_device(args.device)
     try:
-        model = load_pretrained(args.model, map_location=device)
+        model = load_for_inference(args.model, device, args)
         summary = embed_corpus(model, source, args.out, args.clips, args.batch_size, args.workers, args.chunk_size,
                                info, progress=not args.no_progress)
         report(summary, "embed", info)

@@ -15,6 +15,9 @@ queries all videos' video embeddings and the other way round; Recall@1/5/10 and 
 beside chance. Embeddings are the audio and video features through the contrastive projectors a
 pretraining run kept beside the model (projectors.safetensors), or the raw features when there
 are none (the report says so). Without a label map, --retrieval evaluates retrieval only.
+
+--precision fp32 | bf16 | int8 and --compile: faster CPU inference (docs/evaluation.md "Fast CPU
+inference"); eval.json's "inference" records which ran.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 from pathlib import Path
 
 from avfusion.cli._common import parse_args, print_table
+from avfusion.cli.predict import add_inference_args, load_for_inference
 from avfusion.errors import ConfigError
 from avfusion.utils.cli_args import device_arg, int_at_least
 
@@ -89,15 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retrieval", action="store_true",
                    help="audio->video and video->audio retrieval (Recall@1/5/10, median rank) on the embeddings")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    add_inference_args(p)
     args = parse_args(p, argv)
 
     import torch
 
     from avfusion.eval.evaluate import evaluate_source, write_plots
-    from avfusion.models.pretrained import load_pretrained
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_pretrained(args.model, map_location=device)
+    model = load_for_inference(args.model, device, args)
     retrieval = None
     if args.retrieval:
         from avfusion.eval.retrieval import PROJECTORS_WEIGHTS, Retrieval, load_projectors
@@ -128,5 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"retrieval on {section.get('space')}: {section.get('note')}")
         for line in inputs_summary(report.get("inputs", {})):
             print(line)
+        speed = report.get("inference") or {}
+        if speed and speed != {"precision": "fp32", "compile": "off"}:
+            print(f"precision {speed['precision']}, compile {speed['compile']}")
         print(f"\nreport: {out / 'eval.json'}" + "".join(f"\nplot: {q}" for q in plots))
     return 0

@@ -23,6 +23,11 @@ Printed as a table, or with --json one object per file: {"file", "window", "hop"
 "timeline": [{"start", "end", "label", "score", "outputs": {name: top-k}, "notes"}, ...]}.
 --plot FILE.png | FILE.html draws per-output scores of the top classes over time (one video).
 With --data, one such line per manifest row (its start / end segment, or the whole file).
+
+--precision fp32 | bf16 | int8 and --compile make CPU inference faster (avfusion/eval/fast.py;
+measured in docs/evaluation.md "Fast CPU inference"): bf16 autocasts to bfloat16 (CPUs with
+AVX512-BF16 or AMX), int8 quantises the linear layers dynamically; --compile runs torch.compile
+(eagerly, with a note, if it fails). The JSON says which ran ("inference"; with --data, OUT.run.json).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from avfusion.errors import InputError, UserError
 from avfusion.utils.cli_args import device_arg, int_at_least, positive_float
 
 DEFAULT_MODEL = Path("runs/demo/best")
+# avfusion.eval.fast.PRECISIONS, spelled out so that parsing the flags does not import torch
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def add_corpus_args(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -49,6 +56,27 @@ def add_corpus_args(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--batch-size", type=int_at_least(1), default=8, help="rows (--timeline: windows) per forward pass (default 8)")
     p.add_argument("--workers", type=int_at_least(0), default=0, help="loader processes decoding rows (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_inference_args(p: argparse.ArgumentParser) -> None:
+    """--precision and --compile (predict, eval, embed)."""
+    g = p.add_argument_group("speed (avfusion/eval/fast.py)")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default) | bf16: autocast to bfloat16 (CPUs with AVX512-BF16 or AMX, or a GPU) | "
+                        "int8: dynamic quantisation of the linear layers (CPU)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (runs eagerly, with a note, if compiling fails)")
+
+
+def load_for_inference(model_dir: str | Path, device: str, args: argparse.Namespace) -> Any:
+    """The model of ``model_dir`` on ``device``, prepared at ``args.precision`` (and compiled with
+    ``args.compile``); a precision this machine cannot run is refused before the weights load."""
+    from avfusion.eval.fast import check_precision, prepare_for_inference
+    from avfusion.models.pretrained import load_pretrained
+
+    check_precision(args.precision, device)
+    model = load_pretrained(model_dir, map_location=device)
+    return prepare_for_inference(model, args.precision, args.compile)
 
 
 def corpus_device(requested: str | None) -> tuple[str, Any]:
@@ -88,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="auto | cpu | cuda | cuda:N (default: cpu for files, auto for --data)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     add_corpus_args(p, "with --data: the JSON lines file to write (resumed if a run was cut short)")
+    add_inference_args(p)
     t = p.add_argument_group("timeline")
     t.add_argument("--timeline", action="store_true", help="answer every window of the whole file")
     t.add_argument("--window", type=positive_float, help="window length in seconds (default: the model's clip)")
@@ -128,9 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         return timeline_main(args, model_dir)
 
     from avfusion.eval.predict import predict_file
-    from avfusion.models.pretrained import load_pretrained
 
-    model = load_pretrained(model_dir, map_location=_device(args.device))
+    model = load_for_inference(model_dir, _device(args.device), args)
     status = 0
     for video in args.videos:
         try:
@@ -141,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(res, allow_nan=False))  # predict_file made the scores strict JSON
             continue
-        print(f"{video}:")
+        print(f"{video}:" + _speed_note(res.get("inference")))
         if "error" in res:
             print(f"  error: {res['error']}")
             continue
@@ -154,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def _speed_note(inference: dict[str, str] | None) -> str:
+    """" (bf16, compiled)" after a file's name when it ran other than fp32 eagerly."""
+    if not inference or inference == {"precision": "fp32", "compile": "off"}:
+        return ""
+    return f" ({inference['precision']}{', compile ' + inference['compile'] if inference['compile'] != 'off' else ''})"
+
+
 def _device(requested: str | None) -> str:
     import torch
 
@@ -163,9 +198,8 @@ def _device(requested: str | None) -> str:
 
 def timeline_main(args: argparse.Namespace, model_dir: Path) -> int:
     from avfusion.eval.timeline import describe, plot_timeline, timeline_file
-    from avfusion.models.pretrained import load_pretrained
 
-    model = load_pretrained(model_dir, map_location=_device(args.device))
+    model = load_for_inference(model_dir, _device(args.device), args)
     status = 0
     for video in args.videos:
         try:
@@ -190,7 +224,6 @@ def timeline_main(args: argparse.Namespace, model_dir: Path) -> int:
 def predict_corpus_main(args: argparse.Namespace, model_dir: Path) -> int:
     from avfusion.data.sources import resolve
     from avfusion.eval.corpus import predict_corpus
-    from avfusion.models.pretrained import load_pretrained
     from avfusion.train.distributed import cleanup
 
     source = resolve(args.data)  # a bad source is one line before the model loads
@@ -198,7 +231,7 @@ def predict_corpus_main(args: argparse.Namespace, model_dir: Path) -> int:
         raise InputError(f"{args.data}: --timeline needs the media files (a manifest); shards hold prepared clips")
     device, info = corpus_device(args.device)
     try:
-        model = load_pretrained(model_dir, map_location=device)
+        model = load_for_inference(model_dir, device, args)
         if args.timeline:
             from avfusion.eval.timeline import timeline_corpus
 

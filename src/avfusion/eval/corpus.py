@@ -247,12 +247,24 @@ def _sha256_file(path: Path) -> str:
 
 
 def model_fingerprint(model: torch.nn.Module) -> dict[str, str]:
-    """The model's name and a sha256 of its config and every weight (wherever it was loaded from)."""
+    """The model's name and a sha256 of its config and every weight (wherever it was loaded from);
+    a model prepared for inference (eval/fast.py) has it from its weights as loaded."""
+    known = getattr(model, "fingerprint", None)
+    if known is not None:
+        return known
     h = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True, default=str).encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return {"name": model.cfg.name, "sha256": h.hexdigest()}
+
+
+def record_settings(model: torch.nn.Module) -> dict[str, str]:
+    """The precision a model prepared for inference runs at (eval/fast.py), for a run's settings:
+    empty for fp32, so runs recorded before precisions existed still resume; ``--compile`` is left
+    out (it does not change the results)."""
+    precision = getattr(model, "precision", "fp32")
+    return {} if precision == "fp32" else {"precision": precision}
 
 
 def source_fingerprint(src: Source) -> dict[str, str]:
@@ -601,10 +613,10 @@ def predict_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, o
     (``predict_line``); resumable and torchrun-aware (see the module docstring)."""
     cfg = model.cfg
     return run_corpus(model, source, out, lambda folder, rank: JsonlParts(folder, rank, cfg, top_k),
-                      {"command": "predict", "clips": clips, "top_k": top_k}, clips, batch_size, workers, info,
-                      progress)
+                      {"command": "predict", "clips": clips, "top_k": top_k, **record_settings(model)}, clips,
+                      batch_size, workers, info, progress)
 
 
 __all__ = ["RowResult", "CorpusSummary", "ManifestRows", "ShardRows", "JsonlParts", "Parts", "read_rows",
-           "run_rows", "run_corpus", "predict_corpus", "predict_line", "claim", "model_fingerprint",
+           "run_rows", "run_corpus", "predict_corpus", "predict_line", "claim", "model_fingerprint", "record_settings",
            "source_fingerprint", "record_path", "parts_dir"]

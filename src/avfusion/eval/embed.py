@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from avfusion.data.sources import Source
-from avfusion.eval.corpus import CorpusSummary, RowResult, run_corpus
+from avfusion.eval.corpus import CorpusSummary, RowResult, record_settings, run_corpus
+from avfusion.eval.fast import unwrap
 from avfusion.train.distributed import DistInfo
 from avfusion.utils.files import atomic_file
 
@@ -42,7 +43,9 @@ CHUNK_PATTERN = "chunk-*.npz"
 @torch.no_grad()
 def feature_dims(model: torch.nn.Module) -> dict[str, int]:
     """Output name -> width D of ``ModelOutput.features``, from one forward pass on random inputs
-    with every modality the model takes (so every output is there)."""
+    with every modality the model takes (so every output is there); a prepared model's eager one
+    answers (the widths do not depend on precision, and a compiled model is not compiled twice)."""
+    model = unwrap(model)
     model.eval()
     out = model(model.example_inputs(1))
     return {name: int(v.shape[-1]) for name, v in out.features.items()}
@@ -152,7 +155,7 @@ def embed_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, out
     resumable and torchrun-aware (avfusion.eval.corpus)."""
     dims = feature_dims(model)
     return run_corpus(model, source, out, lambda folder, rank: NpzParts(folder, rank, dims, chunk_size),
-                      {"command": "embed", "clips": clips}, clips, batch_size, workers, info, progress)
+                      {"command": "embed", "clips": clips, **record_settings(model)}, clips, batch_size, workers, info, progress)
 
 
 __all__ = ["embed_corpus", "feature_dims", "NpzParts"]

@@ -29,6 +29,7 @@ from avfusion.data.datasets import SampleError, collate, dataset_for, open_sourc
 from avfusion.data.sources import Source
 from avfusion.data.manifest import LabelMap
 from avfusion.eval.aggregate import average_views
+from avfusion.eval.fast import inference_settings
 from avfusion.errors import ConfigError, InputError
 from avfusion.eval.metrics import json_safe, report_per_output
 from avfusion.train.distributed import DistInfo, gather_objects, shard_indices
@@ -153,8 +154,8 @@ def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, task: str | None,
     if not info.is_main:
         return {}
     gathered = [g for g, _ in gathered]  # type: ignore[misc]
-    report: dict[str, Any] = {"model": model.cfg.name, "task": task, "conditions": {}, "summary": {},
-                              "inputs": merged}
+    report: dict[str, Any] = {"model": model.cfg.name, "task": task, "inference": inference_settings(model),
+                              "conditions": {}, "summary": {}, "inputs": merged}
     for cond in conditions:
         parts = [g[cond] for g in gathered]  # type: ignore[index]
         skipped = sum(p["skipped"] for p in parts)

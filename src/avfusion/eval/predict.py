@@ -20,6 +20,7 @@ import torch
 
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, Segment
 from avfusion.errors import InputError
+from avfusion.eval.fast import inference_settings
 from avfusion.eval.metrics import json_safe
 from avfusion.models.config import MODALITIES, ModelConfig
 
@@ -142,7 +143,8 @@ def answer(cfg: ModelConfig, sample: dict[str, Any], streams: dict[str, Any], sc
 
 @torch.no_grad()
 def predict_file(model: torch.nn.Module, path: str | Path, top_k: int = 5, clips: int = 4) -> dict[str, Any]:
-    """Top labels per output for one file. A damaged file (truncated, packets that fail to
+    """Top labels per output for one file (``inference``: the precision it ran at, eval/fast.py).
+    A damaged file (truncated, packets that fail to
     decode) is answered from what decodes, with notes saying what was lost; a file with nothing
     decodable (or only a modality the model does not take) raises InputError."""
     cfg = model.cfg
@@ -156,4 +158,5 @@ def predict_file(model: torch.nn.Module, path: str | Path, top_k: int = 5, clips
     scores = {name: v.float().mean(0) for name, v in {"logits": out.logits, **out.outputs}.items()}  # (C,)
     res = answer(cfg, sample, segment_streams(seg), scores, out.notes, Path(path).name, top_k)
     return json_safe({"path": str(path), "has_audio": res["has_audio"], "has_video": res["has_video"],
-                      "clips": clips, "coverage": res["coverage"], "outputs": res["outputs"], "notes": res["notes"]})
+                      "clips": clips, "coverage": res["coverage"], "outputs": res["outputs"], "notes": res["notes"],
+                      "inference": inference_settings(model)})

@@ -48,6 +48,7 @@ from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, clip_cen
 from avfusion.data.timeline import StreamRead, judge
 from avfusion.errors import ConfigError, InputError, UserError
 from avfusion.eval import corpus as C
+from avfusion.eval.fast import inference_settings
 from avfusion.eval.metrics import json_safe
 from avfusion.eval.predict import coverage, missing_stream_notes, probabilities, segment_streams, top_labels
 from avfusion.models.config import MODALITIES
@@ -87,6 +88,7 @@ class FileTimeline:
     notes: list[str] = field(default_factory=list)
     windows: list[dict[str, Any]] = field(default_factory=list)
     probs: dict[str, np.ndarray] = field(default_factory=dict)
+    inference: dict[str, str] = field(default_factory=dict)  # precision and compile (eval/fast.py)
 
     def to_json(self) -> dict[str, Any]:
         r3 = lambda x: round(float(x), 3)  # noqa: E731
@@ -94,7 +96,8 @@ class FileTimeline:
                           "span": [r3(self.span[0]), r3(self.span[1])], "window": r3(self.window),
                           "hop": r3(self.hop), "clip_seconds": r3(self.clip_seconds),
                           "clips_per_window": self.clips_per_window, "has_audio": self.has_audio,
-                          "has_video": self.has_video, "notes": self.notes, "timeline": self.windows})
+                          "has_video": self.has_video, "inference": self.inference, "notes": self.notes,
+                          "timeline": self.windows})
 
 
 class _Window:
@@ -133,7 +136,7 @@ def timeline_file(model: torch.nn.Module, path: str | os.PathLike, window: float
     names = cfg.class_names or [str(i) for i in range(cfg.num_classes)]
     result = FileTimeline(str(path), cfg.name, window, hop, clip, per_window,
                           (seg.start - tl.origin, seg.end - tl.origin), tl.duration, seg.has_audio, seg.has_video,
-                          names)
+                          names, inference=inference_settings(model))
     file_notes = tl.stream_notes()
     if tl.truncation():
         file_notes.append(tl.truncation())  # type: ignore[arg-type]
@@ -429,7 +432,8 @@ def timeline_corpus(model: torch.nn.Module, source: Any, out: str | os.PathLike,
     if src.manifest is None:
         raise ConfigError(f"{src.spec}: a timeline needs the media files (a manifest); shards hold prepared clips")
     rows, static = C.read_rows(src.manifest)
-    settings = {"command": "predict --timeline", "window": window, "hop": hop, "top_k": top_k}
+    settings = {"command": "predict --timeline", "window": window, "hop": hop, "top_k": top_k,
+                **C.record_settings(model)}
     group = C._final_group(info)  # noqa: SLF001 - the corpus machinery's own helpers, shared
     lock = None
     record: dict[str, Any] = {}
