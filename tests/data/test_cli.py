@@ -88,7 +88,7 @@ def test_shard_round_trip(prepared, corpus, small_cfg):
     frames, v = seg.frames(grid_times(0, 3, 25))
     assert frames.shape == d.video.shape == (75, 64, 85, 3) and v == 75
     assert np.abs(frames.astype(int) - d.video.astype(int)).mean() < 3
-    from media import read_index
+    from helpers.media import read_index
     assert [read_index(f) for f in frames] == list(range(75))
     assert not by_id["noaudio"].has_audio and by_id["noaudio"].has_video
     assert not by_id["novideo"].has_video and by_id["novideo"].has_audio
@@ -188,7 +188,7 @@ def test_prepare_empty_manifest(corpus, tmp_path, capsys):
 
 
 def test_h264_shards_round_trip(corpus, tmp_path, small_cfg, capsys):
-    from media import read_index
+    from helpers.media import read_index
 
     rc = prepare_main([str(corpus.good_manifest), "--labels", str(corpus.labels), "--out", str(tmp_path / "h"),
                        "--json", *SMALL])  # default video format: h264
