@@ -49,8 +49,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "data"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: synthetic_clips
 
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment  # noqa: E402
 from avfusion.data.datasets import VideoDataset, collate  # noqa: E402

@@ -1,9 +1,16 @@
-"""Shared test fixtures."""
+"""Shared test fixtures.
+
+tests/ is on sys.path (``pythonpath = ["tests"]`` in pyproject.toml), so test-side helpers are
+imported as ``from helpers.media import make_media``; see tests/helpers/__init__.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+# The generated media corpus (fixtures corpus, small_cfg, bigbuckbunny) for tests/data and tests/cli.
+pytest_plugins = ["helpers.media_corpus"]
 
 
 @pytest.fixture(autouse=True)

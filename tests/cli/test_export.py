@@ -20,8 +20,7 @@ from avfusion.export import Exportable, check_export, example_inputs, export_mod
 from avfusion.models.pretrained import load_pretrained, save_pretrained
 from avfusion.models.registry import create_model
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from conftest import randomize_  # noqa: E402
+from conftest import randomize_  # tests/conftest.py (tests/ is on sys.path)
 
 CLASSES = ["c0", "c1", "c2"]
 

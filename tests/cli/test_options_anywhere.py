@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import json
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from avfusion.cli import main  # noqa: E402
+from avfusion.cli import main
 
 
 def test_flops_and_models(capsys):
@@ -30,7 +25,7 @@ def test_train_options_between_and_after_positionals(cmd, tmp_path, capsys):
 
 
 def test_validate_and_prepare(tmp_path, capsys):
-    from avclips import make_dataset, write_labels
+    from helpers.avclips import make_dataset, write_labels
 
     manifest, labels = make_dataset(tmp_path / "clips", 1), write_labels(tmp_path / "labels.csv")
     assert main(["validate", "--labels", str(labels), str(manifest), "--json", "--no-decode", "--num-frames", "4"]) == 0

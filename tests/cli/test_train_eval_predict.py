@@ -1,16 +1,13 @@
 """End to end on real (generated) mp4 clips: train -> eval -> predict through the CLI."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from avfusion.cli import main
 
-sys.path.insert(0, str(Path(__file__).parent))
-from avclips import make_dataset, write_clip, write_labels  # noqa: E402
+from helpers.avclips import make_dataset, write_clip, write_labels
 
 
 @pytest.fixture(scope="module")

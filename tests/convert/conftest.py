@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,6 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 # In CI the repository's parent directory holds `shared/` (DESIGN.md: ../shared/fixtures/...).
 SCENIC_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "scenic_mbt"
-
-sys.path.insert(0, str(HERE))  # scenic_mbt_reference.py, the test-side NumPy reference
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 The fixture (bottleneck fusion, Lf = 1) was produced by the official JAX code; every other
 configuration the official model supports is checked against an independent NumPy
-re-implementation of the official forward (scenic_mbt_reference.py), which is itself checked
+re-implementation of the official forward (tests/helpers/scenic_mbt_reference.py), which is itself checked
 against the fixture first.
 """
 
@@ -20,7 +20,7 @@ from avfusion.cli import main as avfusion_main
 from avfusion.convert import convert_scenic_mbt, infer_layout, load_flax_msgpack
 from avfusion.convert.safe_load import flatten_tree
 from avfusion.convert.scenic_mbt import scenic_mbt_params
-from scenic_mbt_reference import mbt_forward, random_mbt_params, to_flax_msgpack, train_state
+from helpers.scenic_mbt_reference import mbt_forward, random_mbt_params, to_flax_msgpack, train_state
 
 TOL = 1e-4  # absolute, float32 (fixture README)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from avfusion.data.decode import DecodeError, decode, grid_times, probe
-from media import make_media, read_index
+from helpers.media import make_media, read_index
 
 
 def test_bigbuckbunny_full_decode(bigbuckbunny):

@@ -1,4 +1,4 @@
-"""The hostile-media corpus (hostile.py) through validate, prepare, training and predict.
+"""The hostile-media corpus (tests/helpers/hostile.py) through validate, prepare, training and predict.
 
 Valid real-world shapes (unequal stream lengths, non-zero starts, VFR, rotation, odd layouts) are
 never errors; broken files are named errors everywhere, with the same reason in validate and
@@ -21,8 +21,8 @@ from avfusion.data.prepare import write_shards
 from avfusion.data.shards import ShardDataset
 from avfusion.data.validate import validate_rows
 from avfusion.errors import UserError
-from hostile import CASES, REACHES_DAMAGE, markdown_table
-from media import make_media, read_index
+from helpers.hostile import CASES, REACHES_DAMAGE, markdown_table
+from helpers.media import make_media, read_index
 
 IDS = [c.name for c in CASES]
 
@@ -143,7 +143,7 @@ def test_predict_verdict(case, hostile, tiny_model):
 
 def test_docs_table_is_the_corpus():
     docs = (Path(__file__).parents[2] / "docs" / "data.md").read_text(encoding="utf-8")
-    assert markdown_table() in docs, "docs/data.md: paste tests/data/hostile.py markdown_table()"
+    assert markdown_table() in docs, "docs/data.md: paste tests/helpers/hostile.py markdown_table()"
 
 
 # -- the timeline, in detail --------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_esc50_adapter(tmp_path):
 
 def test_esc50_wav_end_to_end(tmp_path, small_cfg):
     """ESC-50 annotations -> rows -> dataset: a 44.1 kHz WAV decodes as audio-only."""
-    from media import make_media
+    from helpers.media import make_media
 
     from avfusion.data.datasets import VideoDataset, collate
 

@@ -28,8 +28,7 @@ from avfusion.eval.predict import answer, predict_file, segment_streams
 from avfusion.models.pretrained import load_pretrained, save_pretrained
 from avfusion.models.registry import create_model
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
-from avclips import write_clip, write_labels  # noqa: E402
+from helpers.avclips import write_clip, write_labels
 
 CLASSES = ["c0", "c1", "c2", "c3"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(

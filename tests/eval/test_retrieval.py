@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,8 +30,7 @@ from avfusion.heads.projector import ContrastiveHead
 from avfusion.models.base import ModelOutput
 from avfusion.models.registry import get_model_config
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
-from avclips import COLOURS, make_dataset  # noqa: E402
+from helpers.avclips import COLOURS, make_dataset
 
 N = 12
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,8 @@ from avfusion.models.base import ModelOutput
 from avfusion.models.pretrained import save_pretrained
 from avfusion.models.registry import create_model, get_model_config
 
-sys.path.insert(0, str(Path(__file__).parent))
-from timeline_media import write_parts  # noqa: E402
-from avclips import COLOURS  # noqa: E402  (timeline_media put tests/cli on the path)
+from helpers.avclips import COLOURS
+from helpers.timeline_media import write_parts
 
 CLASSES = ["c0", "c1", "c2", "c3"]
 CFG = get_model_config("zorro_vit_tiny", num_classes=4, class_names=CLASSES, task="single")

@@ -22,10 +22,10 @@ from avfusion.errors import RunError
 from avfusion.train import checkpoint as C
 from avfusion.train.checkpoint import CHECKPOINTS_DIR, FAULT_POINTS, find_checkpoint
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fit_script import run  # noqa: E402
+from helpers.fit_script import run
 
 HERE = Path(__file__).parent
+FIT_SCRIPT = HERE.parent / "helpers" / "fit_script.py"
 STEPS = 8  # checkpoints at 2, 4, 6, 8; the third save (step 6) is the one killed
 
 
@@ -67,7 +67,7 @@ def test_every_fault_point_resumes_from_the_newest_complete_checkpoint(tmp_path,
     procs = {}
     for point in FAULT_POINTS:  # all at once: each is mostly interpreter start-up
         procs[point] = subprocess.Popen(
-            [sys.executable, str(HERE / "fit_script.py"), str(tmp_path / point), str(STEPS)],
+            [sys.executable, str(FIT_SCRIPT), str(tmp_path / point), str(STEPS)],
             env={**env, C.FAULT_ENV: f"checkpoint:{point}:3"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     for point, proc in procs.items():
         _, err = proc.communicate(timeout=300)

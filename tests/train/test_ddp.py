@@ -5,12 +5,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
-from avclips import make_dataset, write_labels  # noqa: E402
+from helpers.avclips import make_dataset, write_labels
 
 
 def test_torchrun_two_processes_match_single_process_eval(tmp_path):

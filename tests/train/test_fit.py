@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 import avfusion
 from avfusion.train.checkpoint import find_checkpoint
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fit_script import run  # noqa: E402
-from synthetic import SyntheticAV, collate  # noqa: E402
+from helpers.fit_script import run
+from helpers.synthetic import SyntheticAV, collate
 
 HERE = Path(__file__).parent
+FIT_SCRIPT = HERE.parent / "helpers" / "fit_script.py"
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
@@ -59,7 +59,7 @@ def test_sigkill_and_resume_gives_identical_weights(tmp_path):
     run(str(full), 10)
     killed = tmp_path / "killed"
     env = {**os.environ, "AVF_TEST_SLOW": "0.05"}  # ~0.2 s per step, so the kill lands mid-run
-    proc = subprocess.Popen([sys.executable, str(HERE / "fit_script.py"), str(killed), "10"], env=env,
+    proc = subprocess.Popen([sys.executable, str(FIT_SCRIPT), str(killed), "10"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and _checkpoint_step(killed) < 4:

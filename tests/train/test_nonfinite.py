@@ -3,7 +3,6 @@ run.skip_nonfinite such steps), names the step, keeps its last good checkpoint, 
 NaN / inf weights; a model directory holding them is refused on load."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,8 @@ from avfusion.errors import InputError, RunError
 from avfusion.models.pretrained import save_pretrained
 from avfusion.train.checkpoint import find_checkpoint
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
-from avclips import make_dataset, write_labels  # noqa: E402
-from fit_script import run  # noqa: E402
+from helpers.avclips import make_dataset, write_labels
+from helpers.fit_script import run
 
 
 def _all_weights_finite(out: Path) -> int:

@@ -21,12 +21,11 @@ from avfusion.train.checkpoint import find_checkpoint
 from avfusion.train.runfolder import LOCK_NAME, lock_run_folder
 from avfusion.train.signals import TrainingInterrupted
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
-from avclips import make_dataset, write_labels  # noqa: E402
-from fit_script import run  # noqa: E402
+from helpers.avclips import make_dataset, write_labels
+from helpers.fit_script import run
 
 HERE = Path(__file__).parent
+FIT_SCRIPT = HERE.parent / "helpers" / "fit_script.py"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -60,7 +59,7 @@ def _wait_for(cond, proc: subprocess.Popen, what: str, timeout: float = 120) -> 
 
 def test_second_run_is_refused_naming_the_holder_and_the_lock_dies_with_it(tmp_path):
     out = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, str(HERE / "fit_script.py"), str(out), "1000"],
+    proc = subprocess.Popen([sys.executable, str(FIT_SCRIPT), str(out), "1000"],
                             env={**ENV, "AVF_TEST_SLOW": "0.05"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     try:

@@ -15,15 +15,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
-from avclips import make_dataset, write_labels  # noqa: E402
-
-from avfusion.cli import main  # noqa: E402
-from avfusion.data.clips import ClipConfig  # noqa: E402
-from avfusion.data.manifest import LabelMap, read_manifest  # noqa: E402
-from avfusion.data.prepare import write_shards  # noqa: E402
-from avfusion.models.registry import get_model_config  # noqa: E402
-from avfusion.train.checkpoint import find_checkpoint  # noqa: E402
+from avfusion.cli import main
+from avfusion.data.clips import ClipConfig
+from avfusion.data.manifest import LabelMap, read_manifest
+from avfusion.data.prepare import write_shards
+from avfusion.models.registry import get_model_config
+from avfusion.train.checkpoint import find_checkpoint
+from helpers.avclips import make_dataset, write_labels
 
 MODEL = "zorro_vit_tiny"
 COMMON = ["--model", MODEL, "--batch-size", "4", "--seed", "0", "run.progress=false", "run.log_every=1",

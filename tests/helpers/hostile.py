@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from media import make_media
+from helpers.media import make_media
 
 SMALL = dict(size=(64, 48), fps=25)
 

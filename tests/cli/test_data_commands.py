@@ -9,7 +9,7 @@ from avfusion.cli.prepare import main as prepare_main
 from avfusion.cli.validate import main as validate_main
 from avfusion.data.decode import decode, grid_times
 from avfusion.data.manifest import LabelMap, read_manifest
-from avfusion.data.shards import ShardDataset, ShardSegment, _group, split_shards
+from avfusion.data.shards import ShardDataset, ShardSegment, _group
 
 SMALL = ["--num-frames", "4", "--spec-frames", "100", "--short-side", "64", "--no-progress"]
 
@@ -88,19 +88,10 @@ def test_shard_round_trip(prepared, corpus, small_cfg):
     frames, v = seg.frames(grid_times(0, 3, 25))
     assert frames.shape == d.video.shape == (75, 64, 85, 3) and v == 75
     assert np.abs(frames.astype(int) - d.video.astype(int)).mean() < 3
-    from media import read_index
+    from helpers.media import read_index
     assert [read_index(f) for f in frames] == list(range(75))
     assert not by_id["noaudio"].has_audio and by_id["noaudio"].has_video
     assert not by_id["novideo"].has_video and by_id["novideo"].has_audio
-
-
-def test_split_shards_disjoint_and_complete():
-    shards = [f"s{i}" for i in range(23)]
-    seen = []
-    for rank in range(3):
-        for worker in range(2):
-            seen += split_shards(shards, rank, 3, worker, 2)
-    assert sorted(seen) == sorted(shards) and len(seen) == len(set(seen))
 
 
 def test_shard_dataset_streams_by_rank_and_worker(prepared, corpus, small_cfg):
@@ -188,7 +179,7 @@ def test_prepare_empty_manifest(corpus, tmp_path, capsys):
 
 
 def test_h264_shards_round_trip(corpus, tmp_path, small_cfg, capsys):
-    from media import read_index
+    from helpers.media import read_index
 
     rc = prepare_main([str(corpus.good_manifest), "--labels", str(corpus.labels), "--out", str(tmp_path / "h"),
                        "--json", *SMALL])  # default video format: h264
@@ -203,51 +194,6 @@ def test_h264_shards_round_trip(corpus, tmp_path, small_cfg, capsys):
     labels = LabelMap.read(corpus.labels)
     s = next(iter(ShardDataset(tmp_path / "h", labels, small_cfg, train=True)))
     assert s["video"].shape == (3, 4, 48, 48)
-
-
-def test_short_segment_context_is_the_same_from_file_and_shard(corpus, tmp_path, small_cfg):
-    from avfusion.data.datasets import VideoDataset
-    from avfusion.data.manifest import Row
-
-    rows = [Row("mid", str(corpus.files["good_a"]), 1.0, 1.2, ["Dog"])]  # 0.2 s inside a 3 s file
-    labels = LabelMap.read(corpus.labels)
-    res = write_shards_for(rows, labels, small_cfg, tmp_path)
-    meta = ShardSegment(next(_group(res.shards[0]))).meta
-    assert meta["data_start"] == pytest.approx(1.1 - small_cfg.audio_seconds / 2)
-    s_file = VideoDataset(rows, labels, small_cfg, train=False)[0]
-    s_shard = next(iter(ShardDataset(tmp_path, labels, small_cfg, train=False)))
-    assert s_file["audio_padded"] == s_shard["audio_padded"] == 0  # context, not padding
-    assert s_file["video_padded"] == s_shard["video_padded"] == 0
-    diff = (s_file["audio"] - s_shard["audio"]).abs()
-    assert diff.mean() < 0.01 and diff.max() < 0.15
-    assert (s_file["video"] - s_shard["video"]).abs().mean() < 0.05
-
-
-def write_shards_for(rows, labels, cfg, out):
-    from avfusion.data.prepare import write_shards
-
-    res = write_shards(rows, labels, cfg, out)
-    assert res.ok == len(rows), res.failures
-    return res
-
-
-def test_shard_samples_with_missing_fields_name_the_shard_and_sample(tmp_path, corpus, small_cfg):
-    import webdataset as wds
-
-    from avfusion.errors import InputError
-
-    path = tmp_path / "shard-000000.tar"
-    with wds.TarWriter(str(path)) as w:
-        w.write({"__key__": "000000007", "json": json.dumps({"id": "x", "labels": ["Dog"]}).encode()})
-    labels = LabelMap.read(corpus.labels)
-    with pytest.raises(InputError) as e:
-        next(iter(ShardDataset(tmp_path, labels, small_cfg, train=False)))
-    msg = str(e.value)
-    assert str(path) in msg and "sample 000000007" in msg and "'start'" in msg and "'fps'" in msg
-    with wds.TarWriter(str(path)) as w:
-        w.write({"__key__": "000000008", "txt": b"no json here"})
-    with pytest.raises(InputError, match="sample 000000008: no .json member"):
-        next(iter(ShardDataset(tmp_path, labels, small_cfg, train=False)))
 
 
 def test_prepare_takes_the_models_preprocessing(corpus, tmp_path, capsys):

@@ -1,13 +1,18 @@
 """Run a small training job (in-process from tests, or as a subprocess that a test kills).
 
-python fit_script.py OUT MAX_STEPS [key=value ...]
+python tests/helpers/fit_script.py OUT MAX_STEPS [key=value ...]
+
+Run as a script, Python puts tests/helpers/ (not tests/) first on sys.path, so the script adds
+tests/ itself to import the ``helpers`` package; imported (``from helpers.fit_script import run``)
+it changes nothing.
 """
 
 import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+if __name__ == "__main__":  # run as a script: make `helpers` importable (tests/ is this file's parent's parent)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
@@ -17,7 +22,7 @@ from avfusion.train.config import TrainConfig  # noqa: E402
 from avfusion.train.loop import fit  # noqa: E402
 from avfusion.train.task import Task  # noqa: E402
 from avfusion.utils.dataclass_config import build  # noqa: E402
-from synthetic import SyntheticAV, collate  # noqa: E402
+from helpers.synthetic import SyntheticAV, collate  # noqa: E402
 
 
 class PoisonedTask(Task):

@@ -4,15 +4,12 @@ eval (every modality condition), predict (a clip without audio)."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from avfusion.cli import main
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
-from avclips import make_dataset, write_clip, write_labels  # noqa: E402
+from helpers.avclips import make_dataset, write_clip, write_labels
 
 COMMON = ["--workers", "0", "--batch-size", "4", "run.progress=false", "schedule.warmup_steps=1",
           "data.eval_clips=1", "data.eval_crops=1"]

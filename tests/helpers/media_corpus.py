@@ -1,22 +1,23 @@
-"""Session-scoped media corpus for the data tests (generated with PyAV into a tmp dir)."""
+"""Session-scoped media corpus for the data and data-command tests (generated with PyAV into a tmp dir).
+
+A pytest plugin, loaded for the whole tree by tests/conftest.py (``pytest_plugins``), so that
+tests/data/ and tests/cli/ share one corpus per session: fixtures ``corpus``, ``small_cfg`` and
+``bigbuckbunny``. A test module's own fixture of the same name takes precedence.
+"""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from media import make_media  # noqa: E402
-
-from avfusion.data.clips import ClipConfig  # noqa: E402
-from avfusion.models.config import PreprocessConfig  # noqa: E402
+from avfusion.data.clips import ClipConfig
+from avfusion.models.config import PreprocessConfig
+from helpers.media import make_media
 
 
 def bigbuckbunny_path() -> Path:

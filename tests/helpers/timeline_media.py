@@ -1,22 +1,20 @@
 """Videos whose content changes over time, for the timeline tests, written with PyAV.
 
 Each part is (class, seconds): frames tinted with that class's colour and a tone at 300 + 200 c Hz
-(tests/cli/avclips.py's code), so a model that follows the content answers c while it lasts.
+(helpers/avclips.py's code), so a model that follows the content answers c while it lasts.
 Audio and video may change at different times (``audio_parts``), start late (``start``: both
 streams' first timestamp) or end apart (their parts' lengths differ).
 """
 
 from __future__ import annotations
 
-import sys
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
-from avclips import COLOURS  # noqa: E402
+from helpers.avclips import COLOURS
 
 FPS, SR, SIZE = 25, 16000, 48
 
