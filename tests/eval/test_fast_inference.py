@@ -7,7 +7,6 @@ predict, eval and embed; bad values are refused in one line."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,7 @@ from avfusion.eval.fast import (PRECISIONS, Int8Linear, PackedLinear, check_prec
 from avfusion.models.pretrained import save_pretrained
 from avfusion.models.registry import create_model
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "cli"))
-from avclips import write_clip, write_labels  # noqa: E402
+from helpers.avclips import write_clip, write_labels
 
 CLASSES = ["c0", "c1", "c2", "c3"]
 needs_bf16 = pytest.mark.skipif(cpu_bf16() is None, reason="this CPU has neither AVX512-BF16 nor AMX")
