@@ -59,10 +59,10 @@ def run(out: str, max_steps: int, stop_at: int | None = None, mixup_alpha: float
     model = avfusion.create_model(cfg.model, **cfg.model_overrides)
     task = PoisonedTask(model, "supervised", "single", label_smoothing=0.1, nan_steps=nan_steps,
                         first_step=first_step)
-    transform = None
-    if mixup_alpha:
-        def transform(batch, g):
-            return mixup(batch, mixup_alpha, model.cfg.num_classes, generator=g)
+    def with_mixup(batch, g):
+        return mixup(batch, mixup_alpha, model.cfg.num_classes, generator=g)
+
+    transform = with_mixup if mixup_alpha else None
     return fit(cfg, task, SyntheticAV(), collate, stop_at=stop_at, batch_transform=transform, on_log=on_log)
 
 

@@ -16,27 +16,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from avfusion.errors import RunError
 from avfusion.train import checkpoint as C
 from avfusion.train.checkpoint import CHECKPOINTS_DIR, FAULT_POINTS, find_checkpoint
 
 from helpers.fit_script import run
+from helpers.runs import assert_same_weights, final_weights
 
 HERE = Path(__file__).parent
 FIT_SCRIPT = HERE.parent / "helpers" / "fit_script.py"
 STEPS = 8  # checkpoints at 2, 4, 6, 8; the third save (step 6) is the one killed
 
-
-def _weights(out: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(out / "model.safetensors"))
-
-
-def _assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 def _ckpts(out: Path) -> list[str]:
@@ -58,7 +49,7 @@ def one_thread():
 def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
     out = tmp_path_factory.mktemp("ref") / "full"
     run(str(out), STEPS)
-    return _weights(out)
+    return final_weights(out)
 
 
 def test_every_fault_point_resumes_from_the_newest_complete_checkpoint(tmp_path, reference, capsys):
@@ -87,7 +78,7 @@ def test_every_fault_point_resumes_from_the_newest_complete_checkpoint(tmp_path,
         assert not (out / "model.safetensors").exists()  # it really died before the end
         resumed = run(str(out), STEPS)
         assert resumed.resumed_from == (4 if point in before_rename else 6), point
-        _assert_same(reference, _weights(out))
+        assert_same_weights(reference, final_weights(out))
         assert _ckpts(out) == ["step-00000006", "step-00000008"], point  # stale folders cleaned, 2 kept
         steps = [int(x.split('"step": ')[1].split(",")[0]) for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert steps == list(range(1, STEPS + 1)), point
@@ -141,7 +132,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, stopped,
     assert resumed.resumed_from == 4
     line = next(x for x in err.splitlines() if x.startswith("damaged checkpoint"))
     assert f"step-00000006/{name}" in line and "falling back to step-00000004" in line
-    _assert_same(reference, _weights(out))
+    assert_same_weights(reference, final_weights(out))
     assert _ckpts(out) == [".damaged-step-00000006", "step-00000006", "step-00000008"]
 
 
@@ -169,7 +160,7 @@ def test_resume_from_the_previous_single_folder_layout(tmp_path, stopped, refere
     shutil.rmtree(root)
     assert find_checkpoint(out) == out / "checkpoint"
     assert run(str(out), STEPS).resumed_from == 6
-    _assert_same(reference, _weights(out))
+    assert_same_weights(reference, final_weights(out))
     assert not (out / "checkpoint").exists() and _ckpts(out) == ["step-00000008"]
 
 
@@ -191,10 +182,10 @@ def test_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeyp
     assert calls["n"] == 1 and find_checkpoint(out).name == "step-00000002"
     monkeypatch.setattr(C, "write_synced", real)
     assert run(str(out), STEPS).resumed_from == 2
-    _assert_same(reference, _weights(out))
+    assert_same_weights(reference, final_weights(out))
 
 
-def test_checkpoints_and_the_final_model_refuse_nonfinite_weights(tmp_path):
+def test_checkpoints_and_the_final_model_refuse_nonfinitefinal_weights(tmp_path):
     import avfusion
 
     model = avfusion.create_model("mbt_tiny", num_classes=4)

@@ -7,26 +7,17 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 import avfusion
 from avfusion.train.checkpoint import find_checkpoint
 
 from helpers.fit_script import run
 from helpers.synthetic import SyntheticAV, collate
+from helpers.runs import assert_same_weights, final_weights
 
 HERE = Path(__file__).parent
 FIT_SCRIPT = HERE.parent / "helpers" / "fit_script.py"
 
-
-def _weights(out: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(out / "model.safetensors"))
-
-
-def _assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 def test_tiny_model_learns_a_separable_task(tmp_path):
@@ -51,10 +42,10 @@ def test_resume_in_process_is_exact(tmp_path):
     assert part.steps == 4 and not (tmp_path / "part" / "model.safetensors").exists()
     resumed = run(str(tmp_path / "part"), 6, **kw)
     assert resumed.resumed_from == 4 and full.steps == resumed.steps == 6
-    _assert_same(_weights(tmp_path / "full"), _weights(tmp_path / "part"))
+    assert_same_weights(final_weights(tmp_path / "full"), final_weights(tmp_path / "part"))
 
 
-def test_sigkill_and_resume_gives_identical_weights(tmp_path):
+def test_sigkill_and_resume_gives_identicalfinal_weights(tmp_path):
     full = tmp_path / "full"
     run(str(full), 10)
     killed = tmp_path / "killed"
@@ -72,7 +63,7 @@ def test_sigkill_and_resume_gives_identical_weights(tmp_path):
     assert 4 <= step_at_kill < 10
     resumed = run(str(killed), 10)
     assert resumed.resumed_from == step_at_kill
-    _assert_same(_weights(full), _weights(killed))
+    assert_same_weights(final_weights(full), final_weights(killed))
     steps = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 11))  # the steps logged after the checkpoint are not repeated
 

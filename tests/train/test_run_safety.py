@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from avfusion.cli import main
 from avfusion.errors import ConfigError, RunError
@@ -23,20 +21,12 @@ from avfusion.train.signals import TrainingInterrupted
 
 from helpers.avclips import make_dataset, write_labels
 from helpers.fit_script import run
+from helpers.runs import assert_same_weights, final_weights
 
 HERE = Path(__file__).parent
 FIT_SCRIPT = HERE.parent / "helpers" / "fit_script.py"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
 
-
-def _weights(out: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(out / "model.safetensors"))
-
-
-def _assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 def _snapshot(out: Path) -> dict[str, bytes]:
@@ -189,7 +179,7 @@ def test_signal_finishes_the_step_saves_and_resumes_exactly(tmp_path, signum):
                             "run the same command to resume")
     assert find_checkpoint(out).name == "step-00000003" and not (out / "model.safetensors").exists()
     assert run(str(out), 6).resumed_from == 3
-    _assert_same(_weights(full), _weights(out))
+    assert_same_weights(final_weights(full), final_weights(out))
 
 
 def test_signal_during_the_last_step_still_writes_the_final_model(tmp_path):
@@ -239,5 +229,5 @@ def test_ctrl_c_through_the_cli_with_dataloader_workers(tmp_path):
 
     assert main(args(out, 0)) == 0
     assert main(args(tmp_path / "full", 0)) == 0
-    _assert_same(_weights(tmp_path / "full"), _weights(out))
+    assert_same_weights(final_weights(tmp_path / "full"), final_weights(out))
     assert _steps(out) == list(range(10, 31, 10))

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from avfusion.cli import main
 from avfusion.data.clips import ClipConfig
@@ -22,6 +21,7 @@ from avfusion.data.prepare import write_shards
 from avfusion.models.registry import get_model_config
 from avfusion.train.checkpoint import find_checkpoint
 from helpers.avclips import make_dataset, write_labels
+from helpers.runs import final_weights
 
 MODEL = "zorro_vit_tiny"
 COMMON = ["--model", MODEL, "--batch-size", "4", "--seed", "0", "run.progress=false", "run.log_every=1",
@@ -41,10 +41,6 @@ def data(tmp_path_factory):
 
 def _train(out, train, *extra, workers=0):
     return main(["train", "--train", str(train), "--out", str(out), "--workers", str(workers), *COMMON, *extra])
-
-
-def _weights(out: Path) -> dict:
-    return load_file(str(out / "model.safetensors"))
 
 
 def test_train_eval_pretrain_from_every_kind_of_shard_source(data, tmp_path, capsys):
@@ -112,7 +108,7 @@ def test_sigkill_and_resume_from_shards_is_exact(data, tmp_path, read, workers, 
     step = _checkpoint_step(killed)
     assert 4 <= step < 9 and not (killed / "model.safetensors").exists(), f"killed at step {step}"
     assert _train(killed, data["shards"], *extra, workers=workers) == 0
-    a, b = _weights(full), _weights(killed)
+    a, b = final_weights(full), final_weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 10))

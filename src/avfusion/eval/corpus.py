@@ -469,19 +469,26 @@ def run_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, out: 
             parts.close()
             if bar is not None:
                 bar.close()
-        if group is not None:
-            torch.distributed.barrier(group=group)
-        counts = gather_objects(computed, info)
-        summary = CorpusSummary(out, computed=sum(counts), resumed=len(done))  # type: ignore[arg-type]
-        if info.is_main:
-            summary.rows, summary.errors = parts.merge(out, static, record)
-            atomic_json(record_path(out), {**record, "complete": True, "rows": summary.rows,
-                                           "errors": summary.errors})
-            shutil.rmtree(parts_dir(out))  # the lock file goes with it; the lock is released below
-        return summary
+        return finish_run(parts, out, static, record, computed, len(done), info, group)
     finally:
         if lock is not None:
             lock.close()
+
+
+def finish_run(parts: Parts, out: Path, static: Any, record: dict[str, Any], computed: int, resumed: int,
+               info: DistInfo, group: Any) -> CorpusSummary:
+    """The end of a corpus run (predict, embed, timeline), once every rank's part is closed: wait
+    for all ranks, count what they computed, and on the main rank merge the parts into ``out``,
+    mark the run record complete and remove the parts folder (the lock file goes with it)."""
+    if group is not None:
+        torch.distributed.barrier(group=group)
+    counts = gather_objects(computed, info)
+    summary = CorpusSummary(out, computed=sum(counts), resumed=resumed)  # type: ignore[arg-type]
+    if info.is_main:
+        summary.rows, summary.errors = parts.merge(out, static, record)
+        atomic_json(record_path(out), {**record, "complete": True, "rows": summary.rows, "errors": summary.errors})
+        shutil.rmtree(parts_dir(out))
+    return summary
 
 
 # -- predict: JSON lines -----------------------------------------------------------------------
@@ -618,5 +625,5 @@ def predict_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, o
 
 
 __all__ = ["RowResult", "CorpusSummary", "ManifestRows", "ShardRows", "JsonlParts", "Parts", "read_rows",
-           "run_rows", "run_corpus", "predict_corpus", "predict_line", "claim", "model_fingerprint", "record_settings",
+           "run_rows", "run_corpus", "finish_run", "predict_corpus", "predict_line", "claim", "model_fingerprint", "record_settings",
            "source_fingerprint", "record_path", "parts_dir"]

@@ -36,7 +36,6 @@ import io
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,7 +51,6 @@ from avfusion.eval.fast import inference_settings
 from avfusion.eval.metrics import json_safe
 from avfusion.eval.predict import coverage, missing_stream_notes, probabilities, segment_streams, top_labels
 from avfusion.models.config import MODALITIES
-from avfusion.utils.files import atomic_json
 
 PLOT_CLASSES = 4  # classes drawn in the picture (the main output's most frequent top labels)
 
@@ -424,7 +422,7 @@ def timeline_corpus(model: torch.nn.Module, source: Any, out: str | os.PathLike,
     without ``file``, or ``{"id", "path", "error"}``. Resumable and torchrun-aware like
     ``predict --data`` (avfusion.eval.corpus: the same record, parts, lock and merge)."""
     from avfusion.data.sources import Source, resolve
-    from avfusion.train.distributed import DistInfo, barrier, gather_objects, shard_indices
+    from avfusion.train.distributed import DistInfo, barrier, shard_indices
 
     info = info or DistInfo()
     out = Path(out)
@@ -467,16 +465,7 @@ def timeline_corpus(model: torch.nn.Module, source: Any, out: str | os.PathLike,
             parts.close()
             if bar is not None:
                 bar.close()
-        if group is not None:
-            torch.distributed.barrier(group=group)
-        counts = gather_objects(len(mine), info)
-        summary = C.CorpusSummary(out, computed=sum(counts), resumed=len(done))  # type: ignore[arg-type]
-        if info.is_main:
-            summary.rows, summary.errors = parts.merge(out, static, record)
-            atomic_json(C.record_path(out), {**record, "complete": True, "rows": summary.rows,  # noqa: SLF001
-                                               "errors": summary.errors})
-            shutil.rmtree(C.parts_dir(out))
-        return summary
+        return C.finish_run(parts, out, static, record, len(mine), len(done), info, group)
     finally:
         if lock is not None:
             lock.close()
