@@ -46,3 +46,20 @@ def test_predict_files_around_options(tmp_path, capsys):
                "--top-k", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and "unrecognized" not in err and "no model directory" in err
+
+
+def test_convert_checkpoint_after_options(tmp_path, capsys):
+    ckpt = tmp_path / "missing.msgpack"
+    rc = main(["convert", "scenic-mbt", "--out", str(tmp_path / "m"), "--fusion-layer", "1", str(ckpt),
+               "--num-frames", "4"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unrecognized" not in err and "missing.msgpack" in err
+
+
+@pytest.mark.parametrize("cmd", [["eval", "--data"], ["embed", "--data"], ["export", "--out"]])
+def test_commands_without_positionals_refuse_a_stray_one(cmd, tmp_path, capsys):
+    # eval, embed, export and demo take no positionals: a stray word is named, not silently taken
+    with pytest.raises(SystemExit) as e:
+        main([*cmd, str(tmp_path / "x"), "stray", "--model", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "unrecognized arguments: stray" in err
