@@ -19,9 +19,10 @@ from avfusion.data.clips import ClipConfig
 from avfusion.data.manifest import LabelMap, read_manifest
 from avfusion.data.prepare import write_shards
 from avfusion.models.registry import get_model_config
-from avfusion.train.checkpoint import find_checkpoint
+from avfusion.data.shards import delivered_by_worker, next_worker
+from avfusion.train.checkpoint import FAULT_ENV, find_checkpoint
 from helpers.avclips import make_dataset, write_labels
-from helpers.runs import final_weights
+from helpers.runs import assert_same_weights, final_weights
 
 MODEL = "zorro_vit_tiny"
 COMMON = ["--model", MODEL, "--batch-size", "4", "--seed", "0", "run.progress=false", "run.log_every=1",
@@ -112,6 +113,33 @@ def test_sigkill_and_resume_from_shards_is_exact(data, tmp_path, read, workers, 
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 10))
+
+
+@pytest.mark.parametrize("nth", [1, 4, 5])
+def test_streamed_resume_at_every_point_of_an_epoch(data, tmp_path, nth):
+    """Streamed, two loader workers, 3 batches an epoch (worker 0 yields two, worker 1 one): a run
+    killed right after its nth checkpoint (steps 1 and 4: after worker 0's first batch, when worker 1
+    is due next; step 5: after both) resumes to the uninterrupted run's weights. The resumed loader
+    starts its turns at worker 0 again, so its workers take over the interrupted ones' parts."""
+    extra = ["--max-steps", "6", "run.save_every=1", "data.read_shards=stream", "data.shuffle_buffer=4",
+             "model_overrides={drop_path_rate: 0.1}"]
+    full = tmp_path / "full"
+    assert _train(full, data["shards"], *extra, workers=2) == 0
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "avfusion", "train", "--train", str(data["shards"]), "--out", str(killed),
+           "--workers", "2", *COMMON, *extra]
+    proc = subprocess.run(cmd, env={**os.environ, FAULT_ENV: f"checkpoint:done:{nth}"}, capture_output=True,
+                          timeout=600)
+    assert proc.returncode == -signal.SIGKILL and _checkpoint_step(killed) == nth
+    assert _train(killed, data["shards"], *extra, workers=2) == 0
+    assert_same_weights(final_weights(full), final_weights(killed))
+
+
+def test_next_worker_follows_the_loaders_turns():
+    # counts [2, 1]: batches come from workers 0, 1, 0; [3, 3, 2]: 0 1 2 0 1 2 0 1
+    assert [next_worker([2, 1], k) for k in range(4)] == [0, 1, 0, 0]
+    assert [next_worker([3, 3, 2], k) for k in range(8)] == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert delivered_by_worker([3, 3, 2], 4) == [2, 1, 1]
 
 
 def _checkpoint_step(out: Path) -> int:

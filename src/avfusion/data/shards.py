@@ -502,6 +502,12 @@ class ShardDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         wi = get_worker_info()
         wid, nw = (wi.id, wi.num_workers) if wi else (0, 1)
+        if self.epoch_samples is not None and self.skip_batches:
+            # A resumed loader asks its workers in turn from worker 0 again, while the interrupted
+            # one was due to ask worker w next: loader worker i plays worker (i + w) % nw's part
+            # (its shards, shuffle and seeds), which delivers the rest in the original order.
+            counts = split_evenly(self.batches_per_rank(), nw)
+            wid = (wid + next_worker(counts, self.skip_batches)) % nw
         stream: Iterator[dict[str, Any]]
         if self.epoch_samples is None:
             stream = self.raw()  # (leaves out ``exclude``)
@@ -525,6 +531,19 @@ class ShardDataset(IterableDataset):
 def split_evenly(n: int, parts: int) -> list[int]:
     base, extra = divmod(n, parts)
     return [base + (i < extra) for i in range(parts)]
+
+
+def next_worker(counts: Sequence[int], batches: int) -> int:
+    """The loader worker that delivers batch number ``batches`` (0-based) of an epoch in which
+    worker w yields ``counts[w]`` batches, taken in turn (0 past the end)."""
+    seen = 0
+    for r in range(max(counts, default=0)):
+        for w, c in enumerate(counts):
+            if r < c:
+                if seen == batches:
+                    return w
+                seen += 1
+    return 0
 
 
 def delivered_by_worker(counts: Sequence[int], batches: int) -> list[int]:
