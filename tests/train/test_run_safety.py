@@ -156,6 +156,38 @@ def test_metrics_hold_each_step_once_after_two_crashed_runs(tmp_path):
 
 # --------------------------------------------------------------------------- signals
 
+# These tests are about a run that receives SIGINT / SIGTERM. A run whose caller ignores them
+# (nohup, a background job) leaves them ignored by design, so each test states its precondition
+# rather than inheriting the test runner's (a suite started as a background job of a
+# non-interactive shell inherits SIGINT ignored: the SIGINT cases then failed, the SIGTERM ones not).
+
+
+def _signals_handled() -> None:
+    """Default dispositions for SIGINT / SIGTERM, unblocked, in this process."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+@pytest.fixture
+def handled_signals():
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    _signals_handled()
+    yield
+    signal.signal(signal.SIGINT, saved[0])
+    signal.signal(signal.SIGTERM, saved[1])
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _child_signals_default() -> None:
+    """preexec_fn: a child starts with SIGINT / SIGTERM at their defaults (Python then installs its
+    KeyboardInterrupt handler), whatever this process has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def _signal_at(step: int, *signums: int):
     def on_log(row: dict) -> None:
         if row["step"] == step:
@@ -165,7 +197,7 @@ def _signal_at(step: int, *signums: int):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_finishes_the_step_saves_and_resumes_exactly(tmp_path, signum):
+def test_signal_finishes_the_step_saves_and_resumes_exactly(tmp_path, signum, handled_signals):
     full = tmp_path / "full"
     run(str(full), 6)
     out = tmp_path / "r"
@@ -182,7 +214,7 @@ def test_signal_finishes_the_step_saves_and_resumes_exactly(tmp_path, signum):
     assert_same_weights(final_weights(full), final_weights(out))
 
 
-def test_signal_during_the_last_step_still_writes_the_final_model(tmp_path):
+def test_signal_during_the_last_step_still_writes_the_final_model(tmp_path, handled_signals):
     out = tmp_path / "r"
     with pytest.raises(TrainingInterrupted) as e:
         run(str(out), 6, on_log=_signal_at(5, signal.SIGTERM))  # seen at the end of step 6, the last
@@ -190,7 +222,7 @@ def test_signal_during_the_last_step_still_writes_the_final_model(tmp_path):
     assert run(str(out), 6).resumed_from == 6
 
 
-def test_second_signal_interrupts_at_once(tmp_path):
+def test_second_signal_interrupts_at_once(tmp_path, handled_signals):
     with pytest.raises(KeyboardInterrupt) as e:
         run(str(tmp_path / "r"), 6, on_log=_signal_at(3, signal.SIGINT, signal.SIGINT))  # raises in on_log
     assert not isinstance(e.value, TrainingInterrupted)
@@ -210,7 +242,8 @@ def test_ctrl_c_through_the_cli_with_dataloader_workers(tmp_path):
 
     out = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "avfusion", *args(out, 2)], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_child_signals_default)
     try:
         _wait_for(lambda: find_checkpoint(out) is not None, proc, "first checkpoint")
         os.killpg(proc.pid, signal.SIGINT)
