@@ -2,7 +2,7 @@
 
 The default `avfusion demo` minus late fusion and the real-video prediction: the same data, seed,
 steps and settings for MBT, Zorro and the two unimodal baselines, trained two at a time with one
-thread each (about 10 minutes on 2 cores). What must hold:
+thread each (about 12 minutes on 2 cores). What must hold:
 
 - fusion beats the best unimodal model by a clear margin (MBT and Zorro's fusion output);
 - Zorro's audio and video outputs stay close to the dedicated unimodal baselines;
