@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from avfusion.layers.block import Block, CrossBlock, drop_path_rates
+from avfusion.layers.linear import Linear
 from avfusion.layers.masks import RULES, Segment, TokenMask, TokenType, self_mask
 from avfusion.models.base import MODALITY_TYPES, Tokens, lay_out
 from avfusion.models.config import ModelConfig
@@ -42,7 +43,7 @@ class HiPStage(nn.Module):
         super().__init__()
         heads, mlp_dim = dim // head_dim, int(dim * mlp_ratio)
         # The previous stage's tokens are narrower: one linear map lifts them to this stage's width.
-        self.lift = nn.Linear(in_dim, dim) if in_dim != dim else nn.Identity()
+        self.lift = Linear(in_dim, dim) if in_dim != dim else nn.Identity()
         self.latent_tokens = nn.ParameterDict({
             m: nn.Parameter(torch.randn(1, num_fusion if m == "fusion" else num_latents, dim) * 0.02)
             for m in _TYPE

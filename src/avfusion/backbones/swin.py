@@ -28,6 +28,7 @@ from torch import nn
 
 from avfusion.layers.attention import Attention, reference_attend
 from avfusion.layers.block import DropPath, Mlp, drop_path_rates
+from avfusion.layers.linear import Linear
 from avfusion.layers.masks import RULES, Rule, Segment, TokenMask, TokenType, segments_of, self_mask
 from avfusion.layers.windows import Grid, clamp_window, stage_grids, window_ids, window_partition, window_reverse
 from avfusion.models.base import MODALITY_TYPES, Tokens, lay_out
@@ -195,7 +196,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, ln_eps: float):
         super().__init__()
         self.norm = nn.LayerNorm(4 * dim, eps=ln_eps)
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.reduction = Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *lead, H, W, C = x.shape
@@ -211,7 +212,7 @@ class SwinStage(nn.Module):
         super().__init__()
         self.merge = PatchMerging(in_dim, cfg.ln_eps) if in_dim != dim else None
         # Fusion tokens have no grid to merge: they are widened by their own norm + linear map.
-        self.fusion_merge = (nn.Sequential(nn.LayerNorm(in_dim, eps=cfg.ln_eps), nn.Linear(in_dim, dim, bias=False))
+        self.fusion_merge = (nn.Sequential(nn.LayerNorm(in_dim, eps=cfg.ln_eps), Linear(in_dim, dim, bias=False))
                              if in_dim != dim else None)
         self.blocks = nn.ModuleList(
             SwinBlock(dim, dim // head_dim, int(dim * mlp_ratio), i % 2 == 1, cfg, dpr[i]) for i in range(depth)

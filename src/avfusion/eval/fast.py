@@ -56,6 +56,7 @@ from torch.overrides import TorchFunctionMode
 
 from avfusion.errors import ConfigError
 from avfusion.layers.block import Mlp
+from avfusion.layers.linear import Linear
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 
@@ -124,6 +125,8 @@ def check_precision(precision: str, device: torch.device | str = "cpu") -> None:
 
 
 # -- swapped linear layers --------------------------------------------------------------------------
+
+LINEARS = (nn.Linear, Linear)  # what is swapped: plain linear layers (not subclasses with other behaviour)
 
 
 class PackedLinear(nn.Module):
@@ -205,13 +208,13 @@ def swap_linears(model: nn.Module, make: Callable[[nn.Linear, str | None], nn.Mo
     fused: dict[int, str] = {}  # id of an Mlp's fc1 -> its GELU's approximation
     mlps = []
     for m in model.modules():
-        if type(m) is Mlp and type(m.act) is nn.GELU and type(m.fc1) is nn.Linear and id(m.fc1) not in keep_float:
+        if type(m) is Mlp and type(m.act) is nn.GELU and type(m.fc1) in LINEARS and id(m.fc1) not in keep_float:
             fused[id(m.fc1)] = m.act.approximate
             mlps.append(m)
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear:
+            if type(child) in LINEARS:
                 new = PackedLinear(child) if id(child) in keep_float else make(child, fused.get(id(child)))
                 setattr(parent, name, new)
                 count += 1

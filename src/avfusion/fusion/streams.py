@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from avfusion.layers.block import Block, drop_path_rates
+from avfusion.layers.linear import Linear
 from avfusion.layers.masks import TokenType
 from avfusion.models.base import (
     MODALITY_TYPES,
@@ -69,7 +70,7 @@ class StreamFusion(AVModel):
         else:
             self.register_parameter("bottleneck", None)
         self.norm = nn.LayerNorm(D, eps=cfg.ln_eps)  # scenic's encoder_norm, shared by modalities
-        self.head = nn.Linear(D, cfg.num_classes)  # one classifier shared by both modalities
+        self.head = Linear(D, cfg.num_classes)  # one classifier shared by both modalities
         init_weights(self)
         self._init_head(self.head)
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avfusion.errors import ConfigError, InputError
+from avfusion.layers.linear import Linear
 
 
 class Projector(nn.Module):
@@ -24,9 +25,9 @@ class Projector(nn.Module):
     def __init__(self, dim: int, out_dim: int, hidden: int = 0):
         super().__init__()
         if hidden:
-            self.net: nn.Module = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+            self.net: nn.Module = nn.Sequential(Linear(dim, hidden), nn.GELU(), Linear(hidden, out_dim))
         else:
-            self.net = nn.Linear(dim, out_dim)
+            self.net = Linear(dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x), dim=-1)  # (B, P)

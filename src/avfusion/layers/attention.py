@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avfusion.errors import ConfigError
+from avfusion.layers.linear import Linear
 from avfusion.layers.masks import TokenMask
 
 AttnImpl = Literal["auto", "dense", "split", "flex"]
@@ -211,9 +212,9 @@ class Attention(_KeepsAttention, nn.Module):
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.attn_impl = check_attn_impl(attn_impl)
         self.keep, self.kept = False, []  # attention maps: see keep_attention
@@ -245,10 +246,10 @@ class CrossAttention(_KeepsAttention, nn.Module):
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.q = Linear(dim, dim, bias=qkv_bias)
+        self.kv = Linear(dim, dim * 2, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.attn_impl = check_attn_impl(attn_impl)
         self.keep, self.kept = False, []  # attention maps: see keep_attention

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from avfusion.layers.attention import Attention, CrossAttention
+from avfusion.layers.linear import Linear
 from avfusion.layers.masks import TokenMask
 
 
@@ -36,10 +37,10 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int, gelu: str = "tanh", drop: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = nn.GELU(approximate=gelu)
         self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

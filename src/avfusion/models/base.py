@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 
 from avfusion.errors import InputError
 from avfusion.layers.attention import Attention
+from avfusion.layers.linear import Linear
 from avfusion.layers.masks import Segment, TokenType
 from avfusion.layers.tokenizer import ModalityTokenizer
 from avfusion.models.config import MODALITIES, ModelConfig
@@ -232,7 +233,7 @@ class AVModel(nn.Module):
                          class_splits: dict[str, int] | None = None) -> None:
         """Replace every classifier head with a fresh one for ``num_classes`` classes."""
         for name, head in self.heads().items():
-            new = nn.Linear(head.in_features, num_classes, device=head.weight.device, dtype=head.weight.dtype)
+            new = Linear(head.in_features, num_classes, device=head.weight.device, dtype=head.weight.dtype)
             self._init_head(new)
             self._set_head(name, new)
         if task is None:

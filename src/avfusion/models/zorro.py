@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from avfusion.heads.readout import Readout, readout_outputs
+from avfusion.layers.linear import Linear
 from avfusion.layers.masks import TokenType
 from avfusion.models.base import (
     MODALITY_TYPES,
@@ -98,7 +99,7 @@ class ZorroModel(AVModel):
         self.readout = Readout(dim, num_heads, mlp_dim, self.outputs, cfg.qkv_bias, cfg.ln_eps, cfg.gelu,
                                cfg.attn_impl)
         init_weights(self)
-        self.head = nn.ModuleDict({o: nn.Linear(dim, cfg.num_classes) for o in self.outputs})
+        self.head = nn.ModuleDict({o: Linear(dim, cfg.num_classes) for o in self.outputs})
         for h in self.head.values():
             self._init_head(h)
 
