@@ -2,13 +2,13 @@
 
 PyTorch sends a float32 ``nn.Linear`` on the CPU to its BLAS (MKL in the official wheels), and
 only bfloat16 / reduced-precision float32 to oneDNN. On the AMD EPYC (Zen 4) this project is
-measured on, MKL's float32 GEMMs at transformer shapes are slower than oneDNN's, most of all the
-forward product x W^T and at 2 threads: at 785 tokens x 768 -> 3072, 130 against 177 GFLOP/s
-(forward), 158 / 179 (input gradient) (benchmarks/cpu_gemm.py). The weight gradient goes to oneDNN
-only where the layer narrows (N <= K): its oneDNN call needs a transposed copy of the output
-gradient, which outweighs the gain when that gradient is the larger operand.
-These GEMMs are ~78 % of an MBT-B training step, so the step is ~10 % faster with all three
-products on oneDNN (benchmarks/README.md, "Training step on CPU").
+measured on, MKL's float32 GEMMs at ViT-B shapes are behind oneDNN's (and XLA's, the official Flax
+MBT's side), most of all the forward product x W^T: 126-155 against 173-184 GFLOP/s at 785 tokens
+and 2 threads (benchmarks/cpu_gemm.py). So the forward and the input gradient run on oneDNN; the
+weight gradient only where the layer narrows (N <= K), since oneDNN's call needs a transposed copy
+of the output gradient, which costs more than it saves when that gradient is the larger operand.
+These GEMMs are ~3/4 of an MBT-B training step; the step is 1.06-1.13x faster (benchmarks/README.md,
+"Training step on CPU").
 
 The module is an ``nn.Linear`` (same parameters, state dict, init, repr); only the product
 changes, and only where it is exact float32 and helps:
