@@ -136,6 +136,16 @@ def test_backend_names_checked() -> None:
     assert env_run.stdout.strip() == "aten", env_run.stderr
 
 
+def test_a_bad_environment_value_is_refused_at_first_use() -> None:
+    code = "import torch; from avfusion.layers import Linear; Linear(256, 256)(torch.randn(128, 256))"
+    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "AVFUSION_CPU_GEMM": "mkl"},
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "AVFUSION_CPU_GEMM" in run.stderr  # raised at first use, not at import
+    imported = subprocess.run([sys.executable, "-c", "import avfusion"], env={**os.environ, "AVFUSION_CPU_GEMM": "mkl"},
+                              capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+
+
 def test_state_dict_is_nn_linears() -> None:
     fast, ref = _pair(16, 32)
     assert fast.state_dict().keys() == ref.state_dict().keys()

@@ -51,21 +51,30 @@ def _onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-_CPU_GEMM = _check(os.environ.get("AVFUSION_CPU_GEMM", "onednn"))
+# Read from AVFUSION_CPU_GEMM at first use, not at import: a bad value is then a ConfigError raised
+# inside a command, which the CLI reports in one line.
+_CPU_GEMM: str | None = None
 _ONEDNN = _onednn_available()
+
+
+def _setting() -> str:
+    global _CPU_GEMM
+    if _CPU_GEMM is None:
+        _CPU_GEMM = _check(os.environ.get("AVFUSION_CPU_GEMM", "onednn"))
+    return _CPU_GEMM
 
 
 def set_cpu_gemm(name: str) -> str:
     """Choose who computes float32 CPU ``Linear`` products: 'onednn' (default) or 'aten' (torch's
     BLAS, as ``nn.Linear``). Returns the previous choice."""
     global _CPU_GEMM
-    previous, _CPU_GEMM = _CPU_GEMM, _check(name)
+    previous, _CPU_GEMM = _setting(), _check(name)
     return previous
 
 
 def cpu_gemm() -> str:
     """The backend float32 CPU ``Linear`` products use now ('aten' where oneDNN is missing)."""
-    return _CPU_GEMM if _ONEDNN else "aten"
+    return _setting() if _ONEDNN else "aten"
 
 
 def _mm(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
@@ -115,7 +124,7 @@ class Linear(nn.Linear):
         if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
             return False
         w = self.weight
-        return (_CPU_GEMM == "onednn" and _ONEDNN and x.dim() >= 2 and x.device.type == "cpu"
+        return (_ONEDNN and _setting() == "onednn" and x.dim() >= 2 and x.device.type == "cpu"
                 and x.dtype == torch.float32 and w.dtype == torch.float32 and w.device.type == "cpu"
                 and not torch.is_autocast_enabled("cpu")
                 and x.numel() * w.shape[0] >= MIN_MACS)
