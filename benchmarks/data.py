@@ -56,7 +56,7 @@ from avfusion.data.features import BatchFeatures  # noqa: E402
 from avfusion.data.manifest import LabelMap, Row, read_manifest  # noqa: E402
 from avfusion.data.prepare import write_shards  # noqa: E402
 from avfusion.data.shards import ShardDataset, ShardSamples  # noqa: E402
-from avfusion.models.config import ModelConfig  # noqa: E402
+from avfusion.core.config import ModelConfig  # noqa: E402
 from avfusion.utils.seeding import mix_seed, seed_all  # noqa: E402
 from synthetic_clips import make_clips  # noqa: E402
 

@@ -31,7 +31,7 @@ sys.path.insert(0, sys.argv[1])  # benchmarks/ of this tree: make_clips
 from synthetic_clips import make_clips
 from avfusion.data.clips import ClipConfig
 from avfusion.data.manifest import LabelMap
-from avfusion.models.config import ModelConfig
+from avfusion.core.config import ModelConfig
 try:
     from avfusion.data.prepare import write_shards
     new = True

@@ -7,7 +7,7 @@ writes them) goes through what ``avfusion predict --clips 1`` does, one stage at
   8 s of audio around it (avfusion.data.clips.FileSegment.decode);
 - ``transforms``: resize / centre crop / normalise the frames, fbank + normalise the audio
   (ClipProcessor.video_views / audio_views): 32 x 224 x 224 and 800 x 128, the papers' inputs;
-- ``model``: one forward pass, batch 1, of each variant (avfusion.eval.fast.prepare_for_inference):
+- ``model``: one forward pass, batch 1, of each variant (avfusion.infer.fast.prepare_for_inference):
   ``eager`` (the model as loaded, no preparation: the baseline), ``fp32``, ``bf16``, ``int8``,
   ``fp32+compile``, ``bf16+compile``.
 
@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from avfusion.bench.memory import measure_peak  # noqa: E402
 from avfusion.bench.timing import load_average  # noqa: E402
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment  # noqa: E402
-from avfusion.eval import fast  # noqa: E402
+from avfusion.infer import fast  # noqa: E402
 from avfusion.eval.metrics import mean_average_precision  # noqa: E402
 from avfusion.models.pretrained import load_pretrained  # noqa: E402
 from avfusion.models.registry import create_model  # noqa: E402

@@ -4,7 +4,7 @@
 The shared harness ``../shared/peers/bench_side.py`` (its README: set-up, the venv with JAX / Flax
 and scenic's MBT source) times avfusion's ``mbt_base`` as loaded against scenic's MBT; this script
 does the same for its ``mbt_fwd`` workload, the same way, with avfusion's prepared variants
-(avfusion.eval.fast.prepare_for_inference) as further participants:
+(avfusion.infer.fast.prepare_for_inference) as further participants:
 
 - ``scenic``: the official Flax MBT (scenic ``projects/mbt``, copied under ``../shared/peers/scenic``),
   ``jax.jit(apply, train=False)``, float32, randomly initialised (its zero-initialised output
@@ -83,7 +83,7 @@ from scenic.projects.mbt import model as scenic_mbt  # noqa: E402
 
 import avfusion  # noqa: E402
 from avfusion.convert.scenic_mbt import convert_scenic_mbt  # noqa: E402
-from avfusion.eval import fast  # noqa: E402
+from avfusion.infer import fast  # noqa: E402
 
 LIBC = ctypes.CDLL("libc.so.6")
 DIMS = dict(D=64, L=4, H=4, MLP=256, LF=2, IMG=64) if args.tiny else dict(D=768, L=12, H=12, MLP=3072, LF=8, IMG=224)

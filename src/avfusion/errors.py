@@ -34,4 +34,9 @@ class RunError(UserError, RuntimeError):
     """A training run that cannot go on: diverged, its folder is in use, its checkpoint is damaged."""
 
 
-__all__ = ["UserError", "ConfigError", "InputError", "RunError"]
+class SampleError(InputError, RuntimeError):
+    """Decoding or labelling one training / evaluation row failed; names the row (never silently
+    replaced). Raised in loader workers and re-raised in the main process."""
+
+
+__all__ = ["UserError", "ConfigError", "InputError", "RunError", "SampleError"]

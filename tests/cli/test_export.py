@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from avfusion.cli import main
-from avfusion.export import Exportable, check_export, example_inputs, export_model, read_metadata, run_file
+from avfusion.infer.export import Exportable, check_export, example_inputs, export_model, read_metadata, run_file
 from avfusion.models.pretrained import load_pretrained, save_pretrained
 from avfusion.models.registry import create_model
 
@@ -151,7 +151,7 @@ def test_bad_requests_are_one_line(dirs, tmp_path, capsys):
 
 
 def test_check_fails_when_the_file_differs(dirs, tmp_path, monkeypatch, capsys):
-    import avfusion.export as E
+    import avfusion.infer.export as E
 
     real = E.run_file
 

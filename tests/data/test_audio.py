@@ -8,7 +8,7 @@ import torch
 from avfusion.data.audio import (Fbank, FbankSpec, fbank, freq_jitter, kaldi_mel_banks, normalize_spec,
                                  spec_augment)
 from avfusion.data.decode import decode, probe
-from avfusion.models.config import PreprocessConfig
+from avfusion.core.config import PreprocessConfig
 
 
 @pytest.fixture(scope="module")

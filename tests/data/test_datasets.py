@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, clip_centres
-from avfusion.data.datasets import SampleError, VideoDataset, collate, split_by_presence
+from avfusion.data.datasets import VideoDataset, collate, split_by_presence
+from avfusion.errors import SampleError
 from avfusion.data.manifest import LabelMap, Row, read_manifest
-from avfusion.models.config import ModelConfig
+from avfusion.core.config import ModelConfig
 
 
 def test_clip_config_from_model():

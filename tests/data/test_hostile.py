@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from avfusion.data.datasets import SampleError, VideoDataset
+from avfusion.data.datasets import VideoDataset
+from avfusion.errors import SampleError
 from avfusion.data.decode import decode, grid_times
 from avfusion.data.manifest import LabelMap, read_manifest
 from avfusion.data.prepare import write_shards
@@ -123,7 +124,7 @@ def tiny_model():
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_predict_verdict(case, hostile, tiny_model):
-    from avfusion.eval.predict import predict_file
+    from avfusion.infer.predict import predict_file
 
     clips = 16 if case.name in REACHES_DAMAGE else 4
     kind, _, rest = case.predict.partition(", note: ") if "note:" in case.predict else case.predict.partition(": ")

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from avfusion.eval import average_views, classification_report, report_per_output
-from avfusion.models.base import ModelOutput
+from avfusion.core.base import ModelOutput
 
 CLIPS, CROPS = 2, 3
 VIEWS = CLIPS * CROPS

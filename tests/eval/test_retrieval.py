@@ -27,7 +27,7 @@ from avfusion.eval.retrieval import (
 )
 from avfusion.errors import InputError
 from avfusion.heads.projector import ContrastiveHead
-from avfusion.models.base import ModelOutput
+from avfusion.core.base import ModelOutput
 from avfusion.models.registry import get_model_config
 
 from helpers.avclips import COLOURS, make_dataset

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from avfusion.data.clips import ClipConfig
-from avfusion.models.config import PreprocessConfig
+from avfusion.core.config import PreprocessConfig
 from helpers.media import make_media
 
 

@@ -27,9 +27,9 @@ from torch import nn
 from avfusion.layers.block import Block, CrossBlock, drop_path_rates
 from avfusion.layers.linear import Linear
 from avfusion.layers.masks import RULES, Segment, TokenMask, TokenType, self_mask
-from avfusion.models.base import MODALITY_TYPES, Tokens, lay_out
-from avfusion.models.config import ModelConfig
-from avfusion.models.zorro import ZorroModel
+from avfusion.core.base import MODALITY_TYPES, Tokens, lay_out
+from avfusion.core.config import ModelConfig
+from avfusion.core.zorro import ZorroModel
 
 # Latent groups: one per modality and the fusion latents.
 _TYPE = {**MODALITY_TYPES, "fusion": TokenType.FUSION}

@@ -31,9 +31,9 @@ from avfusion.layers.block import DropPath, Mlp, drop_path_rates
 from avfusion.layers.linear import Linear
 from avfusion.layers.masks import RULES, Rule, Segment, TokenMask, TokenType, segments_of, self_mask
 from avfusion.layers.windows import Grid, clamp_window, stage_grids, window_ids, window_partition, window_reverse
-from avfusion.models.base import MODALITY_TYPES, Tokens, lay_out
-from avfusion.models.config import ModelConfig
-from avfusion.models.zorro import ZorroModel
+from avfusion.core.base import MODALITY_TYPES, Tokens, lay_out
+from avfusion.core.config import ModelConfig
+from avfusion.core.zorro import ZorroModel
 
 __all__ = ["ZorroSwin", "SwinBlock", "SwinLayout", "build_layout", "clamp_window", "window_ids",
            "window_partition", "window_reverse"]

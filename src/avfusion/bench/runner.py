@@ -30,7 +30,7 @@ from avfusion.bench.memory import measure_peak
 from avfusion.bench.peaks import device_name, matmul_precision, mfu
 from avfusion.bench.timing import Timing, load_average, synchronize
 from avfusion.errors import ConfigError
-from avfusion.models.config import ModelConfig
+from avfusion.core.config import ModelConfig
 from avfusion.models.flops import count_flops
 from avfusion.models.registry import build_model, get_model_config
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable, TypeVar
 
 from avfusion.data.clips import ClipConfig
-from avfusion.models.config import ModelConfig
+from avfusion.core.config import ModelConfig
 from avfusion.models.pretrained import load_config
 from avfusion.models.registry import get_model_config
 from avfusion.tasks import TASK_KINDS

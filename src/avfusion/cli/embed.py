@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("the following arguments are required: --out")
 
     from avfusion.data.sources import resolve
-    from avfusion.eval.embed import embed_corpus
-    from avfusion.train.distributed import cleanup
+    from avfusion.infer.embed import embed_corpus
+    from avfusion.utils.distributed import cleanup
 
     source = resolve(args.data)
     device, info = corpus_device(args.device)

@@ -24,7 +24,7 @@ from avfusion.errors import InputError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from avfusion.export import ATTN_PATHS, FORMATS, INPUT_SETS
+    from avfusion.infer.export import ATTN_PATHS, FORMATS, INPUT_SETS
 
     p = argparse.ArgumentParser(prog="avfusion export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if not model_dir.is_dir():
         raise InputError(f"no model directory {str(model_dir)!r}")
 
-    from avfusion.export import check_export, export_model, resolve_inputs
+    from avfusion.infer.export import check_export, export_model, resolve_inputs
     from avfusion.models.pretrained import load_pretrained
 
     model = load_pretrained(model_dir, map_location="cpu", attn_impl=args.attn)

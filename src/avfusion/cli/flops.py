@@ -9,7 +9,7 @@ import argparse
 
 from avfusion.cli._common import parse_args, print_json, print_table
 from avfusion.models import get_model_config, list_models
-from avfusion.models.config import MODALITIES
+from avfusion.core.config import MODALITIES
 from avfusion.models.flops import count_flops
 from avfusion.utils.dataclass_config import parse_overrides
 

@@ -24,7 +24,7 @@ Printed as a table, or with --json one object per file: {"file", "window", "hop"
 --plot FILE.png | FILE.html draws per-output scores of the top classes over time (one video).
 With --data, one such line per manifest row (its start / end segment, or the whole file).
 
---precision fp32 | bf16 | int8 and --compile make CPU inference faster (avfusion/eval/fast.py;
+--precision fp32 | bf16 | int8 and --compile make CPU inference faster (avfusion/infer/fast.py;
 measured in docs/evaluation.md "Fast CPU inference"): bf16 autocasts to bfloat16 (CPUs with
 AVX512-BF16 or AMX), int8 quantises the linear layers dynamically; --compile runs torch.compile
 (eagerly, with a note, if it fails). The JSON says which ran ("inference"; with --data, OUT.run.json).
@@ -43,7 +43,7 @@ from avfusion.errors import InputError, UserError
 from avfusion.utils.cli_args import device_arg, int_at_least, positive_float
 
 DEFAULT_MODEL = Path("runs/demo/best")
-# avfusion.eval.fast.PRECISIONS, spelled out so that parsing the flags does not import torch
+# avfusion.infer.fast.PRECISIONS, spelled out so that parsing the flags does not import torch
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
@@ -60,7 +60,7 @@ def add_corpus_args(p: argparse.ArgumentParser, out_help: str) -> None:
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:
     """--precision and --compile (predict, eval, embed)."""
-    g = p.add_argument_group("speed (avfusion/eval/fast.py)")
+    g = p.add_argument_group("speed (avfusion/infer/fast.py)")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default) | bf16: autocast to bfloat16 (CPUs with AVX512-BF16 or AMX, or a GPU) | "
                         "int8: dynamic quantisation of the linear layers (CPU)")
@@ -71,7 +71,7 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
 def load_for_inference(model_dir: str | Path, device: str, args: argparse.Namespace) -> Any:
     """The model of ``model_dir`` on ``device``, prepared at ``args.precision`` (and compiled with
     ``args.compile``); a precision this machine cannot run is refused before the weights load."""
-    from avfusion.eval.fast import check_precision, prepare_for_inference
+    from avfusion.infer.fast import check_precision, prepare_for_inference
     from avfusion.models.pretrained import load_pretrained
 
     check_precision(args.precision, device)
@@ -84,7 +84,7 @@ def corpus_device(requested: str | None) -> tuple[str, Any]:
     rank r uses cuda:LOCAL_RANK)."""
     import torch
 
-    from avfusion.train.distributed import init_distributed
+    from avfusion.utils.distributed import init_distributed
 
     device = requested or "auto"
     if device == "auto":
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeline:
         return timeline_main(args, model_dir)
 
-    from avfusion.eval.predict import predict_file
+    from avfusion.infer.predict import predict_file
 
     model = load_for_inference(model_dir, _device(args.device), args)
     status = 0
@@ -197,7 +197,7 @@ def _device(requested: str | None) -> str:
 
 
 def timeline_main(args: argparse.Namespace, model_dir: Path) -> int:
-    from avfusion.eval.timeline import describe, plot_timeline, timeline_file
+    from avfusion.infer.over_time import describe, plot_timeline, timeline_file
 
     model = load_for_inference(model_dir, _device(args.device), args)
     status = 0
@@ -223,8 +223,8 @@ def timeline_main(args: argparse.Namespace, model_dir: Path) -> int:
 
 def predict_corpus_main(args: argparse.Namespace, model_dir: Path) -> int:
     from avfusion.data.sources import resolve
-    from avfusion.eval.corpus import predict_corpus
-    from avfusion.train.distributed import cleanup
+    from avfusion.infer.corpus import predict_corpus
+    from avfusion.utils.distributed import cleanup
 
     source = resolve(args.data)  # a bad source is one line before the model loads
     if args.timeline and source.manifest is None:
@@ -233,7 +233,7 @@ def predict_corpus_main(args: argparse.Namespace, model_dir: Path) -> int:
     try:
         model = load_for_inference(model_dir, device, args)
         if args.timeline:
-            from avfusion.eval.timeline import timeline_corpus
+            from avfusion.infer.over_time import timeline_corpus
 
             summary = timeline_corpus(model, source, args.out, args.window, args.hop, args.top_k, args.batch_size,
                                       info, progress=not args.no_progress)

@@ -50,7 +50,8 @@ import torch
 from avfusion.convert.keymaps import ParamReader, conv2d, conv3d, dense, flax_block, fold_rgb_to_one_channel, t
 from avfusion.convert.safe_load import flatten_tree, load_flax_msgpack
 from avfusion.errors import ConfigError, InputError
-from avfusion.models.config import ModelConfig, PreprocessConfig
+from avfusion.fusion import StreamFusion
+from avfusion.core.config import ModelConfig, PreprocessConfig
 
 __all__ = ["ScenicMBTLayout", "conversion_notes", "convert_scenic_mbt", "convert_scenic_mbt_with_notes", "infer_layout", "scenic_mbt_config",
            "scenic_mbt_params", "scenic_mbt_state_dict"]
@@ -386,16 +387,14 @@ def convert_scenic_mbt_with_notes(
     name: str = "mbt_scenic",
     class_names: list[str] | None = None,
     test_with_bottlenecks: bool = True,
-):  # -> tuple[StreamFusion, list[str]]
+) -> tuple[StreamFusion, list[str]]:
     """``convert_scenic_mbt`` that also returns ``conversion_notes`` (what was dropped or ignored)."""
-    from avfusion.models.registry import build_model
-
     tree = load_flax_msgpack(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     flat = flatten_tree(scenic_mbt_params(tree))
     layout = infer_layout(flat)
     cfg = scenic_mbt_config(layout, fusion_layer, num_frames, image_size, spec_size, name, class_names,
                             test_with_bottlenecks)
-    model = build_model(cfg)
+    model = StreamFusion(cfg)  # scenic's MBT is the streams family (cfg.family == 'streams')
     sd = scenic_mbt_state_dict(flat, cfg)
     own = model.state_dict()
     for k, v in sd.items():  # shapes were inferred from the same tensors; this guards the mapping
@@ -415,7 +414,7 @@ def convert_scenic_mbt(
     name: str = "mbt_scenic",
     class_names: list[str] | None = None,
     test_with_bottlenecks: bool = True,
-):  # -> StreamFusion
+) -> StreamFusion:
     """Load a scenic MBT checkpoint (path to a flax msgpack, or its decoded tree) as an avfusion
     model in eval mode. Inputs: video (B, 3, T, H, W) = official NTHWC permuted, in [-1, 1];
     audio (B, time, mel) = the official spectrogram before it is tiled to 3 channels.

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from avfusion.models.config import PreprocessConfig
+from avfusion.core.config import PreprocessConfig
 from avfusion.errors import ConfigError
 
 # Named normalisation presets: (mean, std, divisor multiplier). AST divides by 2 * std.

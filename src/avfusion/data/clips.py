@@ -24,7 +24,7 @@ from avfusion.data import audio as A
 from avfusion.data import video as V
 from avfusion.data.decode import Decoded, DecodeError, decode, open_container, read_timeline
 from avfusion.data.timeline import judge
-from avfusion.models.config import ModelConfig, PreprocessConfig
+from avfusion.core.config import ModelConfig, PreprocessConfig
 from avfusion.errors import ConfigError
 
 

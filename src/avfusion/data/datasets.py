@@ -21,11 +21,7 @@ from avfusion.data.decode import DecodeError
 from avfusion.data.manifest import LabelMap, Row, UnknownLabel, read_manifest, split_missing
 from avfusion.data.shards import ShardDataset, ShardSamples, shard_index
 from avfusion.data.sources import Source, resolve
-from avfusion.errors import ConfigError, InputError
-
-
-class SampleError(InputError, RuntimeError):
-    """Decoding or labelling one row failed; names the row (never silently replaced)."""
+from avfusion.errors import ConfigError, InputError, SampleError
 
 
 ON_ERROR = ("raise", "mark")

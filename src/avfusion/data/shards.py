@@ -45,7 +45,7 @@ from avfusion.data.decode import decode_video
 from avfusion.data.manifest import LabelMap, ManifestError, Row, UnknownLabel
 from avfusion.data.sources import Source, resolve
 from avfusion.data.validate import check_row
-from avfusion.errors import InputError
+from avfusion.errors import InputError, SampleError
 from avfusion.utils.seeding import mix_seed, seed_all
 
 VIDEO_FORMATS = ("jpeg", "h264")
@@ -401,8 +401,6 @@ class ShardSamples(Dataset):
         try:
             return sample_from_raw(self.raw(i) if self.cache is None else self.segment(i), self.labels, self.proc)
         except (InputError, OSError) as e:
-            from avfusion.data.datasets import SampleError
-
             msg = str(e)
             if self.on_error == "mark":
                 return {"id": self.rows[i].id, "line": 0, "error": msg}

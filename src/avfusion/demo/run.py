@@ -37,6 +37,7 @@ from avfusion.models.pretrained import load_pretrained
 from avfusion.train.config import TrainConfig
 from avfusion.train.run import run_training
 from avfusion.utils.dataclass_config import build
+from avfusion.utils.output import print_table
 
 # The five models the demo compares: (registry name, label).
 MODELS: tuple[tuple[str, str], ...] = (
@@ -201,7 +202,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         "checkpoints", "checkpoint", ".lock", "train_config.json", "*.jsonl"))
 
     say("[6/7] predicting on test clips and on a real video")
-    from avfusion.eval.predict import predict_file
+    from avfusion.infer.predict import predict_file
 
     model = load_pretrained(best_dir)
     predictions = [predict_file(model, r.path, top_k=3, clips=1) | {"truth": r.labels[0], "condition": r.extra.get("condition")}
@@ -267,7 +268,6 @@ def results_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def print_results(summary: dict[str, Any]) -> None:
-    from avfusion.cli._common import print_table
 
     rows = results_table(summary)
     cols = ["model", "top1 audio+video", "top1 audio only", "top1 video only", "top1 audio", "top1 video",

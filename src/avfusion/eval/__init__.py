@@ -1,4 +1,6 @@
-"""Evaluation: metrics (mAP, AUC / d-prime, top-k, EPIC action), multi-view averaging, plots.
+"""Evaluation: metrics (mAP, AUC / d-prime, top-k, EPIC action), the multi-view protocol,
+aggregation, retrieval, attention maps, plots. Inference products (predict, corpus runs,
+timelines, embeddings, precision / compile, export) are in infer/.
 
 Definitions are in ``docs/evaluation.md``. The plotting functions import matplotlib on first
 use, so importing this package stays light.
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from avfusion.eval.aggregate import AVERAGE_MODES, VideoPredictions, average_views
+from avfusion.utils.output import json_safe
 from avfusion.eval.metrics import (
     SCORE_TYPES,
     TASK_KINDS,
@@ -18,7 +21,6 @@ from avfusion.eval.metrics import (
     confusion_matrix,
     d_prime,
     epic_metrics,
-    json_safe,
     mean_average_precision,
     mean_class_accuracy,
     report_per_output,

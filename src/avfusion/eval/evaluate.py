@@ -25,14 +25,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from avfusion.data.clips import ClipConfig
-from avfusion.data.datasets import SampleError, collate, dataset_for, open_source, split_by_presence
+from avfusion.data.datasets import collate, dataset_for, open_source, split_by_presence
 from avfusion.data.sources import Source
 from avfusion.data.manifest import LabelMap
 from avfusion.eval.aggregate import average_views
-from avfusion.eval.fast import inference_settings
-from avfusion.errors import ConfigError, InputError
-from avfusion.eval.metrics import json_safe, report_per_output
-from avfusion.train.distributed import DistInfo, gather_objects, shard_indices
+from avfusion.infer.fast import inference_settings
+from avfusion.errors import ConfigError, InputError, SampleError
+from avfusion.eval.metrics import report_per_output
+from avfusion.utils.output import json_safe
+from avfusion.utils.distributed import DistInfo, gather_objects, shard_indices
 
 
 

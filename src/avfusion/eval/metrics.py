@@ -360,18 +360,3 @@ def report_per_output(kind: str, outputs: Mapping[str, ArrayLike], targets: Any,
                       score_type: str = "logits") -> dict[str, dict[str, Any]]:
     """``classification_report`` for each named output (e.g. "logits", "audio", "video", "fusion", "global")."""
     return {name: classification_report(kind, s, targets, class_splits, score_type) for name, s in outputs.items()}
-
-
-def json_safe(obj: Any) -> Any:
-    """A copy of a report that strict JSON can hold: NaN and +-inf become None, tensors lists."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (torch.Tensor, np.ndarray)):
-        return json_safe(obj.tolist())
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

@@ -30,9 +30,9 @@ from torch import nn
 
 from avfusion.layers.block import Block, drop_path_rates
 from avfusion.layers.masks import RULES, self_mask
-from avfusion.models.base import Tokens
-from avfusion.models.config import ModelConfig
-from avfusion.models.zorro import ZorroModel
+from avfusion.core.base import Tokens
+from avfusion.core.config import ModelConfig
+from avfusion.core.zorro import ZorroModel
 
 
 class MaskedFusion(ZorroModel):

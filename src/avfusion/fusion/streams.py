@@ -32,7 +32,7 @@ from torch import nn
 from avfusion.layers.block import Block, drop_path_rates
 from avfusion.layers.linear import Linear
 from avfusion.layers.masks import TokenType
-from avfusion.models.base import (
+from avfusion.core.base import (
     MODALITY_TYPES,
     AVModel,
     Tokens,
@@ -41,7 +41,7 @@ from avfusion.models.base import (
     make_tokenizer,
     present_modalities,
 )
-from avfusion.models.config import MODALITIES, ModelConfig
+from avfusion.core.config import MODALITIES, ModelConfig
 
 
 class StreamFusion(AVModel):

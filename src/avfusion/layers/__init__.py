@@ -1,5 +1,5 @@
 """Building blocks shared by every fusion scheme. Imports nothing above this package
-(tests/models/test_layering.py checks it)."""
+(tests/test_layering.py checks it)."""
 
 from avfusion.layers.attention import ATTN_IMPLS, Attention, CrossAttention, attend, attention_probs, keep_attention
 from avfusion.layers.block import Block, CrossBlock, DropPath, Mlp, drop_path_rates

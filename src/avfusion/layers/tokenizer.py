@@ -16,7 +16,7 @@ class ModalityTokenizer(nn.Module):
     Parameters are named as timm names a ViT's (``embed.video.proj``, ``cls_token.video``,
     ``pos_embed.video``) so ImageNet weights map onto them directly. The position embedding
     covers the CLS slot, as in scenic and timm: (1, 1 + N, D) with a CLS token, else (1, N, D).
-    Sizes come as plain values (``avfusion.models.base.make_tokenizer`` reads them from a
+    Sizes come as plain values (``avfusion.core.base.make_tokenizer`` reads them from a
     ModelConfig), so this layer knows nothing of configs.
     """
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from avfusion.models.config import ModelConfig
+from avfusion.core.config import ModelConfig
 from avfusion.models.registry import build_model, get_model_config
 
 

@@ -7,6 +7,7 @@ nothing here ever unpickles.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,8 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from avfusion.errors import InputError
-from avfusion.models.base import AVModel
-from avfusion.models.config import ModelConfig
+from avfusion.core.base import AVModel
+from avfusion.core.config import ModelConfig
 from avfusion.models.registry import build_model
 from avfusion.utils.files import atomic_file, atomic_write
 
@@ -87,3 +88,16 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
             f"unexpected {sorted(unexpected)}"
         )
     return model.to(map_location).eval()
+
+
+def model_fingerprint(model: torch.nn.Module) -> dict[str, str]:
+    """The model's name and a sha256 of its config and every weight (wherever it was loaded from);
+    a model prepared for inference (infer/fast.py) has it from its weights as loaded."""
+    known = getattr(model, "fingerprint", None)
+    if known is not None:
+        return known
+    h = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True, default=str).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return {"name": model.cfg.name, "sha256": h.hexdigest()}

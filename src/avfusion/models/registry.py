@@ -1,8 +1,8 @@
 """Model registry: one small function per named variant, returning its ModelConfig.
 
 Variant functions only set sizes (timm's habit); ``build_model`` / ``create_model`` build the
-right family. Imports go one way: the families (fusion/, backbones/) build on models.base and
-models.zorro, and this module builds on the families.
+right family. Imports go one way: the families (fusion/, backbones/) and the converters (convert/)
+build on core/, and this module builds on them.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from avfusion.backbones import ZorroHiP, ZorroSwin
+from avfusion.convert.vit import init_from_vit
 from avfusion.errors import ConfigError
 from avfusion.fusion import MaskedFusion, StreamFusion
-from avfusion.models.base import AVModel
-from avfusion.models.config import ModelConfig
+from avfusion.core import AVModel, ModelConfig
 
 # The class that builds each family (ModelConfig.family).
 FAMILY_CLASSES: dict[str, type[AVModel]] = {
@@ -67,9 +67,5 @@ def create_model(name: str, *, pretrained_backbone: str | os.PathLike | None = N
     """
     model = build_model(get_model_config(name, **overrides))
     if pretrained_backbone is not None:
-        # convert/ builds on models/ (scenic_mbt needs build_model), so models/ reaches the ViT
-        # converter only when asked to, not at import time.
-        from avfusion.convert.vit import init_from_vit
-
         init_from_vit(model, pretrained_backbone, inflate=pretrained_backbone_inflate)
     return model

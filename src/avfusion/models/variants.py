@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from avfusion.models.config import ModelConfig, PreprocessConfig
+from avfusion.core.config import ModelConfig, PreprocessConfig
 from avfusion.models.registry import register_model
 
 # ViT-B/16 widths (MBT and Zorro-ViT both start from an ImageNet ViT-B).

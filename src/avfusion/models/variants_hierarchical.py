@@ -7,7 +7,7 @@ variants.py (8 frames of 32 x 32, 96 x 32 log-mel, 10 classes).
 
 from __future__ import annotations
 
-from avfusion.models.config import ModelConfig
+from avfusion.core.config import ModelConfig
 from avfusion.models.registry import register_model
 from avfusion.models.variants import _MBT_INPUTS, _TINY
 

@@ -33,12 +33,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from avfusion.data.datasets import SampleError
-from avfusion.errors import ConfigError, InputError, RunError
+from avfusion.errors import ConfigError, InputError, RunError, SampleError
 from avfusion.train.checkpoint import (CHECKPOINTS_DIR, checkpoint_name, load_latest, remove_stale, rng_state,
                                        save_checkpoint, set_aside, set_rng_state, write_model_dir)
 from avfusion.train.config import TrainConfig
-from avfusion.train.distributed import DistInfo, all_reduce_mean, barrier, max_over_ranks, shard_indices
+from avfusion.utils.distributed import DistInfo, all_reduce_mean, barrier, max_over_ranks, shard_indices
 from avfusion.train.optim import build_optimizer, build_scheduler
 from avfusion.train.runfolder import lock_run_folder, trim_metrics
 from avfusion.utils.files import atomic_write

@@ -26,7 +26,7 @@ from avfusion.heads.projector import ContrastiveHead
 from avfusion.models import create_model
 from avfusion.models.pretrained import load_pretrained
 from avfusion.train.config import TrainConfig
-from avfusion.train.distributed import DistInfo, cleanup, init_distributed
+from avfusion.utils.distributed import DistInfo, cleanup, init_distributed
 from avfusion.train.loop import FitResult, fit, pick_device
 from avfusion.train.runfolder import lock_run_folder
 from avfusion.utils.files import atomic_write
@@ -48,7 +48,7 @@ def clip_config(model_cfg: Any, cfg: TrainConfig) -> ClipConfig:
     return ClipConfig.from_model(model_cfg, augment=d.augment, eval_clips=d.eval_clips, eval_crops=d.eval_crops)
 
 
-def build_model(cfg: TrainConfig, labels: LabelMap | None, task: str):
+def model_for_run(cfg: TrainConfig, labels: LabelMap | None, task: str):
     """The model to train, sized for the label map: from a registry name, an ImageNet ViT, or a
     previous avfusion model directory (fine-tuning / probing)."""
     splits = labels.head_sizes() if labels is not None and task == "multihead" else None
@@ -102,7 +102,7 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
         task_kind = resolve_task(cfg, labels_path, rows)
         labels = LabelMap.read(labels_path, task_kind)
     torch.manual_seed(cfg.run.seed)  # the initial weights depend on the seed only
-    model = build_model(cfg, labels, task_kind)
+    model = model_for_run(cfg, labels, task_kind)
     clips = clip_config(model.cfg, cfg)
     on_device = cfg.data.features_on == "device" or (
         cfg.data.features_on == "auto" and pick_device(cfg.run.device, info).type == "cuda")

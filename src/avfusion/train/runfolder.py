@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from avfusion.errors import RunError
-from avfusion.train.distributed import DistInfo, max_over_ranks
+from avfusion.utils.distributed import DistInfo, max_over_ranks
 from avfusion.utils.files import atomic_write
 
 LOCK_NAME = ".lock"

@@ -15,8 +15,8 @@ from torch import nn
 
 from avfusion.data.datasets import split_by_presence
 from avfusion.heads.projector import ContrastiveHead
-from avfusion.models.base import ModelOutput
-from avfusion.models.config import MODALITIES
+from avfusion.core.base import ModelOutput
+from avfusion.core.config import MODALITIES
 from avfusion.train.losses import aggregation_for, classification_loss, combine
 
 

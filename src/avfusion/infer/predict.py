@@ -7,7 +7,7 @@ audio (video) stream runs the model's video-only (audio-only) path, and the resu
 
 :func:`answer` turns a sample and its averaged logits into the result (flags, top labels per
 output, notes, coverage); :func:`predict_file` and batch prediction over a corpus
-(avfusion.eval.corpus, ``avfusion predict --data``) both use it, so a row and the same file
+(avfusion.infer.corpus, ``avfusion predict --data``) both use it, so a row and the same file
 given alone get the same answer.
 """
 
@@ -20,9 +20,9 @@ import torch
 
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, Segment
 from avfusion.errors import InputError
-from avfusion.eval.fast import inference_settings
-from avfusion.eval.metrics import json_safe
-from avfusion.models.config import MODALITIES, ModelConfig
+from avfusion.infer.fast import inference_settings
+from avfusion.utils.output import json_safe
+from avfusion.core.config import MODALITIES, ModelConfig
 
 
 def probabilities(logits: torch.Tensor, task: str, splits: dict[str, int] | None) -> torch.Tensor:
@@ -126,7 +126,7 @@ def missing_stream_notes(cfg: ModelConfig, sample: dict[str, Any], streams: dict
 def answer(cfg: ModelConfig, sample: dict[str, Any], streams: dict[str, Any], scores: dict[str, torch.Tensor],
            model_notes: list[str], name: str, top_k: int) -> dict[str, Any]:
     """One file's (or manifest row's) prediction, shared by :func:`predict_file` and batch
-    prediction (eval/corpus.py): presence flags, coverage, top labels per output and notes.
+    prediction (infer/corpus.py): presence flags, coverage, top labels per output and notes.
 
     ``scores``: output name -> (C,) logits averaged over the clips ("logits" first);
     ``model_notes``: ``ModelOutput.notes`` of the forward pass; ``name`` names the file in notes."""
@@ -143,7 +143,7 @@ def answer(cfg: ModelConfig, sample: dict[str, Any], streams: dict[str, Any], sc
 
 @torch.no_grad()
 def predict_file(model: torch.nn.Module, path: str | Path, top_k: int = 5, clips: int = 4) -> dict[str, Any]:
-    """Top labels per output for one file (``inference``: the precision it ran at, eval/fast.py).
+    """Top labels per output for one file (``inference``: the precision it ran at, infer/fast.py).
     A damaged file (truncated, packets that fail to
     decode) is answered from what decodes, with notes saying what was lost; a file with nothing
     decodable (or only a modality the model does not take) raises InputError."""

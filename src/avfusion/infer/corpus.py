@@ -53,9 +53,10 @@ from avfusion.data.manifest import Row, check_manifest
 from avfusion.data.shards import ShardDataset, ShardSegment
 from avfusion.data.sources import URL_PREFIXES, Source, resolve
 from avfusion.errors import ConfigError, InputError, RunError
-from avfusion.eval.metrics import json_safe
-from avfusion.eval.predict import answer, segment_streams, usable_modalities
-from avfusion.train.distributed import DistInfo, barrier, gather_objects, shard_indices
+from avfusion.utils.output import json_safe
+from avfusion.infer.predict import answer, segment_streams, usable_modalities
+from avfusion.utils.distributed import DistInfo, barrier, gather_objects, shard_indices
+from avfusion.models.pretrained import model_fingerprint
 from avfusion.utils.files import atomic_json
 
 RECORD_SUFFIX = ".run.json"
@@ -246,21 +247,8 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def model_fingerprint(model: torch.nn.Module) -> dict[str, str]:
-    """The model's name and a sha256 of its config and every weight (wherever it was loaded from);
-    a model prepared for inference (eval/fast.py) has it from its weights as loaded."""
-    known = getattr(model, "fingerprint", None)
-    if known is not None:
-        return known
-    h = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True, default=str).encode())
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return {"name": model.cfg.name, "sha256": h.hexdigest()}
-
-
 def record_settings(model: torch.nn.Module) -> dict[str, str]:
-    """The precision a model prepared for inference runs at (eval/fast.py), for a run's settings:
+    """The precision a model prepared for inference runs at (infer/fast.py), for a run's settings:
     empty for fp32, so runs recorded before precisions existed still resume; ``--compile`` is left
     out (it does not change the results)."""
     precision = getattr(model, "precision", "fp32")
@@ -625,5 +613,5 @@ def predict_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, o
 
 
 __all__ = ["RowResult", "CorpusSummary", "ManifestRows", "ShardRows", "JsonlParts", "Parts", "read_rows",
-           "run_rows", "run_corpus", "finish_run", "predict_corpus", "predict_line", "claim", "model_fingerprint", "record_settings",
+           "run_rows", "run_corpus", "finish_run", "predict_corpus", "predict_line", "claim", "record_settings",
            "source_fingerprint", "record_path", "parts_dir"]

@@ -46,11 +46,12 @@ import torch
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, clip_centres
 from avfusion.data.timeline import StreamRead, judge
 from avfusion.errors import ConfigError, InputError, UserError
-from avfusion.eval import corpus as C
-from avfusion.eval.fast import inference_settings
-from avfusion.eval.metrics import json_safe
-from avfusion.eval.predict import coverage, missing_stream_notes, probabilities, segment_streams, top_labels
-from avfusion.models.config import MODALITIES
+from avfusion.infer import corpus as C
+from avfusion.infer.fast import inference_settings
+from avfusion.models.pretrained import model_fingerprint
+from avfusion.utils.output import json_safe
+from avfusion.infer.predict import coverage, missing_stream_notes, probabilities, segment_streams, top_labels
+from avfusion.core.config import MODALITIES
 
 PLOT_CLASSES = 4  # classes drawn in the picture (the main output's most frequent top labels)
 
@@ -86,7 +87,7 @@ class FileTimeline:
     notes: list[str] = field(default_factory=list)
     windows: list[dict[str, Any]] = field(default_factory=list)
     probs: dict[str, np.ndarray] = field(default_factory=dict)
-    inference: dict[str, str] = field(default_factory=dict)  # precision and compile (eval/fast.py)
+    inference: dict[str, str] = field(default_factory=dict)  # precision and compile (infer/fast.py)
 
     def to_json(self) -> dict[str, Any]:
         r3 = lambda x: round(float(x), 3)  # noqa: E731
@@ -420,9 +421,9 @@ def timeline_corpus(model: torch.nn.Module, source: Any, out: str | os.PathLike,
     """Every manifest row's timeline (its ``start`` / ``end`` segment, or the whole file), one
     JSON line per row in ``out``: ``{"id", "path", ...}`` as :meth:`FileTimeline.to_json`
     without ``file``, or ``{"id", "path", "error"}``. Resumable and torchrun-aware like
-    ``predict --data`` (avfusion.eval.corpus: the same record, parts, lock and merge)."""
+    ``predict --data`` (avfusion.infer.corpus: the same record, parts, lock and merge)."""
     from avfusion.data.sources import Source, resolve
-    from avfusion.train.distributed import DistInfo, barrier, shard_indices
+    from avfusion.utils.distributed import DistInfo, barrier, shard_indices
 
     info = info or DistInfo()
     out = Path(out)
@@ -436,7 +437,7 @@ def timeline_corpus(model: torch.nn.Module, source: Any, out: str | os.PathLike,
     lock = None
     record: dict[str, Any] = {}
     if info.is_main:
-        record = {"settings": settings, "model": C.model_fingerprint(model), "source": C.source_fingerprint(src)}
+        record = {"settings": settings, "model": model_fingerprint(model), "source": C.source_fingerprint(src)}
         _, lock = C.claim(out, record)
     barrier(info)
     try:

@@ -15,7 +15,7 @@ An output a row does not have (``audio`` of a file without an audio stream) is N
 
 The file (``np.load(out)``): ``ids`` (N,) the rows embedded, in source order; one array per output
 name; ``failed_ids`` / ``failed_reasons`` (F,) the rows that could not be used and why; ``meta``
-a JSON string (model, source, settings, output widths). Resume and torchrun: avfusion.eval.corpus;
+a JSON string (model, source, settings, output widths). Resume and torchrun: avfusion.infer.corpus;
 the parts are ``OUT.parts/chunk-RRR-NNNNNN.npz``, ``--chunk-size`` rows each, each written to a
 temporary file and renamed. The merge holds one output's (N, D) array in memory at a time.
 """
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from avfusion.data.sources import Source
-from avfusion.eval.corpus import CorpusSummary, RowResult, record_settings, run_corpus
-from avfusion.eval.fast import unwrap
-from avfusion.train.distributed import DistInfo
+from avfusion.infer.corpus import CorpusSummary, RowResult, record_settings, run_corpus
+from avfusion.infer.fast import unwrap
+from avfusion.utils.distributed import DistInfo
 from avfusion.utils.files import atomic_file
 
 CHUNK_PATTERN = "chunk-*.npz"
@@ -152,7 +152,7 @@ def embed_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, out
                  clips: int = 4, batch_size: int = 8, workers: int = 0, chunk_size: int = 256,
                  info: DistInfo = DistInfo(), progress: bool = False) -> CorpusSummary:
     """Embeddings of every row of ``source`` into ``out`` (an .npz; see the module docstring);
-    resumable and torchrun-aware (avfusion.eval.corpus)."""
+    resumable and torchrun-aware (avfusion.infer.corpus)."""
     dims = feature_dims(model)
     return run_corpus(model, source, out, lambda folder, rank: NpzParts(folder, rank, dims, chunk_size),
                       {"command": "embed", "clips": clips, **record_settings(model)}, clips, batch_size, workers, info, progress)

@@ -57,6 +57,7 @@ from torch.overrides import TorchFunctionMode
 from avfusion.errors import ConfigError
 from avfusion.layers.block import Mlp
 from avfusion.layers.linear import Linear
+from avfusion.models.pretrained import model_fingerprint
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 
@@ -282,7 +283,7 @@ class InferenceModel(nn.Module):
         super().__init__()
         self.model = model
         self.precision = precision
-        self.fingerprint = fingerprint  # of the weights as loaded (eval/corpus.py model_fingerprint)
+        self.fingerprint = fingerprint  # of the weights as loaded (models/pretrained.py model_fingerprint)
         self.device = next(model.parameters()).device
         self.swapped = 0  # linear layers replaced (eager CPU paths)
         self._compiled: Callable[..., Any] | None = None
@@ -375,7 +376,6 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", compile: bo
     eval mode; the result wraps it. A precision this machine cannot run well is a one-line
     ConfigError.
     """
-    from avfusion.eval.corpus import model_fingerprint  # corpus -> predict -> fast: imported when used
 
     if isinstance(model, InferenceModel):
         raise ConfigError(f"the model is already prepared ({model.precision}); load it again for another precision")

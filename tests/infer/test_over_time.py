@@ -1,4 +1,4 @@
-"""Timelines (eval/timeline.py, `avfusion predict --timeline`): window placement, labels that switch
+"""Timelines (infer/over_time.py, `avfusion predict --timeline`): window placement, labels that switch
 when the content does (a fake model that reads the colour and the tone), a file whose streams start
 at 5 s, unequal stream lengths, a truncated file, chunked decoding (the same answer, bounded reads),
 strict JSON, the picture, and the command line (files and --data)."""
@@ -17,8 +17,8 @@ from torch import nn
 
 from avfusion.cli import main
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment
-from avfusion.eval.timeline import curves, plot_classes, plot_timeline, timeline_file, window_spans
-from avfusion.models.base import ModelOutput
+from avfusion.infer.over_time import curves, plot_classes, plot_timeline, timeline_file, window_spans
+from avfusion.core.base import ModelOutput
 from avfusion.models.pretrained import save_pretrained
 from avfusion.models.registry import create_model, get_model_config
 

@@ -19,7 +19,7 @@ from torch import nn
 from avfusion.heads.readout import Readout, readout_outputs
 from avfusion.layers.linear import Linear
 from avfusion.layers.masks import TokenType
-from avfusion.models.base import (
+from avfusion.core.base import (
     MODALITY_TYPES,
     AVModel,
     Tokens,
@@ -28,7 +28,7 @@ from avfusion.models.base import (
     make_tokenizer,
     present_modalities,
 )
-from avfusion.models.config import MODALITIES, ModelConfig
+from avfusion.core.config import MODALITIES, ModelConfig
 
 
 class ZorroModel(AVModel):

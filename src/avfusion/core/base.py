@@ -23,7 +23,7 @@ from avfusion.layers.attention import Attention
 from avfusion.layers.linear import Linear
 from avfusion.layers.masks import Segment, TokenType
 from avfusion.layers.tokenizer import ModalityTokenizer
-from avfusion.models.config import MODALITIES, ModelConfig
+from avfusion.core.config import MODALITIES, ModelConfig
 
 # Token type of each modality's patch tokens.
 MODALITY_TYPES: dict[str, TokenType] = {"audio": TokenType.AUDIO, "video": TokenType.VIDEO}

@@ -1,4 +1,4 @@
-"""Batch inference over a corpus (eval/corpus.py, eval/embed.py; `avfusion predict --data`, `avfusion
+"""Batch inference over a corpus (infer/corpus.py, infer/embed.py; `avfusion predict --data`, `avfusion
 embed`): one result per row in source order, errors as results, start/end segments, embeddings per
 family, a real SIGKILL then a rerun (no duplicates, nothing recomputed, the same results), the
 record refusing another model, and a 2-process torchrun run equal to a single process."""
@@ -22,9 +22,9 @@ from avfusion.cli import main
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment
 from avfusion.data.manifest import LabelMap, read_manifest
 from avfusion.data.prepare import write_shards
-from avfusion.eval.corpus import JsonlParts, RowResult, claim, parts_dir, predict_corpus, record_path
-from avfusion.eval.embed import embed_corpus
-from avfusion.eval.predict import answer, predict_file, segment_streams
+from avfusion.infer.corpus import JsonlParts, RowResult, claim, parts_dir, predict_corpus, record_path
+from avfusion.infer.embed import embed_corpus
+from avfusion.infer.predict import answer, predict_file, segment_streams
 from avfusion.models.pretrained import load_pretrained, save_pretrained
 from avfusion.models.registry import create_model
 

@@ -1,4 +1,4 @@
-"""Fast CPU inference (eval/fast.py; `--precision` / `--compile` of predict, eval and embed): each
+"""Fast CPU inference (infer/fast.py; `--precision` / `--compile` of predict, eval and embed): each
 precision agrees with fp32 on tiny models within stated thresholds, keeps Zorro's unimodal outputs
 exact and a clip's answer independent of its batch; the swapped layers equal the layers they
 replace; a failing torch.compile falls back to eager with one line; the flags reach the JSON of
@@ -18,9 +18,9 @@ from torch import nn
 from avfusion.cli import main
 from avfusion.cli.predict import PRECISIONS as CLI_PRECISIONS
 from avfusion.errors import ConfigError
-from avfusion.eval import fast
-from avfusion.eval.corpus import model_fingerprint
-from avfusion.eval.fast import (PRECISIONS, Int8Linear, PackedLinear, check_precision, cpu_bf16,
+from avfusion.infer import fast
+from avfusion.models.pretrained import model_fingerprint
+from avfusion.infer.fast import (PRECISIONS, Int8Linear, PackedLinear, check_precision, cpu_bf16,
                                 inference_settings, prepare_for_inference)
 from avfusion.models.pretrained import save_pretrained
 from avfusion.models.registry import create_model
