@@ -19,7 +19,10 @@ What each precision does on a CPU (the model is changed in place, from outside: 
   so a token's result depends on that token alone (a clip's answer never depends on the other
   clips of its batch, and Zorro's unimodal outputs stay exactly unimodal); the product runs in
   oneDNN (``torch.ops.onednn.qlinear_pointwise``, VNNI where the CPU has it) with a float32
-  output. Classifier heads stay float32; everything else (attention included) runs in float32.
+  output. Without VNNI (AVX2-only x86), oneDNN multiplies u8 x s8 pairs into int16 sums that
+  saturate, so weights are quantised to 7 bits (+-63) there, as PyTorch's ``reduce_range`` does:
+  on an AVX2-only EPYC the largest probability difference to fp32 of a random tiny MBT fell from
+  0.010 to 0.0023 (tests/infer/test_fast_inference.py). Classifier heads stay float32; everything else (attention included) runs in float32.
   ``torch.ao.quantization.quantize_dynamic`` is deprecated (torch 2.10+) and quantises each
   activation tensor with one scale and 7 bits on x86; torchao's ``quantize_`` is its successor
   (per-token activations too) but not a dependency of avfusion.
@@ -44,6 +47,7 @@ measured in benchmarks/README.md ("Inference on CPU"); docs/evaluation.md says h
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -65,15 +69,16 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 # -- what the machine can do ----------------------------------------------------------------------
 
 
-def _cpu_flags() -> set[str]:
+@functools.cache  # read once: every int8 layer asks
+def _cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def cpu_bf16() -> str | None:
@@ -165,8 +170,9 @@ class Int8Linear(nn.Module):
         super().__init__()
         self.in_features, self.out_features, self.gelu = linear.in_features, linear.out_features, gelu
         w = linear.weight.detach().float()  # (N, K)
-        scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)  # (N,)
-        q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        qmax = 127.0 if cpu_int8() else 63.0  # no VNNI: 7-bit weights keep u8 x s8 pair sums inside int16
+        scale = (w.abs().amax(dim=1) / qmax).clamp_min(1e-12)  # (N,)
+        q = torch.round(w / scale[:, None]).clamp_(-qmax, qmax).to(torch.int8)
         self.register_buffer("packed", torch.ops.onednn.qlinear_prepack(q, None), persistent=False)
         self.register_buffer("w_scale", scale, persistent=False)
         self.register_buffer("w_zero", torch.zeros(self.out_features, dtype=torch.int32), persistent=False)
