@@ -11,7 +11,19 @@ from avfusion.models import (
 )
 from avfusion.models.pretrained import load_pretrained, save_pretrained
 
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is its one source)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("avfusion")
+    except PackageNotFoundError:  # a source tree on sys.path, never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = ["AVModel", "ModelConfig", "ModelOutput", "build_model", "create_model", "get_model_config",
            "list_models", "load_pretrained", "save_pretrained", "__version__"]

@@ -1,6 +1,11 @@
 import json
 
+import pytest
+
+import avfusion
+
 from avfusion.cli import COMMANDS, main
+from avfusion.models import list_models
 
 
 def test_help_lists_commands(capsys):
@@ -8,6 +13,16 @@ def test_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for name in COMMANDS:
         assert name in out
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(capsys, flag):
+    from importlib.metadata import version
+
+    assert main([flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"avfusion {version('avfusion')} (torch ")
+    assert avfusion.__version__ == version("avfusion")
 
 
 def test_unknown_command(capsys):
@@ -40,8 +55,14 @@ def test_bad_input_is_one_clear_line(capsys):
     assert "unknown model 'mbt_huge'" in capsys.readouterr().err
 
 
-def test_demo_smoke(capsys):
-    assert main(["demo", "--smoke", "--pattern", "*_tiny", "--no-flops"]) == 0
+def test_demo_smoke_with_its_defaults(capsys):
+    """`avfusion demo --smoke` exactly as a user types it: every tiny model (the unimodal baselines
+    included, whose example inputs hold one modality) and the paper-size FLOP table."""
+    assert main(["demo", "--smoke"]) == 0
     out = capsys.readouterr().out
-    assert "mbt_tiny" in out and "zorro_vit_tiny" in out
-    assert "all models ran with both modalities" in out
+    for name in list_models("*_tiny*"):
+        assert name in out
+    assert "mbt_tiny_audio" in out and "mbt_tiny_video" in out
+    assert "mbt_base" in out and "GFLOPs" in out  # the FLOP table
+    assert "NO" not in out.split("Paper-size")[0]  # every output finite
+    assert "all models ran on their inputs" in out

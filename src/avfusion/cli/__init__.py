@@ -34,7 +34,7 @@ def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = ["usage: avfusion <command> [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "`avfusion <command> --help` for a command's options."]
+    lines += ["", "`avfusion <command> --help` for a command's options; `avfusion --version` for the version."]
     return "\n".join(lines)
 
 
@@ -50,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version", "version"):
+        import torch
+
+        from avfusion import __version__
+
+        print(f"avfusion {__version__} (torch {torch.__version__}, Python {sys.version.split()[0]})")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
