@@ -243,7 +243,10 @@ def test_fine_tuning_from_a_release_gets_a_new_head(release: Release, tmp_path: 
     labels_csv = tmp_path / "labels.csv"
     labels_csv.write_text("index,mid,display_name\n0,/m/a,dog\n1,/m/b,cat\n2,/m/c,car\n")
     labels = LabelMap.read(str(labels_csv))
-    model = build_model(TrainConfig(init_from=NAME), labels, "multilabel")
+    # a recipe's num_classes (configs/mbt_vggsound.yaml) does not block loading: the label map sizes the head
+    cfg = TrainConfig(init_from=NAME, model_overrides={"num_classes": 3, "drop_path_rate": 0.1})
+    model = build_model(cfg, labels, "multilabel")
+    assert model.cfg.drop_path_rate == 0.1
     assert model.cfg.num_classes == 3 and model.cfg.class_names == ["dog", "cat", "car"]
     released = avfusion.load_pretrained(resolve_model(NAME))
     own, ref = model.state_dict(), released.state_dict()

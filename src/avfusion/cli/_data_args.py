@@ -26,9 +26,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--model", help="take the clip sizes and preprocessing from this model: a registered name "
                                    "(avfusion models), a model directory, a released model's name (avfusion models "
-                                   "--pretrained; no download needed) or hf-hub:ORG/NAME, frames stored at the rate it samples "
-                                   "them (fps / frame_stride); default: the MBT AudioSet setting at 25 fps, for "
-                                   "any stride. The flags below override single values")
+                                   "--pretrained; no download needed) or hf-hub:ORG/NAME, frames stored at the rate "
+                                   "it samples them (fps / frame_stride); default: the MBT AudioSet setting at 25 fps, "
+                                   "for any stride. The flags below override single values")
     p.add_argument("--num-frames", type=int_at_least(1), help="frames per clip")
     p.add_argument("--spec-frames", type=int_at_least(1), help="fbank frames per clip (10 ms each)")
     p.add_argument("--fps", type=positive_float)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import argparse
 
 from avfusion.cli._common import parse_args
-from avfusion.cli.predict import MODEL_HELP, add_corpus_args, add_inference_args, corpus_device, load_for_inference, report
+from avfusion.cli.predict import (MODEL_HELP, add_corpus_args, add_inference_args, corpus_device, load_for_inference,
+                                  report)
 from avfusion.utils.cli_args import device_arg, int_at_least
 
 

@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate_source(model, args.data, args.labels, args.task, args.batch_size, args.workers,
                              args.clips, args.crops, skip_bad=args.skip_bad, retrieval=retrieval)
     # a cached release is not written into: its results go beside the other runs
-    default = model_dir / "eval" if local else Path("runs") / args.model.replace("hf-hub:", "").replace("/", "_") / "eval"
-    out = Path(args.out) if args.out else default
+    name = args.model.removeprefix("hf-hub:").replace("/", "_")
+    out = Path(args.out) if args.out else (model_dir / "eval" if local else Path("runs") / name / "eval")
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     plots = write_plots(report, out)

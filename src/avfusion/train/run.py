@@ -58,7 +58,10 @@ def build_model(cfg: TrainConfig, labels: LabelMap | None, task: str):
     sizes = {} if labels is None else dict(num_classes=labels.num_classes, class_names=labels.names,
                                            class_splits=splits, task=task)
     if cfg.init_from:
-        model = load_pretrained(resolve_model(cfg.init_from), **cfg.model_overrides)
+        overrides = dict(cfg.model_overrides)
+        if labels is not None:  # the label map sizes the new head; a recipe's num_classes must not block loading
+            overrides = {k: v for k, v in overrides.items() if k not in sizes}
+        model = load_pretrained(resolve_model(cfg.init_from), **overrides)
         if labels is None:
             return model
         if model.cfg.num_classes != labels.num_classes or model.cfg.class_names != labels.names:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -191,18 +192,20 @@ def _fetch(url: str, part: Path, part_meta: Path, timeout: float, progress: bool
                     h.update(block)
         size = start
         with open(part, mode) as out, _progress(total, start, name, progress) as bar:
-            size = _stream(resp, out, h, bar, size)
+            size, dropped = _stream(resp, out, h, bar, size)
             out.flush()
             os.fsync(out.fileno())
-    if total is not None and size != total:
-        raise DownloadError(f"download of {url} stopped at {size:,} of {total:,} bytes ({part} kept; run again to "
+    # A dropped connection is refused even when the server announced no length (chunked transfer).
+    if dropped is not None or (total is not None and size != total):
+        of = f" of {total:,}" if total is not None else ""
+        why = f": {dropped}" if dropped else ""
+        raise DownloadError(f"download of {url} stopped at {size:,}{of} bytes{why} ({part} kept; run again to "
                             "resume)")
     return FileRecord(size, h.hexdigest())
 
 
-def _stream(resp: Any, out: IO[bytes], h: Any, bar: Any, size: int) -> int:
-    import http.client
-
+def _stream(resp: Any, out: IO[bytes], h: Any, bar: Any, size: int) -> tuple[int, str | None]:
+    """Copy the body to ``out``; returns (bytes now in the part, why the connection dropped or None)."""
     while True:
         try:
             block = resp.read(CHUNK)
@@ -212,9 +215,9 @@ def _stream(resp: Any, out: IO[bytes], h: Any, bar: Any, size: int) -> int:
                 out.write(partial)
                 h.update(partial)
                 size += len(partial)
-            return size
+            return size, type(e).__name__
         if not block:
-            return size
+            return size, None
         out.write(block)
         h.update(block)
         size += len(block)

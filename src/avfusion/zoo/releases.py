@@ -203,8 +203,8 @@ def list_pretrained(pattern: str | None = None) -> list[str]:
 def get_pretrained_cfg(name: str) -> PretrainedCfg:
     if name not in _ZOO:
         close = difflib.get_close_matches(name, list(_ZOO), n=3)
-        raise ConfigError(f"unknown pretrained model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
-                          + " (`avfusion models --pretrained` lists them)")
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown pretrained model {name!r}{hint} (`avfusion models --pretrained` lists them)")
     return _ZOO[name]
 
 
@@ -434,7 +434,8 @@ def _resolve_hf_hub(spec: str, files: list[str] | None = None) -> Path:
         path = Path(snapshot_download(repo, revision=revision or None, cache_dir=_hf_cache_dir(),
                                       local_files_only=local_only, allow_patterns=files or _HF_PATTERNS))
     except hf_utils.LocalEntryNotFoundError:
-        which = "AVFUSION_OFFLINE=1" if offline() else ("HF_HUB_OFFLINE=1" if local_only else "the network is unreachable")
+        which = ("AVFUSION_OFFLINE=1" if offline() else
+                 "HF_HUB_OFFLINE=1" if local_only else "the network is unreachable")
         cache = _hf_cache_dir() or "the default Hugging Face cache"
         raise FileNotFoundError(f"{spec} is not in {cache} and {which}: fetch it on a connected machine "
                                 f"(huggingface-cli download {repo}) and copy the cache over") from None
