@@ -4,7 +4,7 @@ The layer order (docs/DESIGN.md, "Layers"), bottom to top; a package may import 
 package of a lower rank, never one of its own rank or above:
 
     errors, tasks < utils < layers < heads < core < data, fusion, backbones < convert < models
-    < bench, infer < eval < train < demo < cli
+    < bench, infer, zoo < eval < train < demo < cli
 
 Checked on the source (AST), so a cycle cannot hide behind an import inside a function.
 """
@@ -21,7 +21,7 @@ import avfusion
 SRC = Path(avfusion.__file__).parent
 RANK: dict[str, int] = {
     "errors": 0, "tasks": 0, "utils": 1, "layers": 2, "heads": 3, "core": 4,
-    "data": 5, "fusion": 5, "backbones": 5, "convert": 6, "models": 7, "bench": 8, "infer": 8,
+    "data": 5, "fusion": 5, "backbones": 5, "convert": 6, "models": 7, "bench": 8, "infer": 8, "zoo": 8,
     "eval": 9, "train": 10, "demo": 11, "cli": 12,
     "__init__": 13, "__main__": 13,  # avfusion/__init__.py (the public surface) and `python -m avfusion`
 }
@@ -122,3 +122,20 @@ def test_the_check_sees_a_function_level_cycle(tmp_path: Path) -> None:
     a.write_text("def f():\n    from avfusion.train.loop import fit\n")
     every, lazy = _imports(a)
     assert every == lazy == {"avfusion.train.loop"}
+
+
+def test_docs_name_every_package() -> None:
+    """README's layout and docs/DESIGN.md's layer table list exactly the packages in the tree."""
+    repo = Path(__file__).resolve().parents[1]
+    packages = {p.name for p in SRC.iterdir() if (p / "__init__.py").is_file()}
+    readme = (repo / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    listed = {line.split()[0].rstrip("/") for line in layout.splitlines()
+              if line.startswith("  ") and line.split()[0].endswith("/")}
+    assert listed == packages
+    design = (repo / "docs" / "DESIGN.md").read_text()
+    table = design[design.index("## 7. Layers"):]
+    ranked = {name.strip(" `/") for row in table.splitlines() if row.startswith("| ") and row[2].isdigit()
+              for name in row.split("|")[2].split(",")}
+    assert ranked == {p for p in RANK if not p.startswith("__")}
+    assert packages <= ranked

@@ -5,12 +5,11 @@ from avfusion.models import (
     ModelConfig,
     ModelOutput,
     build_model,
-    create_model,
     get_model_config,
     list_models,
 )
 from avfusion.models.pretrained import load_pretrained, save_pretrained
-
+from avfusion.zoo import create_model, list_pretrained, resolve_model  # create_model: architectures and releases
 
 
 def _version() -> str:
@@ -26,4 +25,4 @@ def _version() -> str:
 __version__ = _version()
 
 __all__ = ["AVModel", "ModelConfig", "ModelOutput", "build_model", "create_model", "get_model_config",
-           "list_models", "load_pretrained", "save_pretrained", "__version__"]
+           "list_models", "list_pretrained", "load_pretrained", "resolve_model", "save_pretrained", "__version__"]

@@ -72,7 +72,7 @@ ONE_LINE_ERRORS = [
     ("bench mbt_tiny --device tpu", "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
     ("bench mbt_tiny --device cpu --out {d}/folder", "--out {d}/folder is a directory"),
     ("bench mbt_tiny --device cpu --out {d}/missing/b.json", "folder {d}/missing does not exist"),
-    ("eval --model {d}/missing --data {d}/m.csv --labels {d}/l.csv", "is not a directory"),
+    ("eval --model {d}/missing --data {d}/m.csv --labels {d}/l.csv", "no model directory"),
     ("eval --model {d}/empty_model --data {d}/m.csv --labels {d}/l.csv", "no model.safetensors"),
     ("eval --model {d}/model --data {d}/missing.csv --labels {d}/l.csv", "missing.csv: no such manifest, shard folder or file"),
     ("predict x.mp4 --model {d}/missing", "no model directory"),

@@ -6,16 +6,13 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parents[1]
-# In CI the repository's parent directory holds `shared/` (DESIGN.md: ../shared/fixtures/...).
-SCENIC_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "scenic_mbt"
+# Official scenic MBT outputs on random weights (tests/fixtures/scenic_mbt/README.md says how they were made).
+SCENIC_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "scenic_mbt"
 
 
 @pytest.fixture(scope="session")
 def scenic_fixture() -> Path:
-    """The official MBT fixture directory (bottleneck_lf1); skipped only if truly absent."""
+    """The official MBT fixture directory (bottleneck_lf1), shipped with the tests."""
     d = SCENIC_FIXTURES / "bottleneck_lf1"
-    if not (d / "checkpoint.msgpack").is_file() or not (d / "io.npz").is_file():
-        pytest.skip(f"official scenic MBT fixture not found at {d} (expected ../shared/fixtures relative to the repo)")
+    assert (d / "checkpoint.msgpack").is_file() and (d / "io.npz").is_file(), f"fixture missing: {d}"
     return d

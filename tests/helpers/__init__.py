@@ -11,5 +11,7 @@ predict must give (and the table in docs/data.md); ``avclips`` writes small clas
 ``fit_script`` runs a small training job in-process or as a subprocess a test kills (run as a
 script it puts tests/ on sys.path itself); ``scenic_mbt_reference`` is an independent NumPy
 re-implementation of the official scenic MBT forward pass, with random flax-layout parameters and a
-flax msgpack writer, for the conversion tests.
+flax msgpack writer, for the conversion tests; ``http_server`` is a local 127.0.0.1 file server
+(Range requests, cut transfers on purpose) and ``zoo_release`` a small scenic-layout release's zoo
+entry, for the download and zoo tests.
 """

@@ -1,6 +1,6 @@
 """An independent NumPy re-implementation of the official scenic MBT forward pass.
 
-Written from the semantics in ``shared/fixtures/scenic_mbt/README.md`` and scenic's
+Written from the semantics in ``tests/fixtures/scenic_mbt/README.md`` and scenic's
 ``projects/mbt/model.py`` (MBT / MBTEncoder), directly on the flax parameter tree: (in, out)
 Dense kernels, (d, h, k) attention kernels, NTHWC video, a spectrogram tiled to 3 channels.
 It shares no code with avfusion (not even the converter's key map), computes in float64, and is

@@ -10,10 +10,10 @@ from typing import Iterable, TypeVar
 
 from avfusion.data.clips import ClipConfig
 from avfusion.core.config import ModelConfig
-from avfusion.models.pretrained import load_config
 from avfusion.models.registry import get_model_config
 from avfusion.tasks import TASK_KINDS
 from avfusion.utils.cli_args import int_at_least, positive_float
+from avfusion.zoo import HF_HUB_PREFIX, is_pretrained_name, resolve_config
 
 T = TypeVar("T")
 
@@ -25,9 +25,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="label encoding (default: multihead if the map has heads, else multi)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--model", help="take the clip sizes and preprocessing from this model: a registered name "
-                                   "(avfusion models) or a model directory, frames stored at the rate it samples "
-                                   "them (fps / frame_stride); default: the MBT AudioSet setting at 25 fps, for "
-                                   "any stride. The flags below override single values")
+                                   "(avfusion models), a model directory, a released model's name (avfusion models "
+                                   "--pretrained; no download needed) or hf-hub:ORG/NAME, frames stored at the rate "
+                                   "it samples them (fps / frame_stride); default: the MBT AudioSet setting at 25 fps, "
+                                   "for any stride. The flags below override single values")
     p.add_argument("--num-frames", type=int_at_least(1), help="frames per clip")
     p.add_argument("--spec-frames", type=int_at_least(1), help="fbank frames per clip (10 ms each)")
     p.add_argument("--fps", type=positive_float)
@@ -42,8 +43,8 @@ def clip_config(a: argparse.Namespace) -> ClipConfig:
     will), with single values overridden by flags."""
     if a.model is None:
         cfg = ModelConfig()
-    elif Path(a.model).is_dir():
-        cfg = load_config(a.model)
+    elif Path(a.model).is_dir() or is_pretrained_name(a.model) or a.model.startswith(HF_HUB_PREFIX):
+        cfg = resolve_config(a.model)  # a release's config is known without its weights
     else:
         cfg = get_model_config(a.model)
     pre = {k: v for k, v in (("fps", a.fps), ("frame_stride", a.frame_stride), ("sample_rate", a.sample_rate),

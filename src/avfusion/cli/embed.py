@@ -20,14 +20,15 @@ from __future__ import annotations
 import argparse
 
 from avfusion.cli._common import parse_args
-from avfusion.cli.predict import add_corpus_args, add_inference_args, corpus_device, load_for_inference, report
+from avfusion.cli.predict import (MODEL_HELP, add_corpus_args, add_inference_args, corpus_device, load_for_inference,
+                                  report)
 from avfusion.utils.cli_args import device_arg, int_at_least
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="avfusion embed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="an avfusion model directory")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--clips", type=int_at_least(1), default=4, help="clips averaged per row (default 4)")
     p.add_argument("--chunk-size", type=int_at_least(1), default=256,
                    help="rows per part file: what a killed run can lose at most (default 256)")

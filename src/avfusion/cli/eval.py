@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 
 from avfusion.cli._common import parse_args, print_table
-from avfusion.cli.predict import add_inference_args, load_for_inference
+from avfusion.cli.predict import MODEL_HELP, add_inference_args, load_for_inference
 from avfusion.errors import ConfigError
 from avfusion.utils.cli_args import device_arg, int_at_least
 
@@ -75,13 +75,14 @@ def inputs_summary(inputs: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="avfusion eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="an avfusion model directory")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--data", required=True,
                    help="a manifest (CSV / JSONL) or shards: a folder from `avfusion prepare`, a .tar, a brace "
                         "pattern, URLs joined with ::, or a pipe:/http URL")
     p.add_argument("--labels", help="label map (index,mid,display_name); default: a shard folder's labels.csv; "
                                     "not needed for --retrieval alone")
-    p.add_argument("--out", help="where eval.json and the plots go (default: MODEL/eval)")
+    p.add_argument("--out", help="where eval.json and the plots go (default: MODEL/eval for a model directory, "
+                                 "runs/NAME/eval for a released or hf-hub: model)")
     p.add_argument("--clips", type=int_at_least(1), default=4, help="temporal clips per video (default 4, as MBT)")
     p.add_argument("--crops", type=int, default=3, choices=(1, 3), help="spatial crops per clip")
     p.add_argument("--task", choices=("multilabel", "single", "multihead"), help="default: from the labels")
@@ -99,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from avfusion.eval.evaluate import evaluate_source, write_plots
+    from avfusion.zoo import resolve_model
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_for_inference(args.model, device, args)
+    local = Path(args.model).is_dir()
+    model_dir = resolve_model(args.model)
+    model = load_for_inference(model_dir, device, args)
     retrieval = None
     if args.retrieval:
         from avfusion.eval.retrieval import PROJECTORS_WEIGHTS, Retrieval, load_projectors
@@ -109,10 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(model.cfg.modalities) != 2:
             raise ConfigError(f"--retrieval ranks one modality against the other, but {model.cfg.name} takes only "
                               f"{model.cfg.modalities[0]}")
-        retrieval = Retrieval(load_projectors(args.model, model.num_features), str(Path(args.model) / PROJECTORS_WEIGHTS))
+        retrieval = Retrieval(load_projectors(model_dir, model.num_features), str(model_dir / PROJECTORS_WEIGHTS))
     report = evaluate_source(model, args.data, args.labels, args.task, args.batch_size, args.workers,
                              args.clips, args.crops, skip_bad=args.skip_bad, retrieval=retrieval)
-    out = Path(args.out) if args.out else Path(args.model) / "eval"
+    # a cached release is not written into: its results go beside the other runs
+    name = args.model.removeprefix("hf-hub:").replace("/", "_")
+    out = Path(args.out) if args.out else (model_dir / "eval" if local else Path("runs") / name / "eval")
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     plots = write_plots(report, out)

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from avfusion.cli._common import parse_args
-from avfusion.errors import InputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="avfusion export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="an avfusion model directory")
+    p.add_argument("--model", required=True, help="an avfusion model directory, a released model's name (avfusion "
+                                                  "models --pretrained; downloaded and cached once) or hf-hub:ORG/NAME")
     p.add_argument("--out", required=True, help="the file to write (.pt2 or .onnx)")
     p.add_argument("--format", choices=FORMATS, help="default: from --out's suffix (.onnx: onnx, else pt2)")
     p.add_argument("--inputs", choices=list(INPUT_SETS), help="the modalities the file takes (default: the model's)")
@@ -38,12 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parse_args(p, argv)
     fmt = args.format or ("onnx" if args.out.endswith(".onnx") else "pt2")
-    model_dir = Path(args.model)
-    if not model_dir.is_dir():
-        raise InputError(f"no model directory {str(model_dir)!r}")
-
     from avfusion.infer.export import check_export, export_model, resolve_inputs
     from avfusion.models.pretrained import load_pretrained
+    from avfusion.zoo import resolve_model
+
+    model_dir = resolve_model(args.model)
 
     model = load_pretrained(model_dir, map_location="cpu", attn_impl=args.attn)
     inputs = resolve_inputs(model.cfg.modalities, args.inputs)

@@ -1,4 +1,9 @@
-"""`avfusion models [PATTERN] [--json]`: list the registered models with their scheme and sizes."""
+"""`avfusion models [PATTERN] [--json]`: list the registered models with their scheme and sizes.
+
+`avfusion models --pretrained [PATTERN] [--json]`: the released weights that `--model NAME` and
+`create_model(NAME, pretrained=True)` load (the official MBT checkpoints): inputs, training set,
+mAP, whether they are in the cache ($AVFUSION_HOME) and where they come from (docs/convert.md
+"Pretrained models"). --json adds the licence, the pinned sha256 and the citation."""
 
 from __future__ import annotations
 
@@ -29,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="avfusion models", description=__doc__)
     p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'mbt_*'")
     p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument("--pretrained", action="store_true",
+                   help="list the released weights (--model NAME / create_model(NAME, pretrained=True))")
     args = parse_args(p, argv)
+    if args.pretrained:
+        return _pretrained(p, args)
     names = list_models(args.pattern)
     if not names:
         p.error(f"no model matches {args.pattern!r} (`avfusion models` lists all)")
@@ -38,4 +47,21 @@ def main(argv: list[str] | None = None) -> int:
         print_json(rows)
     else:
         print_table(rows, ["model", "scheme", "fusion_layer", "width", "depth", "video", "audio", "classes"])
+    return 0
+
+
+def _pretrained(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from avfusion.zoo import get_pretrained_cfg, home, list_pretrained
+
+    names = list_pretrained(args.pattern)
+    if not names:
+        p.error(f"no pretrained model matches {args.pattern!r} (`avfusion models --pretrained` lists all)")
+    cfgs = [get_pretrained_cfg(n) for n in names]
+    if args.json:
+        print_json([{**c.describe(), "citation": c.citation} for c in cfgs])
+        return 0
+    rows = [{**(d := c.describe()), "mAP": f"{c.map:.1f}", "cached": "yes" if d["cached"] else "no"} for c in cfgs]
+    print_table(rows, ["name", "inputs", "dataset", "mAP", "video", "audio", "classes", "cached"])
+    print(f"\ncache: {home()} (AVFUSION_HOME); from {cfgs[0].url.rsplit('/', 1)[0]}/ (AVFUSION_ZOO_URL); "
+          f"MBT-B/16x2 (Nagrani et al., NeurIPS 2021), licence: {cfgs[0].licence}")
     return 0

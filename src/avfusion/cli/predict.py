@@ -68,14 +68,20 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the model (runs eagerly, with a note, if compiling fails)")
 
 
-def load_for_inference(model_dir: str | Path, device: str, args: argparse.Namespace) -> Any:
-    """The model of ``model_dir`` on ``device``, prepared at ``args.precision`` (and compiled with
-    ``args.compile``); a precision this machine cannot run is refused before the weights load."""
+MODEL_HELP = ("an avfusion model directory, a released model's name (avfusion models --pretrained; downloaded and "
+              "cached once) or hf-hub:ORG/NAME")
+
+
+def load_for_inference(model: str | Path, device: str, args: argparse.Namespace) -> Any:
+    """The model ``model`` names (a directory, a release name or hf-hub:, avfusion.zoo.resolve_model) on
+    ``device``, prepared at ``args.precision`` (and compiled with ``args.compile``); a precision this
+    machine cannot run is refused before anything is downloaded or loaded."""
     from avfusion.infer.fast import check_precision, prepare_for_inference
     from avfusion.models.pretrained import load_pretrained
+    from avfusion.zoo import resolve_model
 
     check_precision(args.precision, device)
-    model = load_pretrained(model_dir, map_location=device)
+    model = load_pretrained(resolve_model(model), map_location=device)
     return prepare_for_inference(model, args.precision, args.compile)
 
 
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="avfusion predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("videos", nargs="*", help="video files (anything PyAV decodes)")
-    p.add_argument("--model", help=f"an avfusion model directory (default: {DEFAULT_MODEL})")
+    p.add_argument("--model", help=f"{MODEL_HELP} (default: {DEFAULT_MODEL}, what `make demo` trains)")
     p.add_argument("--top-k", type=int_at_least(1), default=5)
     p.add_argument("--clips", type=int_at_least(1), help="clips averaged per file or row (default 4)")
     p.add_argument("--device", type=device_arg, default=None,
@@ -147,10 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.data is not None and args.workers:
             p.error("--workers does not apply to --timeline (each file is decoded chunk by chunk)")
     args.clips = args.clips or 4
-    model_dir = Path(args.model) if args.model else DEFAULT_MODEL
-    if not model_dir.is_dir():
-        raise InputError(f"no model directory {str(model_dir)!r}: pass --model DIR (or run `make demo` "
-                                f"to train the default one)")
+    if args.model:
+        from avfusion.zoo import resolve_model
+
+        model_dir = resolve_model(args.model)  # a release is downloaded / converted here, once
+    else:
+        model_dir = DEFAULT_MODEL
+        if not model_dir.is_dir():
+            raise InputError(f"no model directory {str(model_dir)!r}: pass --model DIR or a released model's name "
+                             "(avfusion models --pretrained), or run `make demo` to train the default one")
     if args.data is not None:
         return predict_corpus_main(args, model_dir)
     if args.timeline:

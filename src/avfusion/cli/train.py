@@ -47,7 +47,8 @@ def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="DataLoader workers")
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--pretrained-backbone", help="ImageNet ViT weights (.safetensors / .pth / .npz)")
-    p.add_argument("--init-from", help="an avfusion model directory to start from")
+    p.add_argument("--init-from", help="start from this model: a model directory, a released model's name (avfusion "
+                                       "models --pretrained) or hf-hub:ORG/NAME; a new head when the labels differ")
     p.add_argument("--json", action="store_true", help="end with a JSON summary line")
     return p
 

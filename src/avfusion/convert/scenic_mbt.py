@@ -4,8 +4,8 @@ Every size is read from parameter shapes (``infer_layout``); only the fusion lay
 that shapes cannot show, and input sizes appear only through the position-embedding lengths, so
 they come from arguments (defaults: MBT's AudioSet setting) and are checked against those lengths.
 
-Official layout and semantics: ``../shared/fixtures/scenic_mbt/README.md`` (summarised in
-docs/convert.md). Mapping onto avfusion:
+Official layout and semantics: docs/convert.md, and ``tests/fixtures/scenic_mbt/README.md`` beside
+the official outputs the parity tests compare with. Mapping onto avfusion:
 
 ====================================================  =================================================
 scenic (PARAMS tree)                                  avfusion state dict

@@ -44,7 +44,8 @@ def get_model_config(name: str, **overrides: Any) -> ModelConfig:
     """The named variant's config with ``overrides`` (any ModelConfig field) applied."""
     if name not in _REGISTRY:
         close = [n for n in _REGISTRY if name.split("_")[0] in n][:8]
-        raise ConfigError(f"unknown model {name!r}; e.g. {close or list_models()[:8]} (`avfusion models` lists all)")
+        raise ConfigError(f"unknown model {name!r}; e.g. {close or list_models()[:8]} (`avfusion models` lists all, "
+                          "`avfusion models --pretrained` the released weights)")
     cfg = _REGISTRY[name]()
     cfg.name = name
     return cfg.replace(**overrides) if overrides else cfg
@@ -58,6 +59,10 @@ def build_model(cfg: ModelConfig) -> AVModel:
 def create_model(name: str, *, pretrained_backbone: str | os.PathLike | None = None,
                  pretrained_backbone_inflate: str = "central", **overrides: Any) -> AVModel:
     """``create_model('mbt_base', num_classes=309, fusion_layer=10)``.
+
+    A registered architecture with random weights. ``avfusion.create_model`` (avfusion.zoo) takes
+    released weights by name as well (``pretrained=True``, ``hf-hub:ORG/NAME``) and calls this
+    for architectures.
 
     ``pretrained_backbone``: an ImageNet ViT checkpoint (timm / Hugging Face ``.safetensors`` or
     ``.pth``, original ViT or big_vision ``.npz``) to initialise the transformer from, as MBT and

@@ -140,7 +140,9 @@ class TrainConfig:
     model: str = "mbt_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     pretrained_backbone: str | None = None  # ImageNet ViT weights to start from
-    init_from: str | None = None  # an avfusion model directory (fine-tuning, probing)
+    # fine-tuning / probing: a model directory, a released model's name (avfusion models --pretrained) or
+    # hf-hub:ORG/NAME; the classifier is re-initialised when the label map differs from the model's
+    init_from: str | None = None
     linear_probe: bool = False  # freeze everything but the classifier heads
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

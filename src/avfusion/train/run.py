@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from avfusion.train.loop import FitResult, fit, pick_device
 from avfusion.train.runfolder import lock_run_folder
 from avfusion.utils.files import atomic_write
 from avfusion.train.task import Task
+from avfusion.zoo import HF_HUB_PREFIX, is_pretrained_name, resolve_model
 
 
 def resolve_task(cfg: TrainConfig, labels_path: str, rows: list | None) -> str:
@@ -49,16 +51,23 @@ def clip_config(model_cfg: Any, cfg: TrainConfig) -> ClipConfig:
 
 
 def model_for_run(cfg: TrainConfig, labels: LabelMap | None, task: str):
-    """The model to train, sized for the label map: from a registry name, an ImageNet ViT, or a
-    previous avfusion model directory (fine-tuning / probing)."""
+    """The model to train, sized for the label map: from a registry name, an ImageNet ViT, or
+    ``init_from`` (fine-tuning / probing): a model directory, a released model's name or hf-hub:ORG/NAME,
+    whose classifier is replaced by a freshly initialised one when the label map differs."""
     splits = labels.head_sizes() if labels is not None and task == "multihead" else None
     sizes = {} if labels is None else dict(num_classes=labels.num_classes, class_names=labels.names,
                                            class_splits=splits, task=task)
     if cfg.init_from:
-        model = load_pretrained(cfg.init_from, **cfg.model_overrides)
+        overrides = dict(cfg.model_overrides)
+        if labels is not None:  # the label map sizes the new head; a recipe's num_classes must not block loading
+            overrides = {k: v for k, v in overrides.items() if k not in sizes}
+        model = load_pretrained(resolve_model(cfg.init_from), **overrides)
         if labels is None:
             return model
         if model.cfg.num_classes != labels.num_classes or model.cfg.class_names != labels.names:
+            if os.environ.get("RANK", "0") == "0":  # once per job, not per rank
+                print(f"init_from {cfg.init_from}: its classes ({model.cfg.num_classes}) are not the label map's "
+                      f"({labels.num_classes}); the classifier is re-initialised", file=sys.stderr)
             model.reset_classifier(labels.num_classes, labels.names, task, splits)
         else:
             model.cfg = model.cfg.replace(class_splits=splits, task=task)
@@ -76,6 +85,9 @@ def model_for_run(cfg: TrainConfig, labels: LabelMap | None, task: str):
 
 def run_training(cfg: TrainConfig, mode: str = "supervised") -> FitResult:
     """Train per ``cfg`` ("supervised" or "contrastive"); evaluates on ``data.val`` at the end."""
+    if is_pretrained_name(cfg.model) or cfg.model.startswith(HF_HUB_PREFIX):
+        raise ConfigError(f"model {cfg.model!r} is a pretrained model, not an architecture: start training from "
+                          f"it with init_from={cfg.model} (--init-from)")
     if not cfg.data.train:
         raise ConfigError("training needs data.train (a manifest or shards)")
     device = pick_device(cfg.run.device, DistInfo())
