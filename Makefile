@@ -23,11 +23,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/avfusion demo
 
+# test: the default tier (every module, minutes); test-all adds the slow tier (pytest -m slow:
+# the demo's result, SIGKILL fault injections, DDP, exports, full-size models). CI runs test-all.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache runs/demo
