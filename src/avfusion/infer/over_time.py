@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import io
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -45,10 +44,12 @@ import torch
 
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, clip_centres
 from avfusion.data.timeline import StreamRead, judge
-from avfusion.errors import ConfigError, InputError, UserError
-from avfusion.infer import corpus as C
+from avfusion.data.manifest import Row
+from avfusion.data.sources import Source
+from avfusion.errors import ConfigError, InputError
+from avfusion.infer.corpus import CorpusJob, CorpusSummary, JsonlParts, record_settings, run_corpus
 from avfusion.infer.fast import inference_settings
-from avfusion.models.pretrained import model_fingerprint
+from avfusion.utils.distributed import DistInfo
 from avfusion.utils.output import json_safe
 from avfusion.infer.predict import coverage, missing_stream_notes, probabilities, segment_streams, top_labels
 from avfusion.core.config import MODALITIES
@@ -415,74 +416,22 @@ over {result.span[0]:.2f}-{result.span[1]:.2f} s</p>
 # -- a corpus: one JSON line per file ---------------------------------------------------------------
 
 
-def timeline_corpus(model: torch.nn.Module, source: Any, out: str | os.PathLike, window: float | None = None,
-                    hop: float | None = None, top_k: int = 5, batch_size: int = 8, info: Any = None,
-                    progress: bool = False) -> Any:
+def timeline_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, out: str | os.PathLike,
+                    window: float | None = None, hop: float | None = None, top_k: int = 5, batch_size: int = 8,
+                    info: DistInfo = DistInfo(), progress: bool = False) -> CorpusSummary:
     """Every manifest row's timeline (its ``start`` / ``end`` segment, or the whole file), one
     JSON line per row in ``out``: ``{"id", "path", ...}`` as :meth:`FileTimeline.to_json`
     without ``file``, or ``{"id", "path", "error"}``. Resumable and torchrun-aware like
-    ``predict --data`` (avfusion.infer.corpus: the same record, parts, lock and merge)."""
-    from avfusion.data.sources import Source, resolve
-    from avfusion.utils.distributed import DistInfo, barrier, shard_indices
+    ``predict --data``: the same runner (avfusion.infer.corpus.run_corpus), with the row's
+    timeline as its per-row hook."""
 
-    info = info or DistInfo()
-    out = Path(out)
-    src = source if isinstance(source, Source) else resolve(source)
-    if src.manifest is None:
-        raise ConfigError(f"{src.spec}: a timeline needs the media files (a manifest); shards hold prepared clips")
-    rows, static = C.read_rows(src.manifest)
-    settings = {"command": "predict --timeline", "window": window, "hop": hop, "top_k": top_k,
-                **C.record_settings(model)}
-    group = C._final_group(info)  # noqa: SLF001 - the corpus machinery's own helpers, shared
-    lock = None
-    record: dict[str, Any] = {}
-    if info.is_main:
-        record = {"settings": settings, "model": model_fingerprint(model), "source": C.source_fingerprint(src)}
-        _, lock = C.claim(out, record)
-    barrier(info)
-    try:
-        rec = C._read_record(C.record_path(out)) or {}  # noqa: SLF001
-        if rec.get("complete") and out.exists():
-            return C.CorpusSummary(out, rec.get("rows", 0), rec.get("errors", 0), already_complete=True)
-        parts = _TimelineParts(C.parts_dir(out), info.rank, model.cfg, top_k)
-        done = parts.done()
-        mine = [rows[i] for i in shard_indices(len(rows), info, pad=False) if rows[i].id not in done]
-        bar = C._progress(progress and info.is_main, len(mine))  # noqa: SLF001
-        try:
-            for row in mine:
-                head = {"id": row.id, "path": row.path}
-                try:
-                    if not os.path.exists(row.path):
-                        raise FileNotFoundError("file not found")
-                    tl = timeline_file(model, row.path, window, hop, top_k, batch_size, row.start, row.end)
-                    line = {**head, **{k: v for k, v in tl.to_json().items() if k != "file"}}
-                except (UserError, OSError) as e:
-                    why = str(e).replace(f"{row.path}: ", "")
-                    line = {**head, "error": f"row {row.id!r} (line {row.line}): {why} [{row.path}]"}
-                parts.add_line(C.manifest_order(row.line), line)
-                if bar is not None:
-                    bar.update()
-        finally:
-            parts.close()
-            if bar is not None:
-                bar.close()
-        return C.finish_run(parts, out, static, record, len(mine), len(done), info, group)
-    finally:
-        if lock is not None:
-            lock.close()
+    def row_timeline(row: Row) -> dict[str, Any]:
+        tl = timeline_file(model, row.path, window, hop, top_k, batch_size, row.start, row.end)
+        return {k: v for k, v in tl.to_json().items() if k != "file"}
 
-
-class _TimelineParts(C.JsonlParts):
-    """Predict's JSON-lines parts (one rank's file, flushed per line; the same resume and merge),
-    holding timeline lines."""
-
-    def add_line(self, order: str, line: dict[str, Any]) -> None:
-        if self.file is None:
-            if self.path.exists():
-                C._drop_torn_tail(self.path)  # noqa: SLF001
-            self.file = open(self.path, "a", encoding="utf-8")
-        self.file.write(f"{order}\t{json.dumps(json_safe(line), allow_nan=False)}\n")
-        self.file.flush()
+    job = CorpusJob({"command": "predict --timeline", "window": window, "hop": hop, "top_k": top_k,
+                     **record_settings(model)}, JsonlParts, per_row=row_timeline)
+    return run_corpus(model, source, out, job, info, progress)
 
 
 __all__ = ["FileTimeline", "window_spans", "timeline_file", "timeline_corpus", "plot_timeline", "describe",
