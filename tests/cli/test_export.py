@@ -170,3 +170,17 @@ def test_hierarchical_zorro_exports(name, tmp_path):
     result = export_model(model, tmp_path / f"{name}.pt2")
     check = check_export(model, result)
     assert check["max_abs_error"] <= 1e-4 and set(check["per_output"]) == set(result.outputs)
+
+
+def test_the_format_follows_the_suffix_in_any_case_and_a_contradiction_is_refused(dirs, tmp_path, capsys):
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "model.ONNX"  # before: silently a pt2 file under an ONNX name
+    assert main(["export", "--model", str(dirs["mbt_tiny_audio"]), "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "onnx"
+    assert read_metadata(out, "onnx")["inputs"].keys() == {"audio"}  # onnx.load reads it
+    assert not out.read_bytes().startswith(b"PK")  # a .pt2 is a zip archive; this is an ONNX protobuf
+    for fmt, name, other in (("pt2", "x.onnx", "onnx"), ("onnx", "x.PT2", "pt2")):
+        rc = main(["export", "--model", str(dirs["mbt_tiny_audio"]), "--out", str(tmp_path / name), "--format", fmt])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and f"names a {other} file but --format is {fmt}" in err[0], err
+        assert not (tmp_path / name).exists()

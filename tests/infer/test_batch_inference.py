@@ -311,14 +311,14 @@ def test_an_unreadable_shard_stops_the_run_in_one_line_and_keeps_what_was_done(c
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{garbage}: not a readable tar" in err[0] and "Traceback" not in err[0], err
-    assert not out.exists() and JsonlParts(parts_dir(out), 0, None, 1).done() == {"clip_0_0", "clip_0_1", "clip_1_0"}
+    assert not out.exists() and JsonlParts(parts_dir(out), 0).done() == {"clip_0_0", "clip_0_1", "clip_1_0"}
 
 
 def test_a_torn_last_line_is_no_result_and_is_cut_before_appending(tmp_path):
     folder = tmp_path / "parts"
     folder.mkdir()
     (folder / "rank-000.jsonl").write_text('000000001\t{"id": "a", "error": "x"}\n000000002\t{"id": "b", "er')
-    parts = JsonlParts(folder, 0, cfg=None, top_k=1)
+    parts = JsonlParts(folder, 0)
     assert parts.done() == {"a"}
     parts.add(RowResult("b", "000000002", error="y"))
     parts.close()

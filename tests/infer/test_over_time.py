@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from avfusion.cli import main
+from avfusion.errors import ConfigError
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment
 from avfusion.infer.over_time import curves, plot_classes, plot_timeline, timeline_file, window_spans
 from avfusion.core.base import ModelOutput
@@ -295,3 +296,76 @@ def test_cli_timeline_plot_takes_one_video(model_dir, media, tmp_path, capsys):
         main(["predict", str(media["change"]), str(media["late"]), "--timeline", "--model", str(model_dir),
               "--plot", str(tmp_path / "x.png")])
     assert info.value.code == 2 and "one video" in capsys.readouterr().err
+
+
+# -- bounds: what any --window / --hop gets ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag, value, minimum", [("--hop", "1e-9", "at least 0.01 s (the audio's 10 ms mel hop)"),
+                                                  ("--window", "0.004", "at least 0.01 s")])
+def test_a_hop_or_window_below_the_models_time_step_is_refused_at_once(model_dir, media, tmp_path, flag, value,
+                                                                       minimum, capsys):
+    # before: --hop 1e-9 built windows at ~80 MB/s until memory ran out
+    for where in ([str(media["change"])], ["--data", str(_manifest(tmp_path, media)), "--out", str(tmp_path / "o")]):
+        assert main(["predict", *where, "--timeline", "--model", str(model_dir), flag, value]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{flag} {value.replace('1e-9', '1e-09')} s is below the model's time resolution" \
+            in err[0] and minimum in err[0], err
+        assert not (tmp_path / "o").exists()
+
+
+def _manifest(tmp_path: Path, media: dict[str, Path]) -> Path:
+    path = tmp_path / "one.csv"
+    path.write_text(f"id,path\na,{media['change']}\n")
+    return path
+
+
+def test_a_window_longer_than_the_file_is_clipped_to_it_with_a_note(fake, media):
+    doc = timeline_file(fake, media["change"], window=3000.0).to_json()  # before: 3093 clips for a 6 s file
+    assert len(doc["timeline"]) == 1 and math.isclose(doc["window"], doc["duration"], abs_tol=1e-3)
+    assert doc["clips_per_window"] == math.ceil(doc["duration"] / doc["clip_seconds"])
+    assert any(n.startswith("--window 3000 s is longer than the 6.") for n in doc["notes"]), doc["notes"]
+    assert doc["timeline"][0]["label"] in ("c1", "c3")
+
+
+def test_a_hop_longer_than_the_window_says_what_is_not_read(fake, media):
+    doc = timeline_file(fake, media["change"], window=1.0, hop=2.5).to_json()
+    assert [w["start"] for w in doc["timeline"]] == [0.0, 2.5, 5.0]
+    assert "--hop 2.5 s is longer than the 1 s window: 1.50 s after each window but the last is not read" in doc["notes"]
+    assert not any("not read" in n for n in timeline_file(fake, media["change"], window=1.0, hop=1.0).notes)
+
+
+def test_too_many_windows_are_refused_naming_a_hop_that_fits(fake, media, monkeypatch):
+    import avfusion.infer.over_time as over_time
+
+    monkeypatch.setattr(over_time, "MAX_WINDOWS", 5)
+    with pytest.raises(ConfigError, match=r"makes 12 windows \(at most 5\): use --hop ([0-9.]+) or more") as e:
+        timeline_file(fake, media["change"], window=0.5, hop=0.5)
+    hop = float(str(e.value).split("use --hop ")[1].split()[0])
+    assert len(timeline_file(fake, media["change"], window=0.5, hop=hop).windows) <= 5
+
+
+def test_a_long_window_is_scored_by_at_most_max_clips(fake, media, monkeypatch):
+    import avfusion.infer.over_time as over_time
+
+    monkeypatch.setattr(over_time, "MAX_CLIPS_PER_WINDOW", 2)
+    doc = timeline_file(fake, media["change"], window=4.0, hop=2.0).to_json()
+    assert doc["clips_per_window"] == 2
+    assert any("window is scored by 2 clips" in n and "not all of it is read" in n for n in doc["notes"])
+
+
+def test_audio_lost_to_failed_packets_is_called_lost_not_padding(fake, tmp_path):
+    from helpers.hostile import _corrupt
+
+    from avfusion.infer.predict import predict_file
+
+    path = _corrupt(tmp_path)  # 3 kB of garbage over the middle of a 10 s clip
+    tl = timeline_file(fake, path).to_json()["timeline"]
+    notes = [n for w in tl for n in w["notes"]]
+    assert any("packet(s) failed to decode" in n for n in notes)
+    assert any(n.startswith("audio:") and "lost to the damage" in n for n in notes), notes
+    assert not any("padding" in n for n in notes), notes  # the audio covers the whole file: nothing is padding
+    res = predict_file(fake, path, clips=12)
+    assert any(n.startswith("audio:") and "lost to the damage" in n for n in res["notes"]), res["notes"]
+    assert not any("padding" in n for n in res["notes"])
+    assert res["coverage"]["audio"]["lost_samples"] > 0 and res["coverage"]["audio"]["padded_samples"] == 0

@@ -55,3 +55,43 @@ def test_values_are_typed_and_bad_keys_and_values_are_named():
         build(_Outer, {}, ["inner.lr=abc"])
     with pytest.raises(ConfigError, match=re.escape("config key 'steps' expects int, got 2.5 (float)")):
         build(_Outer, {"steps": 2.5})
+
+
+def _bomb(levels: int = 9) -> str:
+    """The billion-laughs document: each level lists the previous one 9 times (9**9 strings from 400 bytes)."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_with_little_memory(tmp_path, capsys):
+    import time
+    import tracemalloc
+
+    from avfusion.cli import main
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_bomb())
+    assert len(path.read_bytes()) < 800
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        rc = main(["train", str(path)])  # before: 44-73 s and 0.6-0.9 GB before a refusal
+    finally:
+        seconds = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "bomb.yaml" in err[0] and "expand to more than 100000 values" in err[0], err
+    assert seconds < 2.0 and peak < 20 * 2**20, (seconds, peak)
+    with pytest.raises(ConfigError, match="override 'x=.*expand to more than"):
+        build(TrainConfig, {}, ["x=" + "{" + _bomb(8).replace("\n", ", ") + "}"])
+
+
+def test_yaml_anchors_that_expand_modestly_still_work_and_a_recursive_one_is_refused(tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text("optim: &o {lr: 0.5}\nbase: &b [1, 2]\nagain: *b\n")
+    assert load_yaml(path) == {"optim": {"lr": 0.5}, "base": [1, 2], "again": [1, 2]}
+    path.write_text("a: &a [1, *a]\n")
+    with pytest.raises(ConfigError, match="recursive alias"):
+        load_yaml(path)

@@ -22,21 +22,22 @@ from avfusion.cli._common import parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    from avfusion.infer.export import ATTN_PATHS, FORMATS, INPUT_SETS
+    from avfusion.infer.export import ATTN_PATHS, FORMATS, INPUT_SETS, export_format
 
     p = argparse.ArgumentParser(prog="avfusion export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="an avfusion model directory, a released model's name (avfusion "
                                                   "models --pretrained; downloaded and cached once) or hf-hub:ORG/NAME")
     p.add_argument("--out", required=True, help="the file to write (.pt2 or .onnx)")
-    p.add_argument("--format", choices=FORMATS, help="default: from --out's suffix (.onnx: onnx, else pt2)")
+    p.add_argument("--format", choices=FORMATS, help="default: from --out's suffix, any case (.onnx: onnx, else pt2); "
+                                                     "a suffix of the other format is refused")
     p.add_argument("--inputs", choices=list(INPUT_SETS), help="the modalities the file takes (default: the model's)")
     p.add_argument("--attn", choices=ATTN_PATHS, default="split",
                    help="attention path traced into the file (default split; flex does not export)")
     p.add_argument("--check", action="store_true", help="compare the file with the eager model (max abs error)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parse_args(p, argv)
-    fmt = args.format or ("onnx" if args.out.endswith(".onnx") else "pt2")
+    fmt = export_format(args.out, args.format)  # --out model.ONNX is onnx; --format pt2 --out x.onnx is refused
     from avfusion.infer.export import check_export, export_model, resolve_inputs
     from avfusion.models.pretrained import load_pretrained
     from avfusion.zoo import resolve_model

@@ -18,7 +18,9 @@ answers its part of the rows and rank 0 writes OUT. See docs/evaluation.md.
 
 --timeline answers every window of the whole file instead: windows of --window seconds (default:
 the model's clip length) every --hop seconds (default: half a window), times from the file's
-start; one decode per --batch-size windows, so memory stays bounded on an hour-long video.
+start; one decode per --batch-size windows, so memory stays bounded on an hour-long video. A --hop
+or --window below the model's time step (10 ms with audio) is refused, a window longer than the
+file is the file, and what a request became is noted (docs/evaluation.md "Bounds").
 Printed as a table, or with --json one object per file: {"file", "window", "hop", "notes",
 "timeline": [{"start", "end", "label", "score", "outputs": {name: top-k}, "notes"}, ...]}.
 --plot FILE.png | FILE.html draws per-output scores of the top classes over time (one video).
@@ -208,9 +210,10 @@ def _device(requested: str | None) -> str:
 
 
 def timeline_main(args: argparse.Namespace, model_dir: Path) -> int:
-    from avfusion.infer.over_time import describe, plot_timeline, timeline_file
+    from avfusion.infer.over_time import check_window, describe, plot_timeline, timeline_file
 
     model = load_for_inference(model_dir, _device(args.device), args)
+    check_window(model.cfg, args.window, args.hop)  # once, before the files (exit 2)
     status = 0
     for video in args.videos:
         try:

@@ -189,8 +189,9 @@ def judge(tl: Timeline, modality: str, read: StreamRead, window: tuple[float, fl
     """Compare what decoding one stream over ``window`` found with the stream's own span.
 
     ``positions`` (video): the requested frame times; audio: ``rate`` samples per second over
-    the window. Positions outside the stream's span are expected padding; positions inside it
-    that were not decoded, beyond the tolerance, are damage (truncation or failed packets).
+    the window (``read`` then describes this window). Positions outside the stream's span are
+    expected padding; positions inside it that were not decoded, beyond the tolerance, are damage
+    (truncation or failed packets) and count as ``missing`` (lost), never as padding.
     """
     span = tl.video if modality == "video" else tl.audio
     v = Verdict()
@@ -216,6 +217,8 @@ def judge(tl: Timeline, modality: str, read: StreamRead, window: tuple[float, fl
             lost_s = span.overlap(w0, w1)
         v.padded[modality] = max(0, read.requested - n_inside)
         v.missing[modality] = int(round(lost_s * rate))
+        if read.errors:  # the holes failed packets left inside the span (filled with silence) are lost, not padding
+            v.missing[modality] = max(v.missing[modality], n_inside - read.real)
     rel = tl.origin
     failed = f"{read.errors} {modality} packet(s) failed to decode" if read.errors else ""
     if v.missing[modality] and read.first is None:

@@ -103,9 +103,8 @@ def save_projectors(directory: str | os.PathLike, head: nn.Module, spec: dict[st
 def load_projectors(directory: str | os.PathLike, num_features: int) -> dict[str, nn.Module] | None:
     """The projectors a pretraining run kept in ``directory`` (output name -> Projector, eval
     mode), or None when it has none. Projectors for features of another width are an InputError."""
-    from safetensors.torch import load_file
-
     from avfusion.heads.projector import Projector
+    from avfusion.models.pretrained import read_safetensors
 
     directory = Path(directory)
     weights, config = directory / PROJECTORS_WEIGHTS, directory / PROJECTORS_CONFIG
@@ -120,7 +119,7 @@ def load_projectors(directory: str | os.PathLike, num_features: int) -> dict[str
     if dim != num_features:
         raise InputError(f"{config}: projectors for {dim}-wide features, but the model's are {num_features} wide "
                          "(they belong to another model)")
-    state = load_file(str(weights))
+    state = read_safetensors(weights)  # damaged: one line naming the file and what is wrong
     projectors: dict[str, nn.Module] = {}
     for name in outputs:
         p = Projector(dim, out_dim, hidden)

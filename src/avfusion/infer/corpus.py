@@ -1,5 +1,13 @@
-"""Batch inference over a corpus: the machinery behind ``avfusion predict --data`` and
-``avfusion embed`` (every row of a source, resumable, split over torchrun ranks).
+"""Batch inference over a corpus: the one resumable runner behind ``avfusion predict --data``,
+``avfusion embed`` and ``predict --timeline --data`` (every row of a source, resumable, split over
+torchrun ranks).
+
+The runner (:func:`run_corpus`) owns the run record, the lock, resume, the split over ranks, the
+progress bar and the merge; a :class:`CorpusJob` says what is computed and written for each row:
+its ``settings`` (recorded), its part writer (``make_parts``: JSON lines, npz chunks) and either
+``per_row``, a hook that computes one manifest row's answer itself (the timeline of the row's
+file), or nothing, and then the runner decodes each row's clips and runs the model on batches of
+rows (predict, embed).
 
 Rows. A source (avfusion.data.sources) is a manifest or prepared shards. Manifest rows are decoded
 from their files (their ``start`` / ``end`` segment), shard samples from what prepare stored. As in
@@ -49,10 +57,10 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from avfusion.data.clips import ClipConfig, ClipProcessor, Segment
 from avfusion.data.datasets import VideoDataset, worker_init
-from avfusion.data.manifest import Row, check_manifest
+from avfusion.data.manifest import Row, check_manifest, split_missing
 from avfusion.data.shards import ShardDataset, ShardSegment
 from avfusion.data.sources import URL_PREFIXES, Source, resolve
-from avfusion.errors import ConfigError, InputError, RunError
+from avfusion.errors import ConfigError, InputError, RunError, UserError
 from avfusion.utils.output import json_safe
 from avfusion.infer.predict import answer, segment_streams, usable_modalities
 from avfusion.utils.distributed import DistInfo, barrier, gather_objects, shard_indices
@@ -90,6 +98,7 @@ class RowResult:
     scores: dict[str, torch.Tensor] = field(default_factory=dict)  # output -> (C,) logits, mean over clips
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # output -> (D,) features, mean over clips
     notes: list[str] = field(default_factory=list)  # ModelOutput.notes of the row's forward pass
+    answer: dict[str, Any] = field(default_factory=dict)  # a per-row hook's output fields (CorpusJob.per_row)
 
 
 def manifest_order(line: int) -> str:
@@ -410,45 +419,70 @@ def _final_group(info: DistInfo) -> Any:
     return dist.new_group(backend="gloo", timeout=FINAL_WAIT)
 
 
-def run_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, out: str | os.PathLike,
-               make_parts: Callable[[Path, int], Parts], settings: dict[str, Any], clips: int = 4,
-               batch_size: int = 8, workers: int = 0, info: DistInfo = DistInfo(),
-               progress: bool = False) -> CorpusSummary:
-    """Run ``model`` on every row of ``source`` not yet finished in ``OUT.parts``, then (rank 0)
-    merge into ``out``; see the module docstring. ``make_parts(folder, rank)`` makes the rank's
-    part writer; ``settings`` (with the command's name) are recorded and must match on resume."""
+RowHook = Callable[[Row], dict[str, Any]]
+"""Computes one manifest row's answer (the fields of its output line) from the row itself; raises
+UserError or OSError for a row that cannot be used (the runner writes it as that row's error)."""
+
+
+@dataclass(frozen=True)
+class CorpusJob:
+    """What a corpus run computes and writes for each row (the runner does the rest).
+
+    ``settings`` are recorded with the run (with the command's name) and must match on resume;
+    ``make_parts(folder, rank)`` makes the rank's part writer; ``per_row``, when given, computes
+    each manifest row's answer itself (a timeline); without it each row's ``clips`` clips are
+    decoded (``workers`` loader processes) and the model runs on ``batch_size`` rows at a time."""
+
+    settings: dict[str, Any]
+    make_parts: Callable[[Path, int], Parts]
+    per_row: RowHook | None = None
+    clips: int = 4
+    batch_size: int = 8
+    workers: int = 0
+
+
+def run_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, out: str | os.PathLike, job: CorpusJob,
+               info: DistInfo = DistInfo(), progress: bool = False) -> CorpusSummary:
+    """Compute ``job`` for every row of ``source`` not yet finished in ``OUT.parts``, then (rank 0)
+    merge into ``out``; see the module docstring. ``model`` is what the run record names (its
+    config and weights), and what runs on the decoded clips when ``job`` has no ``per_row``."""
     out = Path(out)
     src = source if isinstance(source, Source) else resolve(source)
-    clip_cfg = ClipConfig.from_model(model.cfg, eval_clips=clips, eval_crops=1)
+    if job.per_row is not None and src.manifest is None:
+        raise ConfigError(f"{src.spec}: {job.settings.get('command', 'this run')} needs the media files (a manifest); "
+                          "shards hold prepared clips")
     rows, static = read_rows(src.manifest) if src.manifest is not None else ([], not_prepared(src))
     group = _final_group(info)  # every rank creates it, at the same point
     record: dict[str, Any] = {}
     lock = None
     if info.is_main:
-        record = {"settings": settings, "model": model_fingerprint(model), "source": source_fingerprint(src)}
+        record = {"settings": job.settings, "model": model_fingerprint(model), "source": source_fingerprint(src)}
         _, lock = claim(out, record)
     barrier(info)  # no rank starts before rank 0 has checked and recorded the run: all read its verdict
     try:
         rec = _read_record(record_path(out)) or {}
         if rec.get("complete") and out.exists():
             return CorpusSummary(out, rec.get("rows", 0), rec.get("errors", 0), already_complete=True)
-        parts = make_parts(parts_dir(out), info.rank)
+        parts = job.make_parts(parts_dir(out), info.rank)
         done = parts.done()
+        total: int | None = None
         if src.manifest is not None:
-            mine = [rows[i] for i in shard_indices(len(rows), info, pad=False) if rows[i].id not in done]
-            dataset: Any = ManifestRows(mine, clip_cfg)
-            missing = [RowResult(r.id, manifest_order(r.line), r.path,
-                                 error=f"row {r.id!r} (line {r.line}): file not found [{r.path}]")
-                       for r in dataset.missing]
-            total: int | None = len(mine)
+            mine, missing = split_missing([rows[i] for i in shard_indices(len(rows), info, pad=False)
+                                           if rows[i].id not in done])
+            results: Iterable[RowResult] = [RowResult(r.id, manifest_order(r.line), r.path,
+                                                      error=f"row {r.id!r} (line {r.line}): file not found [{r.path}]")
+                                            for r in missing]
+            total = len(mine) + len(missing)
+            if job.per_row is not None:
+                results = itertools.chain(results, (_hook_row(job.per_row, r) for r in mine))
+            else:
+                results = itertools.chain(results, run_rows(model, _loader(ManifestRows(mine, _clips(model, job)), job)))
         else:
-            dataset, missing, total = ShardRows(src, clip_cfg, info, done), [], None
-        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=_as_list, num_workers=workers,
-                            worker_init_fn=worker_init if workers else None)
+            results = run_rows(model, _loader(ShardRows(src, _clips(model, job), info, done), job))
         bar = _progress(progress and info.is_main, total)
         computed = 0
         try:
-            for result in itertools.chain(missing, run_rows(model, loader)):
+            for result in results:
                 parts.add(result)
                 computed += 1
                 if bar is not None:
@@ -457,17 +491,36 @@ def run_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, out: 
             parts.close()
             if bar is not None:
                 bar.close()
-        return finish_run(parts, out, static, record, computed, len(done), info, group)
+        return _finish(parts, out, static, record, computed, len(done), info, group)
     finally:
         if lock is not None:
             lock.close()
 
 
-def finish_run(parts: Parts, out: Path, static: Any, record: dict[str, Any], computed: int, resumed: int,
-               info: DistInfo, group: Any) -> CorpusSummary:
-    """The end of a corpus run (predict, embed, timeline), once every rank's part is closed: wait
-    for all ranks, count what they computed, and on the main rank merge the parts into ``out``,
-    mark the run record complete and remove the parts folder (the lock file goes with it)."""
+def _clips(model: torch.nn.Module, job: CorpusJob) -> ClipConfig:
+    return ClipConfig.from_model(model.cfg, eval_clips=job.clips, eval_crops=1)
+
+
+def _loader(dataset: Any, job: CorpusJob) -> DataLoader:
+    return DataLoader(dataset, batch_size=job.batch_size, collate_fn=_as_list, num_workers=job.workers,
+                      worker_init_fn=worker_init if job.workers else None)
+
+
+def _hook_row(hook: RowHook, row: Row) -> RowResult:
+    """A per-row hook's answer for ``row``, or the error that names the row, its line and file."""
+    where = (row.id, manifest_order(row.line), row.path)
+    try:
+        return RowResult(*where, answer=hook(row))
+    except (UserError, OSError) as e:
+        why = str(e).replace(f"{row.path}: ", "")
+        return RowResult(*where, error=f"row {row.id!r} (line {row.line}): {why} [{row.path}]")
+
+
+def _finish(parts: Parts, out: Path, static: Any, record: dict[str, Any], computed: int, resumed: int,
+            info: DistInfo, group: Any) -> CorpusSummary:
+    """The end of a corpus run, once every rank's part is closed: wait for all ranks, count what
+    they computed, and on the main rank merge the parts into ``out``, mark the run record complete
+    and remove the parts folder (the lock file goes with it)."""
     if group is not None:
         torch.distributed.barrier(group=group)
     counts = gather_objects(computed, info)
@@ -482,12 +535,24 @@ def finish_run(parts: Parts, out: Path, static: Any, record: dict[str, Any], com
 # -- predict: JSON lines -----------------------------------------------------------------------
 
 
-def predict_line(result: RowResult, cfg: Any, top_k: int) -> dict[str, Any]:
-    """One output line: id, path (manifest rows), and either the prediction (flags, top labels per
-    output, notes, coverage: eval.predict.answer, as single-file predict) or ``error``."""
+def _head(result: RowResult) -> dict[str, Any]:
     head: dict[str, Any] = {"id": result.id or None}
     if result.path:
         head["path"] = result.path
+    return head
+
+
+def result_line(result: RowResult) -> dict[str, Any]:
+    """A per-row hook's output line: id, path (manifest rows), and the hook's fields or ``error``."""
+    if result.error is not None:
+        return {**_head(result), "error": result.error}
+    return json_safe({**_head(result), **result.answer})
+
+
+def predict_line(result: RowResult, cfg: Any, top_k: int) -> dict[str, Any]:
+    """One output line: id, path (manifest rows), and either the prediction (flags, top labels per
+    output, notes, coverage: eval.predict.answer, as single-file predict) or ``error``."""
+    head = _head(result)
     if result.error is not None:
         return {**head, "error": result.error}
     name = Path(result.path).name if result.path else result.id
@@ -522,13 +587,14 @@ def _drop_torn_tail(path: Path) -> None:
 
 
 class JsonlParts:
-    """Predict's parts: ``rank-RRR.jsonl`` per rank, one ``ORDER<TAB>JSON`` line per row, flushed as
-    it is written (a kill loses at most the line being written, which the rerun drops)."""
+    """JSON-lines parts (predict, timelines): ``rank-RRR.jsonl`` per rank, one ``ORDER<TAB>JSON``
+    line per row (``line(result)``), flushed as it is written (a kill loses at most the line being
+    written, which the rerun drops)."""
 
     PATTERN = "rank-*.jsonl"
 
-    def __init__(self, folder: Path, rank: int, cfg: Any, top_k: int) -> None:
-        self.folder, self.path, self.cfg, self.top_k = folder, folder / f"rank-{rank:03d}.jsonl", cfg, top_k
+    def __init__(self, folder: Path, rank: int, line: Callable[[RowResult], dict[str, Any]] = result_line) -> None:
+        self.folder, self.path, self.line = folder, folder / f"rank-{rank:03d}.jsonl", line
         self.file: IO[str] | None = None
 
     def _entries(self) -> Iterator[tuple[str, str, bool, int, int, int]]:
@@ -554,7 +620,7 @@ class JsonlParts:
             if self.path.exists():
                 _drop_torn_tail(self.path)
             self.file = open(self.path, "a", encoding="utf-8")
-        line = json.dumps(predict_line(result, self.cfg, self.top_k), allow_nan=False)
+        line = json.dumps(self.line(result), allow_nan=False)
         self.file.write(f"{result.order}\t{line}\n")
         self.file.flush()  # in the kernel's hands: a killed process loses nothing written
 
@@ -578,7 +644,7 @@ class JsonlParts:
             errors += is_error
             lines.append((order, (k, offset, length)))
         for r in static:
-            lines.append((r.order, json.dumps(predict_line(r, self.cfg, self.top_k), allow_nan=False)))
+            lines.append((r.order, json.dumps(self.line(r), allow_nan=False)))
             errors += 1
         lines.sort(key=lambda x: x[0])
         files = [open(p, "rb") for p in self._files()]
@@ -607,11 +673,12 @@ def predict_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, o
     """Top labels per output for every row of ``source``, one JSON line per row in ``out``
     (``predict_line``); resumable and torchrun-aware (see the module docstring)."""
     cfg = model.cfg
-    return run_corpus(model, source, out, lambda folder, rank: JsonlParts(folder, rank, cfg, top_k),
-                      {"command": "predict", "clips": clips, "top_k": top_k, **record_settings(model)}, clips,
-                      batch_size, workers, info, progress)
+    job = CorpusJob({"command": "predict", "clips": clips, "top_k": top_k, **record_settings(model)},
+                    lambda folder, rank: JsonlParts(folder, rank, lambda r: predict_line(r, cfg, top_k)),
+                    clips=clips, batch_size=batch_size, workers=workers)
+    return run_corpus(model, source, out, job, info, progress)
 
 
-__all__ = ["RowResult", "CorpusSummary", "ManifestRows", "ShardRows", "JsonlParts", "Parts", "read_rows",
-           "run_rows", "run_corpus", "finish_run", "predict_corpus", "predict_line", "claim", "record_settings",
-           "source_fingerprint", "record_path", "parts_dir"]
+__all__ = ["RowResult", "CorpusSummary", "CorpusJob", "RowHook", "ManifestRows", "ShardRows", "JsonlParts", "Parts",
+           "read_rows", "run_rows", "run_corpus", "predict_corpus", "predict_line", "result_line", "claim",
+           "record_settings", "source_fingerprint", "record_path", "parts_dir", "manifest_order"]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from avfusion.data.sources import Source
-from avfusion.infer.corpus import CorpusSummary, RowResult, record_settings, run_corpus
+from avfusion.infer.corpus import CorpusJob, CorpusSummary, RowResult, record_settings, run_corpus
 from avfusion.infer.fast import unwrap
 from avfusion.utils.distributed import DistInfo
 from avfusion.utils.files import atomic_file
@@ -154,8 +154,10 @@ def embed_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, out
     """Embeddings of every row of ``source`` into ``out`` (an .npz; see the module docstring);
     resumable and torchrun-aware (avfusion.infer.corpus)."""
     dims = feature_dims(model)
-    return run_corpus(model, source, out, lambda folder, rank: NpzParts(folder, rank, dims, chunk_size),
-                      {"command": "embed", "clips": clips, **record_settings(model)}, clips, batch_size, workers, info, progress)
+    job = CorpusJob({"command": "embed", "clips": clips, **record_settings(model)},
+                    lambda folder, rank: NpzParts(folder, rank, dims, chunk_size), clips=clips, batch_size=batch_size,
+                    workers=workers)
+    return run_corpus(model, source, out, job, info, progress)
 
 
 __all__ = ["embed_corpus", "feature_dims", "NpzParts"]

@@ -72,6 +72,24 @@ def example_inputs_order(inputs: tuple[str, ...]) -> list[str]:
     return [m for m in ("video", "audio") if m in inputs]
 
 
+SUFFIXES = {".pt2": "pt2", ".onnx": "onnx"}
+
+
+def export_format(out: str | os.PathLike, fmt: str | None) -> str:
+    """The format to write ``out`` in: ``fmt``, or its suffix (any case; neither: pt2). A suffix of
+    the other format (``--format pt2 --out x.onnx``) is refused: the file would lie about itself."""
+    suffix = Path(out).suffix.lower()
+    implied = SUFFIXES.get(suffix)
+    if fmt is None:
+        return implied or "pt2"
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")
+    if implied is not None and implied != fmt:
+        raise ConfigError(f"--out {out} names a {implied} file but --format is {fmt}: name it "
+                          f"{Path(out).with_suffix('.' + fmt).name} or drop --format")
+    return fmt
+
+
 def resolve_inputs(model_modalities: tuple[str, ...], which: str | None) -> tuple[str, ...]:
     """``av`` / ``audio`` / ``video`` (None: every modality the model takes) -> modalities, or a ConfigError."""
     if which is None:
@@ -234,5 +252,5 @@ def read_metadata(path: str | os.PathLike, fmt: str) -> dict[str, Any]:
     return json.loads(props["avfusion"])
 
 
-__all__ = ["FORMATS", "INPUT_SETS", "ATTN_PATHS", "TOLERANCE", "Exportable", "ExportResult", "export_model",
+__all__ = ["FORMATS", "INPUT_SETS", "SUFFIXES", "export_format", "ATTN_PATHS", "TOLERANCE", "Exportable", "ExportResult", "export_model",
            "check_export", "run_file", "read_metadata", "resolve_inputs", "trace", "example_inputs"]

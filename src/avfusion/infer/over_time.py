@@ -8,6 +8,12 @@ longer than a window is one window. Times count from the file's origin (data/tim
 player shows as 0:00; a file whose streams start at 5 s has its first window at 0), as manifests
 count them.
 
+Bounds. A window or hop below the model's time step (``time_step``: the audio's mel hop, or a
+video-only model's frame step) is refused (ConfigError, naming the minimum), and so is a file that
+would take more than ``MAX_WINDOWS`` windows; a window longer than the span is the span (clips
+counted from it, a note), a window needing more than ``MAX_CLIPS_PER_WINDOW`` clips gets that many
+spread over it (a note), and a hop longer than the window leaves gaps that a note names.
+
 Clips. A window is scored by ``ceil(window / clip)`` model clips spread over it (one for the
 default window), centre crop, their logits averaged; a window shorter than a clip is scored by
 one clip centred on it, which reads the file around the window (context), as a short manifest
@@ -23,7 +29,8 @@ re-read the overlap of their neighbouring windows.
 Notes. Facts about the file (a stream it lacks, a non-zero start, streams of unequal length, a
 rotation, truncation, the model's missing-modality path) are said once, in the file's
 ``notes``. Each window's ``notes`` say what is true of that window only: how much of what its
-clips read is padding (past a stream's end) or lost to damage, and the damage found there; a
+clips read is padding (outside a stream's span) or lost to damage (inside it but not decoded:
+past a truncation, the audio holes of failed packets), and the damage found there; a
 window where a stream the file has gave nothing runs on the other modality and says so.
 Packets that fail to decode are noted on the window holding the first failed packet of its chunk.
 """
@@ -33,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import io
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -45,15 +51,21 @@ import torch
 
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, clip_centres
 from avfusion.data.timeline import StreamRead, judge
-from avfusion.errors import ConfigError, InputError, UserError
-from avfusion.infer import corpus as C
+from avfusion.data.manifest import Row
+from avfusion.data.sources import Source
+from avfusion.errors import ConfigError, InputError
+from avfusion.infer.corpus import CorpusJob, CorpusSummary, JsonlParts, record_settings, run_corpus
 from avfusion.infer.fast import inference_settings
-from avfusion.models.pretrained import model_fingerprint
+from avfusion.utils.distributed import DistInfo
 from avfusion.utils.output import json_safe
 from avfusion.infer.predict import coverage, missing_stream_notes, probabilities, segment_streams, top_labels
-from avfusion.core.config import MODALITIES
+from avfusion.core.config import MODALITIES, ModelConfig
 
 PLOT_CLASSES = 4  # classes drawn in the picture (the main output's most frequent top labels)
+# Bounds that keep a timeline's memory bounded whatever --window / --hop ask for: a file's result
+# rows (5-20 kB a window) and one chunk's clips (--batch-size windows x clips per window).
+MAX_WINDOWS = 20_000  # a 2.7-hour file at the tiny models' 0.49 s hop; 22 hours of MBT-B at 4 s
+MAX_CLIPS_PER_WINDOW = 16  # a longer window is scored by this many clips spread over it
 
 
 def window_spans(start: float, end: float, window: float, hop: float) -> list[tuple[float, float]]:
@@ -110,13 +122,33 @@ def _clip_seconds(cfg: ClipConfig, modalities: Sequence[str]) -> float:
     return max(cfg.video_seconds if "video" in modalities else 0.0, cfg.audio_seconds if "audio" in modalities else 0.0)
 
 
+def time_step(cfg: ModelConfig) -> tuple[float, str]:
+    """The finest time step the model's inputs resolve, and what it is: the audio's mel hop, or
+    (a video-only model) the time between the frames it samples. Windows or hops shorter than it
+    give the model the same input over and over."""
+    p = cfg.preprocess
+    if "audio" in cfg.modalities:
+        return p.frame_shift_ms / 1000, f"the audio's {p.frame_shift_ms:g} ms mel hop"
+    return p.frame_stride / p.fps, f"the video's frame step ({p.frame_stride} frames at {p.fps:g} fps)"
+
+
+def check_window(cfg: ModelConfig, window: float | None, hop: float | None) -> None:
+    """Refuse a --window or --hop below the model's time step (ConfigError naming the minimum)."""
+    step, what = time_step(cfg)
+    for flag, value in (("--window", window), ("--hop", hop)):
+        if value is not None and value < step - 1e-12:
+            raise ConfigError(f"{flag} {value:g} s is below the model's time resolution: at least {step:g} s ({what})")
+
+
 @torch.no_grad()
 def timeline_file(model: torch.nn.Module, path: str | os.PathLike, window: float | None = None,
                   hop: float | None = None, top_k: int = 5, batch_size: int = 8, start: float | None = None,
                   end: float | None = None) -> FileTimeline:
     """The timeline of one file (or of its ``start`` .. ``end`` segment, seconds from the origin);
-    see the module docstring. A file with nothing the model can use raises InputError."""
+    see the module docstring. A file with nothing the model can use raises InputError; a window
+    or hop below the model's time step, or one giving more than MAX_WINDOWS windows, ConfigError."""
     cfg = model.cfg
+    check_window(cfg, window, hop)
     clip_cfg = ClipConfig.from_model(cfg, eval_clips=1, eval_crops=1)
     seg = FileSegment(str(path), start, end, clip_cfg)
     tl = seg.timeline
@@ -125,9 +157,28 @@ def timeline_file(model: torch.nn.Module, path: str | os.PathLike, window: float
         raise InputError(f"{path}: no {' or '.join(cfg.modalities)} stream for this model "
                          f"(the file has only {', '.join(tl.spans)})")
     clip = _clip_seconds(clip_cfg, used)
+    asked = window
     window = window or clip
     hop = hop or window / 2
+    length = seg.end - seg.start
+    bounds: list[str] = []  # what the requested window and hop became, for the file's notes
+    if window > length + 1e-9:  # one window, of the span: clips are counted from it, not from the request
+        if asked is not None:
+            bounds.append(f"--window {asked:g} s is longer than the {length:.2f} s to cover: one window of "
+                          f"{length:.2f} s")
+        window = length
+    count = 1 if length <= window + 1e-9 else math.ceil((length - window) / hop - 1e-9) + 1
+    if count > MAX_WINDOWS:  # refused before any window is made
+        raise ConfigError(f"--hop {hop:g} s over {length:.2f} s makes {count} windows (at most {MAX_WINDOWS}): use "
+                          f"--hop {math.ceil((length - window) / (MAX_WINDOWS - 1) * 1000) / 1000:g} or more")
+    if count > 1 and hop > window + 1e-9:
+        bounds.append(f"--hop {hop:g} s is longer than the {window:g} s window: {hop - window:.2f} s after each "
+                      "window but the last is not read")
     per_window = max(1, math.ceil(window / clip - 1e-9))
+    if per_window > MAX_CLIPS_PER_WINDOW:
+        bounds.append(f"each {window:.2f} s window is scored by {MAX_CLIPS_PER_WINDOW} clips of {clip:.2f} s spread "
+                      f"over it (not all of it is read)")
+        per_window = MAX_CLIPS_PER_WINDOW
     windows = [_Window(s, e, clip_centres(s, e, clip, per_window)) for s, e in window_spans(seg.start, seg.end,
                                                                                              window, hop)]
     name = Path(path).name
@@ -136,7 +187,7 @@ def timeline_file(model: torch.nn.Module, path: str | os.PathLike, window: float
     result = FileTimeline(str(path), cfg.name, window, hop, clip, per_window,
                           (seg.start - tl.origin, seg.end - tl.origin), tl.duration, seg.has_audio, seg.has_video,
                           names, inference=inference_settings(model))
-    file_notes = tl.stream_notes()
+    file_notes = bounds + tl.stream_notes()
     if tl.truncation():
         file_notes.append(tl.truncation())  # type: ignore[arg-type]
     model_notes: list[str] = []
@@ -211,7 +262,13 @@ def _decode_chunk(seg: FileSegment, cfg: ClipConfig, proc: ClipProcessor, chunk:
             valid = 0 if d.audio_real is None else sum(int(d.audio_real[o:o + n_samples].sum()) for o in mine)
             a0, a1 = spans[j * k][0], spans[(j + 1) * k - 1][1]
             v = judge(tl, "audio", reads[j], (a0, a1), rate=sr)
-            _account(acc, "audio", k * n_samples, valid, v.missing["audio"], v.errors, d.audio is not None)
+            lost = v.missing["audio"]
+            if d.audio_read.errors and tl.audio is not None:
+                # Failed packets anywhere in the chunk leave holes (silence, not real) inside the
+                # stream's span: this window's share of them is lost data, not padding.
+                inside = sum(int(round(tl.audio.overlap(*spans[i]) * sr)) for i in range(j * k, (j + 1) * k))
+                lost = max(lost, inside - valid)
+            _account(acc, "audio", k * n_samples, valid, lost, v.errors, d.audio is not None)
         if d.audio is not None:
             wav = np.stack([_take(d.audio, o, n_samples) for o in offs])
             sample["audio"] = proc.audio_views(torch.from_numpy(np.ascontiguousarray(wav)))  # (K, T_a, F)
@@ -415,75 +472,25 @@ over {result.span[0]:.2f}-{result.span[1]:.2f} s</p>
 # -- a corpus: one JSON line per file ---------------------------------------------------------------
 
 
-def timeline_corpus(model: torch.nn.Module, source: Any, out: str | os.PathLike, window: float | None = None,
-                    hop: float | None = None, top_k: int = 5, batch_size: int = 8, info: Any = None,
-                    progress: bool = False) -> Any:
+def timeline_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, out: str | os.PathLike,
+                    window: float | None = None, hop: float | None = None, top_k: int = 5, batch_size: int = 8,
+                    info: DistInfo = DistInfo(), progress: bool = False) -> CorpusSummary:
     """Every manifest row's timeline (its ``start`` / ``end`` segment, or the whole file), one
     JSON line per row in ``out``: ``{"id", "path", ...}`` as :meth:`FileTimeline.to_json`
     without ``file``, or ``{"id", "path", "error"}``. Resumable and torchrun-aware like
-    ``predict --data`` (avfusion.infer.corpus: the same record, parts, lock and merge)."""
-    from avfusion.data.sources import Source, resolve
-    from avfusion.utils.distributed import DistInfo, barrier, shard_indices
+    ``predict --data``: the same runner (avfusion.infer.corpus.run_corpus), with the row's
+    timeline as its per-row hook."""
+    check_window(model.cfg, window, hop)  # once, not as an error on every row
 
-    info = info or DistInfo()
-    out = Path(out)
-    src = source if isinstance(source, Source) else resolve(source)
-    if src.manifest is None:
-        raise ConfigError(f"{src.spec}: a timeline needs the media files (a manifest); shards hold prepared clips")
-    rows, static = C.read_rows(src.manifest)
-    settings = {"command": "predict --timeline", "window": window, "hop": hop, "top_k": top_k,
-                **C.record_settings(model)}
-    group = C._final_group(info)  # noqa: SLF001 - the corpus machinery's own helpers, shared
-    lock = None
-    record: dict[str, Any] = {}
-    if info.is_main:
-        record = {"settings": settings, "model": model_fingerprint(model), "source": C.source_fingerprint(src)}
-        _, lock = C.claim(out, record)
-    barrier(info)
-    try:
-        rec = C._read_record(C.record_path(out)) or {}  # noqa: SLF001
-        if rec.get("complete") and out.exists():
-            return C.CorpusSummary(out, rec.get("rows", 0), rec.get("errors", 0), already_complete=True)
-        parts = _TimelineParts(C.parts_dir(out), info.rank, model.cfg, top_k)
-        done = parts.done()
-        mine = [rows[i] for i in shard_indices(len(rows), info, pad=False) if rows[i].id not in done]
-        bar = C._progress(progress and info.is_main, len(mine))  # noqa: SLF001
-        try:
-            for row in mine:
-                head = {"id": row.id, "path": row.path}
-                try:
-                    if not os.path.exists(row.path):
-                        raise FileNotFoundError("file not found")
-                    tl = timeline_file(model, row.path, window, hop, top_k, batch_size, row.start, row.end)
-                    line = {**head, **{k: v for k, v in tl.to_json().items() if k != "file"}}
-                except (UserError, OSError) as e:
-                    why = str(e).replace(f"{row.path}: ", "")
-                    line = {**head, "error": f"row {row.id!r} (line {row.line}): {why} [{row.path}]"}
-                parts.add_line(C.manifest_order(row.line), line)
-                if bar is not None:
-                    bar.update()
-        finally:
-            parts.close()
-            if bar is not None:
-                bar.close()
-        return C.finish_run(parts, out, static, record, len(mine), len(done), info, group)
-    finally:
-        if lock is not None:
-            lock.close()
+    def row_timeline(row: Row) -> dict[str, Any]:
+        tl = timeline_file(model, row.path, window, hop, top_k, batch_size, row.start, row.end)
+        return {k: v for k, v in tl.to_json().items() if k != "file"}
 
-
-class _TimelineParts(C.JsonlParts):
-    """Predict's JSON-lines parts (one rank's file, flushed per line; the same resume and merge),
-    holding timeline lines."""
-
-    def add_line(self, order: str, line: dict[str, Any]) -> None:
-        if self.file is None:
-            if self.path.exists():
-                C._drop_torn_tail(self.path)  # noqa: SLF001
-            self.file = open(self.path, "a", encoding="utf-8")
-        self.file.write(f"{order}\t{json.dumps(json_safe(line), allow_nan=False)}\n")
-        self.file.flush()
+    job = CorpusJob({"command": "predict --timeline", "window": window, "hop": hop, "top_k": top_k,
+                     **record_settings(model)}, JsonlParts, per_row=row_timeline)
+    return run_corpus(model, source, out, job, info, progress)
 
 
 __all__ = ["FileTimeline", "window_spans", "timeline_file", "timeline_corpus", "plot_timeline", "describe",
+           "check_window", "time_step", "MAX_WINDOWS", "MAX_CLIPS_PER_WINDOW",
            "curves", "plot_classes"]

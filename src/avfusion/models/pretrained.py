@@ -3,6 +3,12 @@
 ``config.json`` is ``ModelConfig.to_dict()`` (architecture, classes and preprocessing), so a
 directory is enough to rebuild the model and its input pipeline. Weights are safetensors only:
 nothing here ever unpickles.
+
+A damaged directory is an InputError naming the file and what is wrong with it (one line on the
+command line): weights cut short, a pickle saved under the safetensors name, a config.json that
+is not JSON or not a model config, weights that do not fit the config or hold NaN. Every command
+that takes ``--model DIR`` (predict, eval, embed, export, ``train --init-from``) loads through
+:func:`load_pretrained`, and the contrastive projectors through :func:`read_safetensors`.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from avfusion.errors import InputError
+from avfusion.errors import ConfigError, InputError
 from avfusion.core.base import AVModel
 from avfusion.core.config import ModelConfig
 from avfusion.models.registry import build_model
@@ -48,8 +55,57 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> ModelConfig:
     cfg_path = p / CONFIG_NAME if p.is_dir() else p
     if not cfg_path.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {str(p)!r}: not an avfusion model directory")
-    cfg = ModelConfig.from_dict(json.loads(cfg_path.read_text()))
+    try:
+        d = json.loads(cfg_path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise InputError(f"{str(cfg_path)!r} is not valid JSON ({e}); the model directory is damaged") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{str(cfg_path)!r} holds a {type(d).__name__}, not a model config (a JSON object)")
+    try:
+        cfg = ModelConfig.from_dict(d)
+    except (ConfigError, TypeError, ValueError) as e:  # the user's overrides are checked below, apart
+        raise InputError(f"{str(cfg_path)!r} is not a usable model config: {str(e).splitlines()[0]}") from None
     return cfg.replace(**overrides) if overrides else cfg
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, on the CPU. A file that is not one (cut short, a pickle
+    saved under the name, other bytes) is an InputError naming it and what is wrong."""
+    try:
+        return load_file(str(path), device="cpu")
+    except SafetensorError as e:
+        raise InputError(f"{str(path)!r} {_safetensors_problem(Path(path), e)}") from None
+
+
+# safetensors' header is an 8-byte little-endian length and that much JSON; a longer claimed
+# header (safetensors' own limit is 100 MB) means the file is something else.
+_MAX_HEADER = 100_000_000
+
+
+def _safetensors_problem(path: Path, error: Exception) -> str:
+    """What is wrong with a file safetensors refused, in words (it says only "invalid header")."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip / a bare pickle
+            return ("is a pickle (torch.save), not a safetensors file; avfusion never unpickles weights (load it "
+                    "where you trust it and write it with avfusion.save_pretrained)")
+        if size < 8:
+            return f"is cut short: {size} bytes, not even a safetensors header"
+        n = int.from_bytes(head, "little")
+        if n > _MAX_HEADER:
+            return "is not a safetensors file (its first 8 bytes are no header length)"
+        if 8 + n > size:
+            return f"is cut short: {size} bytes, but its header alone takes {8 + n}"
+        try:
+            header = json.loads(f.read(n))
+            need = 8 + n + max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                               default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return "has a damaged header (not the JSON index of its tensors)"
+    if need > size:
+        return f"is cut short: {size} bytes of the {need} its index of tensors needs"
+    return f"is not a readable safetensors file ({str(error).splitlines()[0][:200]})"
 
 
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu",
@@ -67,7 +123,7 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {str(directory)!r}")
     cfg = load_config(directory, **overrides)
     model = build_model(cfg)
-    state = load_file(str(weights), device="cpu")
+    state = read_safetensors(weights)
     # A model saved from a diverged run would print NaN scores: refuse it, naming the file.
     bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
@@ -76,14 +132,15 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
     own = model.state_dict()
     for name, t in state.items():
         if name in own and own[name].shape != t.shape:
-            raise ValueError(
+            # the fix is other overrides when they changed the shape, else another directory
+            raise (ConfigError if overrides else InputError)(
                 f"{str(weights)!r}: tensor {name!r} has shape {tuple(t.shape)} but the model built "
                 f"from config.json{' with overrides ' + str(overrides) if overrides else ''} expects "
                 f"{tuple(own[name].shape)}"
             )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise InputError(
             f"{str(weights)!r} does not match its config: missing {sorted(missing)}, "
             f"unexpected {sorted(unexpected)}"
         )

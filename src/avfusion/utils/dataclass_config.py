@@ -7,6 +7,10 @@ the float a ``float`` field expects; ``"abc"`` for a float is refused naming the
 
 Every problem is a :class:`~avfusion.errors.ConfigError` (a ``ValueError``) whose one-line message
 names the file, line and column, or the key and the value.
+
+YAML anchors and aliases are allowed, but a document whose aliases would expand it beyond
+``MAX_NODES`` nodes (an "alias bomb": 400 bytes that expand to billions of values) or refer to
+themselves is refused while it is parsed, before anything is built from it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,45 @@ from avfusion.errors import ConfigError
 
 T = TypeVar("T")
 
+# Nodes a config document may expand to, aliases counted at every use: a real config has hundreds.
+MAX_NODES = 100_000
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that measures what the aliases expand to before anything is constructed."""
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """Nodes ``node`` stands for once every alias is expanded (each shared node measured once)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise ConfigError(f"YAML alias at line {node.start_mark.line + 1} refers to a node that contains it "
+                          "(a recursive alias)")
+    open_.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(child, sizes, open_) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, sizes, open_) + _expanded_size(v, sizes, open_) for k, v in node.value)
+    open_.discard(key)
+    if total > MAX_NODES:
+        raise ConfigError(f"YAML aliases at line {node.start_mark.line + 1} expand to more than {MAX_NODES} values "
+                          "(an alias bomb?); write the values out")
+    sizes[key] = total
+    return total
+
+
+def _load(stream: Any) -> Any:
+    return yaml.load(stream, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
+
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     """``["optim.lr=0.1", "model_overrides={fusion_layer: 4}"]`` -> {"optim.lr": 0.1, ...}."""
@@ -33,9 +76,11 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"override {pair!r} is not key=value")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = _load(value)
         except yaml.YAMLError as e:
             raise ConfigError(f"override {pair!r}: the value is not valid YAML ({_yaml_problem(e)})") from None
+        except ConfigError as e:
+            raise ConfigError(f"override {pair!r}: {e}") from None
     return out
 
 
@@ -148,7 +193,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     file that is not a mapping is a ConfigError naming the file (and the line and column)."""
     try:
         with open(path, encoding="utf-8") as f:
-            d = yaml.safe_load(f)
+            d = _load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except OSError as e:
@@ -157,6 +202,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r}: YAML syntax error {_yaml_problem(e)}") from None
+    except ConfigError as e:
+        raise ConfigError(f"config file {str(path)!r}: {e}") from None
     if d is None:
         return {}
     if not isinstance(d, dict):
