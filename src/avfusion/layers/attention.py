@@ -163,6 +163,16 @@ class _KeepsAttention:
     keep: bool
     kept: list[torch.Tensor]
 
+    def _heads(self, dim: int, num_heads: int, attn_drop: float, attn_impl: str) -> None:
+        """The settings both attention modules share (no parameters: their creation order, and so
+        the initialisation's random draws, stay each module's own)."""
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.attn_drop = attn_drop
+        self.attn_impl = check_attn_impl(attn_impl)
+        self.keep, self.kept = False, []  # attention maps: see keep_attention
+
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: TokenMask | None,
                 impl: str, dropout_p: float) -> torch.Tensor:
         if not self.keep:
@@ -208,16 +218,10 @@ class Attention(_KeepsAttention, nn.Module):
         attn_impl: str = "auto",
     ):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self._heads(dim, num_heads, attn_drop, attn_impl)
         self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
         self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.attn_impl = check_attn_impl(attn_impl)
-        self.keep, self.kept = False, []  # attention maps: see keep_attention
 
     def forward(self, x: torch.Tensor, mask: TokenMask | None = None) -> torch.Tensor:
         B, L, D = x.shape
@@ -242,17 +246,11 @@ class CrossAttention(_KeepsAttention, nn.Module):
         attn_impl: str = "auto",
     ):
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self._heads(dim, num_heads, attn_drop, attn_impl)
         self.q = Linear(dim, dim, bias=qkv_bias)
         self.kv = Linear(dim, dim * 2, bias=qkv_bias)
-        self.attn_drop = attn_drop
         self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.attn_impl = check_attn_impl(attn_impl)
-        self.keep, self.kept = False, []  # attention maps: see keep_attention
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor, mask: TokenMask | None = None
