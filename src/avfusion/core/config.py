@@ -97,7 +97,7 @@ class ModelConfig:
     fusion_layer: int = 8
     num_bottlenecks: int = 4
     # scenic adds one more bottleneck token when the classifier is 'token'; we follow the
-    # official code so released checkpoints load (docs/fusion.md).
+    # official code so released checkpoints load (docs/models.md).
     bottleneck_extra_token: bool = True
     # scenic's test_with_bottlenecks: False runs bottleneck models unimodally in eval mode.
     test_with_bottlenecks: bool = True
