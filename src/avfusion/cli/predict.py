@@ -40,11 +40,11 @@ from typing import Any
 
 from avfusion.cli._common import parse_args
 from avfusion.errors import InputError, UserError
+from avfusion.infer.fast import PRECISIONS
 from avfusion.utils.cli_args import device_arg, int_at_least, positive_float
+from avfusion.utils.device import resolve_device
 
 DEFAULT_MODEL = Path("runs/demo/best")
-# avfusion.infer.fast.PRECISIONS, spelled out so that parsing the flags does not import torch
-PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def add_corpus_args(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -68,7 +68,7 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the model (runs eagerly, with a note, if compiling fails)")
 
 
-def load_for_inference(model_dir: str | Path, device: str, args: argparse.Namespace) -> Any:
+def load_for_inference(model_dir: str | Path, device: Any, args: argparse.Namespace) -> Any:
     """The model of ``model_dir`` on ``device``, prepared at ``args.precision`` (and compiled with
     ``args.compile``); a precision this machine cannot run is refused before the weights load."""
     from avfusion.infer.fast import check_precision, prepare_for_inference
@@ -79,20 +79,13 @@ def load_for_inference(model_dir: str | Path, device: str, args: argparse.Namesp
     return prepare_for_inference(model, args.precision, args.compile)
 
 
-def corpus_device(requested: str | None) -> tuple[str, Any]:
-    """(device, DistInfo): join the torchrun group when there is one (gloo on CPU, NCCL on GPU;
-    rank r uses cuda:LOCAL_RANK)."""
-    import torch
-
+def corpus_device(spec: str) -> tuple[Any, Any]:
+    """(device, DistInfo): join the torchrun group when there is one (gloo on CPU, NCCL on GPU),
+    then resolve ``spec`` for this rank (``auto`` / ``cuda``: cuda:LOCAL_RANK)."""
     from avfusion.utils.distributed import init_distributed
 
-    device = requested or "auto"
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    info = init_distributed("cuda" if device.startswith("cuda") else "cpu")
-    if info.enabled and device.startswith("cuda"):
-        device = f"cuda:{info.local_rank}"
-    return device, info
+    info = init_distributed(resolve_device(spec).type)
+    return resolve_device(spec, info.local_rank), info
 
 
 def report(summary: Any, command: str, info: Any) -> None:
@@ -112,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help=f"an avfusion model directory (default: {DEFAULT_MODEL})")
     p.add_argument("--top-k", type=int_at_least(1), default=5)
     p.add_argument("--clips", type=int_at_least(1), help="clips averaged per file or row (default 4)")
-    p.add_argument("--device", type=device_arg, default=None,
-                   help="auto | cpu | cuda | cuda:N (default: cpu for files, auto for --data)")
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help="auto (default: the GPU when there is one) | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     add_corpus_args(p, "with --data: the JSON lines file to write (resumed if a run was cut short)")
     add_inference_args(p)
@@ -158,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from avfusion.infer.predict import predict_file
 
-    model = load_for_inference(model_dir, _device(args.device), args)
+    model = load_for_inference(model_dir, resolve_device(args.device), args)
     status = 0
     for video in args.videos:
         try:
@@ -189,17 +182,10 @@ def _speed_note(inference: dict[str, str] | None) -> str:
     return f" ({inference['precision']}{', compile ' + inference['compile'] if inference['compile'] != 'off' else ''})"
 
 
-def _device(requested: str | None) -> str:
-    import torch
-
-    device = requested or "cpu"
-    return device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def timeline_main(args: argparse.Namespace, model_dir: Path) -> int:
     from avfusion.infer.over_time import describe, plot_timeline, timeline_file
 
-    model = load_for_inference(model_dir, _device(args.device), args)
+    model = load_for_inference(model_dir, resolve_device(args.device), args)
     status = 0
     for video in args.videos:
         try:

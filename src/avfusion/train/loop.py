@@ -43,6 +43,7 @@ from avfusion.train.runfolder import lock_run_folder, trim_metrics
 from avfusion.utils.files import atomic_write
 from avfusion.train.signals import StopRequest, TrainingInterrupted, signals_blocked, worker_ignore_signals
 from avfusion.utils.dataclass_config import to_plain
+from avfusion.utils.device import resolve_device
 from avfusion.utils.seeding import mix_seed, seed_all
 
 
@@ -111,16 +112,6 @@ class FitResult:
     resumed_from: int = 0
 
 
-def pick_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name} but no CUDA device is available (use run.device=cpu or auto)")
-    if name == "cuda":
-        return torch.device("cuda", info.local_rank)
-    return torch.device(name)
-
-
 def move_batch(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -160,7 +151,7 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
          on_log: Callable[[dict[str, Any]], None] | None, stop_at: int | None, stop: StopRequest) -> FitResult:
     run = cfg.run
     out = Path(run.out)
-    device = pick_device(run.device, info)
+    device = resolve_device(run.device, info.local_rank, "run.device")
     flag_device = device if info.enabled and device.type == "cuda" else None  # NCCL reduces CUDA tensors
     model = task.model
     task.to(device)

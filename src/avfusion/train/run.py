@@ -26,8 +26,9 @@ from avfusion.heads.projector import ContrastiveHead
 from avfusion.models import create_model
 from avfusion.models.pretrained import load_pretrained
 from avfusion.train.config import TrainConfig
+from avfusion.utils.device import resolve_device
 from avfusion.utils.distributed import DistInfo, cleanup, init_distributed
-from avfusion.train.loop import FitResult, fit, pick_device
+from avfusion.train.loop import FitResult, fit
 from avfusion.train.runfolder import lock_run_folder
 from avfusion.utils.files import atomic_write
 from avfusion.train.task import Task
@@ -78,8 +79,7 @@ def run_training(cfg: TrainConfig, mode: str = "supervised") -> FitResult:
     """Train per ``cfg`` ("supervised" or "contrastive"); evaluates on ``data.val`` at the end."""
     if not cfg.data.train:
         raise ConfigError("training needs data.train (a manifest or shards)")
-    device = pick_device(cfg.run.device, DistInfo())
-    info = init_distributed(device.type)
+    info = init_distributed(resolve_device(cfg.run.device, key="run.device").type)
     try:
         return _run(cfg, mode, info)
     finally:
@@ -105,7 +105,7 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     model = model_for_run(cfg, labels, task_kind)
     clips = clip_config(model.cfg, cfg)
     on_device = cfg.data.features_on == "device" or (
-        cfg.data.features_on == "auto" and pick_device(cfg.run.device, info).type == "cuda")
+        cfg.data.features_on == "auto" and resolve_device(cfg.run.device, info.local_rank).type == "cuda")
     features = None
     if on_device:  # the workers only decode and crop; the batch gets its features on the device
         clips = dataclasses.replace(clips, audio_output="waveform", video_output="uint8")
