@@ -40,6 +40,7 @@ from avfusion.data.sources import LABELS_NAME, PREPARE_NAME
 from avfusion.errors import ConfigError, InputError
 from avfusion.utils.dataclass_config import to_plain
 from avfusion.utils.files import atomic_json
+from avfusion.utils.progress import Progress, progress_bar
 
 DONE_DIR = ".done"
 SHARD_NAME = "shard-{:06d}.tar"
@@ -206,17 +207,11 @@ def write_one_shard(job: _Job, labels: LabelMap, cfg: ClipConfig, out: Path, vid
 def _run(jobs: list[_Job], labels: LabelMap, cfg: ClipConfig, out: Path, video_format: str, workers: int,
          progress: bool) -> None:
     n_rows = sum(len(j.rows) for j in jobs)
-    bar = None
-    if progress and n_rows:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_rows, desc="prepare", unit="clip", file=sys.stderr, dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    bar = progress_bar(n_rows, "prepare", "clip", enabled=progress and n_rows > 0)
     if workers == 1 or len(jobs) <= 1:
         for job in jobs:
             write_one_shard(job, labels, cfg, out, video_format)
-            if bar is not None:
-                bar.update(len(job.rows))
+            bar.update(len(job.rows))
     else:
         # fork: the workers start at once, with the manifest and label map already in memory.
         ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
@@ -230,18 +225,17 @@ def _run(jobs: list[_Job], labels: LabelMap, cfg: ClipConfig, out: Path, video_f
                     f.result()  # a crash of a worker (a bug) surfaces here
                 _drain(ctx_queue, bar)
             _drain(ctx_queue, bar)
-    if bar is not None:
-        bar.close()
+    bar.close()
 
 
-def _drain(queue: Any, bar: Any) -> None:
+def _drain(queue: Any, bar: Progress) -> None:
     n = 0
     while True:
         try:
             n += queue.get_nowait()
         except Exception:  # queue.Empty
             break
-    if bar is not None and n:
+    if n:
         bar.update(n)
 
 

@@ -38,7 +38,6 @@ import itertools
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -58,6 +57,7 @@ from avfusion.infer.predict import answer, segment_streams, usable_modalities
 from avfusion.utils.distributed import DistInfo, barrier, gather_objects, shard_indices
 from avfusion.models.pretrained import model_fingerprint
 from avfusion.utils.files import atomic_json
+from avfusion.utils.progress import progress_bar
 
 RECORD_SUFFIX = ".run.json"
 PARTS_SUFFIX = ".parts"
@@ -393,14 +393,6 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _progress(enabled: bool, total: int | None) -> Any:
-    if not (enabled and sys.stderr.isatty()):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="row", file=sys.stderr, dynamic_ncols=True)
-
-
 def _final_group(info: DistInfo) -> Any:
     """A gloo group for the last barrier, with a timeout long enough for the slowest rank."""
     if not info.enabled:
@@ -445,18 +437,16 @@ def run_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, out: 
             dataset, missing, total = ShardRows(src, clip_cfg, info, done), [], None
         loader = DataLoader(dataset, batch_size=batch_size, collate_fn=_as_list, num_workers=workers,
                             worker_init_fn=worker_init if workers else None)
-        bar = _progress(progress and info.is_main, total)
+        bar = progress_bar(total, str(settings.get("command", "rows")), "row", progress and info.is_main)
         computed = 0
         try:
             for result in itertools.chain(missing, run_rows(model, loader)):
                 parts.add(result)
                 computed += 1
-                if bar is not None:
-                    bar.update()
+                bar.update()
         finally:
             parts.close()
-            if bar is not None:
-                bar.close()
+            bar.close()
         return finish_run(parts, out, static, record, computed, len(done), info, group)
     finally:
         if lock is not None:

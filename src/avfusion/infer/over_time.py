@@ -50,6 +50,7 @@ from avfusion.infer import corpus as C
 from avfusion.infer.fast import inference_settings
 from avfusion.models.pretrained import model_fingerprint
 from avfusion.utils.output import json_safe
+from avfusion.utils.progress import progress_bar
 from avfusion.infer.predict import coverage, missing_stream_notes, probabilities, segment_streams, top_labels
 from avfusion.core.config import MODALITIES
 
@@ -447,7 +448,7 @@ def timeline_corpus(model: torch.nn.Module, source: Any, out: str | os.PathLike,
         parts = _TimelineParts(C.parts_dir(out), info.rank, model.cfg, top_k)
         done = parts.done()
         mine = [rows[i] for i in shard_indices(len(rows), info, pad=False) if rows[i].id not in done]
-        bar = C._progress(progress and info.is_main, len(mine))  # noqa: SLF001
+        bar = progress_bar(len(mine), "predict --timeline", "file", progress and info.is_main)
         try:
             for row in mine:
                 head = {"id": row.id, "path": row.path}
@@ -460,12 +461,10 @@ def timeline_corpus(model: torch.nn.Module, source: Any, out: str | os.PathLike,
                     why = str(e).replace(f"{row.path}: ", "")
                     line = {**head, "error": f"row {row.id!r} (line {row.line}): {why} [{row.path}]"}
                 parts.add_line(C.manifest_order(row.line), line)
-                if bar is not None:
-                    bar.update()
+                bar.update()
         finally:
             parts.close()
-            if bar is not None:
-                bar.close()
+            bar.close()
         return C.finish_run(parts, out, static, record, len(mine), len(done), info, group)
     finally:
         if lock is not None:

@@ -44,6 +44,7 @@ from avfusion.utils.files import atomic_write
 from avfusion.train.signals import StopRequest, TrainingInterrupted, signals_blocked, worker_ignore_signals
 from avfusion.utils.dataclass_config import to_plain
 from avfusion.utils.device import resolve_device
+from avfusion.utils.progress import progress_bar
 from avfusion.utils.seeding import mix_seed, seed_all
 
 
@@ -467,14 +468,7 @@ def _check_same_config(saved: dict, current: dict) -> None:
 
 
 def _progress(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    # Not a terminal (a CI log): redraw rarely instead of flooding the log with carriage returns.
-    interval = 0.1 if sys.stderr.isatty() else 30.0
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
-                mininterval=interval)
+    return progress_bar(total, "train", "step", enabled, initial)
 
 
 def _tensorboard(out: Path, resumed_from: int):
