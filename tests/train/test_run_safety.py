@@ -16,8 +16,8 @@ import pytest
 from avfusion.cli import main
 from avfusion.errors import ConfigError, RunError
 from avfusion.train.checkpoint import find_checkpoint
-from avfusion.train.runfolder import LOCK_NAME, lock_run_folder
 from avfusion.train.signals import TrainingInterrupted
+from avfusion.utils.lock import LOCK_NAME, lock_run_folder
 
 from helpers.avclips import make_dataset, write_labels
 from helpers.fit_script import run
@@ -97,7 +97,7 @@ def test_lock_is_reentrant_in_one_thread_refused_in_another_and_not_held_by_fork
     finally:
         os.close(write)
         os.waitpid(child, 0)
-    assert errors == ["in use by another training run in this process"]
+    assert errors == ["in use by another run in this process"]
 
 
 def _try_lock(out: Path) -> str:

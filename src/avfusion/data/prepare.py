@@ -40,6 +40,7 @@ from avfusion.data.sources import LABELS_NAME, PREPARE_NAME
 from avfusion.errors import ConfigError, InputError
 from avfusion.utils.dataclass_config import to_plain
 from avfusion.utils.files import atomic_json
+from avfusion.utils.lock import hold_folder
 from avfusion.utils.progress import Progress, progress_bar
 
 DONE_DIR = ".done"
@@ -100,10 +101,23 @@ def write_shards(
     progress: bool = False,
 ) -> PrepareResult:
     """Write ``out_dir/shard-NNNNNN.tar`` (see the module docstring); each failing row and each
-    malformed manifest line (``bad_lines``) is recorded with its reason, never fatal."""
+    malformed manifest line (``bad_lines``) is recorded with its reason, never fatal. A second
+    run of the same part (of the whole manifest: ``OUT/.lock``; of part K/N:
+    ``OUT/.done/part-K-of-N/.lock``) is refused while one runs, naming it (a RunError)."""
     if max_count < 1 or workers < 1:
         raise ConfigError(f"shard size and workers must be >= 1, got {max_count} and {workers}")
     out = Path(out_dir)
+    k, n = part
+    # Parts of one corpus run side by side (their shards are disjoint); the same part twice would
+    # write the same shards at once.
+    where = (out, str(out)) if n == 1 else (out / DONE_DIR / f"part-{k}-of-{n}", f"{out} (part {k}/{n})")
+    with hold_folder(*where):
+        return _write_shards(rows, labels, cfg, out, max_count, video_format, bad_lines, workers, part, progress)
+
+
+def _write_shards(rows: Sequence[Row], labels: LabelMap, cfg: ClipConfig, out: Path, max_count: int,
+                  video_format: str, bad_lines: Sequence[RowProblem], workers: int, part: tuple[int, int],
+                  progress: bool) -> PrepareResult:
     done_dir = out / DONE_DIR
     done_dir.mkdir(parents=True, exist_ok=True)
     rows = list(rows)

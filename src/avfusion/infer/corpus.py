@@ -32,7 +32,6 @@ file system).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import itertools
 import json
@@ -51,17 +50,17 @@ from avfusion.data.datasets import VideoDataset, worker_init
 from avfusion.data.manifest import Row, check_manifest
 from avfusion.data.shards import ShardDataset, ShardSegment
 from avfusion.data.sources import URL_PREFIXES, Source, resolve
-from avfusion.errors import ConfigError, InputError, RunError
+from avfusion.errors import ConfigError, InputError
 from avfusion.utils.output import json_safe
 from avfusion.infer.predict import answer, segment_streams, usable_modalities
 from avfusion.utils.distributed import DistInfo, barrier, gather_objects, shard_indices
 from avfusion.models.pretrained import model_fingerprint
 from avfusion.utils.files import atomic_json
+from avfusion.utils.lock import LOCK_NAME, FolderLock, hold_folder
 from avfusion.utils.progress import progress_bar
 
 RECORD_SUFFIX = ".run.json"
 PARTS_SUFFIX = ".parts"
-LOCK_NAME = "lock"
 # How long the ranks that finished wait for the slowest at the end (one rank may hold a shard more).
 FINAL_WAIT = timedelta(hours=24)
 
@@ -298,18 +297,7 @@ def _same_run(old: dict[str, Any], new: dict[str, Any], out: Path) -> None:
                           f"{record_path(out).name} and {parts_dir(out).name} to start over")
 
 
-def _lock(path: Path, out: Path) -> IO[str]:
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise RunError(f"{out} is being written by another run (it holds {path}); wait for it or use another "
-                       "--out") from None
-    return f
-
-
-def claim(out: Path, record: dict[str, Any]) -> tuple[bool, IO[str] | None]:
+def claim(out: Path, record: dict[str, Any]) -> tuple[bool, FolderLock | None]:
     """Rank 0, before any work: (True, None) when OUT is complete for this very run; else lock the
     parts folder, record the run (resuming one recorded for the same model, source and settings)
     and return (False, lock). Anything else in the way is refused in one line."""
@@ -326,7 +314,7 @@ def claim(out: Path, record: dict[str, Any]) -> tuple[bool, IO[str] | None]:
         raise ConfigError(f"{what} exists but no {rec_path.name} says which run wrote it; use another --out, or "
                           "delete it")
     had_parts = parts.exists()
-    lock = _lock(_make_dir(parts) / LOCK_NAME, out)
+    lock = hold_folder(parts, label=str(out))
     try:
         old = _read_record(rec_path)  # again, now that no other run can change it
         if old is not None and old.get("complete"):
@@ -343,11 +331,6 @@ def claim(out: Path, record: dict[str, Any]) -> tuple[bool, IO[str] | None]:
         lock.close()
         raise
     return False, lock
-
-
-def _make_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 # -- part files ---------------------------------------------------------------------------------

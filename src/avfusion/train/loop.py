@@ -39,7 +39,8 @@ from avfusion.train.checkpoint import (CHECKPOINTS_DIR, checkpoint_name, load_la
 from avfusion.train.config import TrainConfig
 from avfusion.utils.distributed import DistInfo, all_reduce_mean, barrier, max_over_ranks, shard_indices
 from avfusion.train.optim import build_optimizer, build_scheduler
-from avfusion.train.runfolder import lock_run_folder, trim_metrics
+from avfusion.train.runfolder import trim_metrics
+from avfusion.utils.lock import lock_run_folder
 from avfusion.utils.files import atomic_write
 from avfusion.train.signals import StopRequest, TrainingInterrupted, signals_blocked, worker_ignore_signals
 from avfusion.utils.dataclass_config import to_plain

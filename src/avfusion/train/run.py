@@ -29,7 +29,7 @@ from avfusion.train.config import TrainConfig
 from avfusion.utils.device import resolve_device
 from avfusion.utils.distributed import DistInfo, cleanup, init_distributed
 from avfusion.train.loop import FitResult, fit
-from avfusion.train.runfolder import lock_run_folder
+from avfusion.utils.lock import lock_run_folder
 from avfusion.utils.files import atomic_write
 from avfusion.train.task import Task
 
