@@ -65,6 +65,13 @@ def test_rerun_skips_done_shards_and_other_settings_are_refused(corpus, small_cf
     stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
     again = write_shards(rows, labels, small_cfg, out, max_count=4)
     assert again.skipped == again.total == 4 and {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")} == stamp
+    # a folder started when audio_mean / audio_std were always stored as numbers resumes alike
+    settings = out / ".done" / "settings.json"
+    saved = json.loads(settings.read_text())
+    assert saved["clips"]["preprocess"]["audio_norm"] == "mbt" and saved["clips"]["preprocess"]["audio_mean"] is None
+    saved["clips"]["preprocess"].update(audio_mean=1.102, audio_std=2.762)
+    settings.write_text(json.dumps(saved))
+    assert write_shards(rows, labels, small_cfg, out, max_count=4).skipped == 4
     with pytest.raises(ConfigError, match="shard_size"):
         write_shards(rows, labels, small_cfg, out, max_count=5)
     with pytest.raises(ConfigError, match="ids"):

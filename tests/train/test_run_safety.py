@@ -264,3 +264,25 @@ def test_ctrl_c_through_the_cli_with_dataloader_workers(tmp_path):
     assert main(args(tmp_path / "full", 0)) == 0
     assert_same_weights(final_weights(tmp_path / "full"), final_weights(out))
     assert _steps(out) == list(range(10, 31, 10))
+
+
+def test_a_run_started_when_ast_kept_mbts_numbers_resumes_with_them(tmp_path, capsys):
+    """Before the preset alone decided the normalisation, `preprocess.audio_norm=ast` trained on
+    (x - 1.102) / (2 x 2.762); resumed now, the run keeps those features (its checkpoint says so)."""
+    import avfusion
+    from avfusion.train.checkpoint import save_checkpoint
+    from avfusion.train.run import normalised_as_trained
+
+    plain_ast = avfusion.create_model("mbt_tiny", num_classes=2, **{"preprocess.audio_norm": "ast"}).cfg
+    assert normalised_as_trained(tmp_path / "new", plain_ast) is plain_ast  # nothing to resume
+    old = avfusion.create_model("mbt_tiny", num_classes=2, **{"preprocess.audio_norm": "ast",
+                                                              "preprocess.audio_mean": 1.102,
+                                                              "preprocess.audio_std": 2.762})
+    save_checkpoint(tmp_path / "old", old, {}, {"step": 2})
+    resumed = normalised_as_trained(tmp_path / "old", plain_ast)
+    assert resumed.preprocess.audio_stats() == (1.102, 2 * 2.762) != plain_ast.preprocess.audio_stats()
+    assert resumed.replace(preprocess=plain_ast.preprocess) == plain_ast  # nothing else moved
+    assert "resuming with the audio normalisation this run was trained with: audio_norm 'ast'" in capsys.readouterr().err
+    mbt = avfusion.create_model("mbt_tiny", num_classes=2)
+    save_checkpoint(tmp_path / "mbt", mbt, {}, {"step": 2})
+    assert normalised_as_trained(tmp_path / "mbt", mbt.cfg) is mbt.cfg

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import webdataset as wds
 
+from avfusion.core.config import PreprocessConfig
 from avfusion.data.clips import ClipConfig
 from avfusion.data.manifest import LabelMap, Row, RowProblem
 from avfusion.data.shards import encode_row
@@ -160,13 +161,26 @@ def _check_settings(done_dir: Path, settings: dict[str, Any]) -> None:
     manifest, shard size or preprocessing would mix incompatible shards."""
     path = done_dir / "settings.json"
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = _as_written_now(json.loads(path.read_text()))
         diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
         if diff:
             raise ConfigError(f"{done_dir.parent} was prepared from another manifest or with other settings "
                               f"({', '.join(diff)} differ): use a new --out, or the same command to resume")
         return
     atomic_json(path, settings)
+
+
+def _as_written_now(settings: dict[str, Any]) -> dict[str, Any]:
+    """Saved settings as this version writes them: the clips' preprocessing through
+    PreprocessConfig (a folder started when audio_mean / audio_std were always stored has them
+    as numbers where they are now null, the preset's)."""
+    pre = settings.get("clips", {}).get("preprocess") if isinstance(settings.get("clips"), dict) else None
+    if isinstance(pre, dict):
+        try:
+            settings["clips"]["preprocess"] = to_plain(PreprocessConfig(**pre))
+        except (TypeError, ConfigError):
+            pass  # not a config this version reads: compared as stored, so it differs
+    return settings
 
 
 def _failure(rid: str, line: int, path: str, reason: str) -> dict[str, Any]:
