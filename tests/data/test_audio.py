@@ -1,3 +1,4 @@
+import json
 import math
 
 import kaldi_native_fbank as knf
@@ -8,7 +9,10 @@ import torch
 from avfusion.data.audio import (Fbank, FbankSpec, fbank, freq_jitter, kaldi_mel_banks, normalize_spec,
                                  spec_augment)
 from avfusion.data.decode import decode, probe
-from avfusion.core.config import PreprocessConfig
+import avfusion
+from avfusion.core.config import AUDIO_NORM_PRESETS, ModelConfig, PreprocessConfig
+from avfusion.errors import ConfigError
+from avfusion.models.pretrained import load_config, save_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +85,62 @@ def test_normalisation_presets():
     assert torch.allclose(normalize_spec(x, PreprocessConfig()), torch.ones(10, 128))
     ast = PreprocessConfig(audio_norm="ast", audio_mean=-4.2677393, audio_std=4.5689974)
     assert torch.allclose(normalize_spec(torch.full((2, 2), -4.2677393 + 2 * 4.5689974), ast), torch.ones(2, 2))
-    with pytest.raises(ValueError, match="unknown audio_norm"):
+    with pytest.raises(ConfigError, match="unknown audio_norm 'nope'"):
         normalize_spec(x, PreprocessConfig(audio_norm="nope"))
+
+
+def test_each_preset_owns_its_numbers_as_docs_data_md_gives_them():
+    """docs/data.md: mbt (x - 1.102) / 2.762, ast (x + 4.27) / (2 x 4.57), none x. The name alone
+    decides: `preprocess.audio_norm=ast` used to keep MBT's mean and std (0 -> -0.1995)."""
+    zero = torch.zeros(1)
+    for cfg in (PreprocessConfig(audio_norm="ast"), ModelConfig().replace(**{"preprocess.audio_norm": "ast"}).preprocess):
+        assert normalize_spec(zero, cfg).item() == pytest.approx(4.2677393 / (2 * 4.5689974)) == pytest.approx(0.467, abs=1e-3)
+    x = torch.randn(50, 128) * 4
+    assert torch.equal(normalize_spec(x, PreprocessConfig()), (x - 1.102) / 2.762)  # mbt: bit for bit as before
+    assert torch.equal(normalize_spec(x, PreprocessConfig(audio_norm="none")), x)
+    assert PreprocessConfig().audio_stats() == (1.102, 2.762)
+
+
+def test_an_explicit_override_and_a_bad_one():
+    cfg = PreprocessConfig(audio_norm="ast", audio_std=3.0)
+    assert cfg.audio_stats() == (-4.2677393, 6.0)  # the preset's mean and multiplier, this std
+    assert PreprocessConfig(audio_mean=0.5).audio_stats() == (0.5, 2.762)
+    assert ModelConfig().replace(**{"preprocess.audio_mean": "1e-1"}).preprocess.audio_mean == 0.1  # YAML-ish
+    for key, value, why in (("audio_std", 0.0, "a finite number > 0"), ("audio_std", -1, "a finite number > 0"),
+                            ("audio_mean", float("nan"), "a finite number"), ("audio_mean", True, "a finite number")):
+        with pytest.raises(ConfigError, match=f"preprocess.{key} must be {why}, or null for the 'mbt' preset's"):
+            PreprocessConfig(**{key: value})
+    with pytest.raises(ConfigError, match="config key 'audio_std' expects float, got 'abc'"):
+        ModelConfig().replace(**{"preprocess.audio_std": "abc"})
+    with pytest.raises(ConfigError, match="audio_norm='none' leaves the log-mel as it is, but preprocess.audio_mean=0.5"):
+        PreprocessConfig(audio_norm="none", audio_mean=0.5)
+
+
+@pytest.mark.parametrize("stored, stats", [
+    ({"audio_norm": "mbt", "audio_mean": 1.102, "audio_std": 2.762}, (1.102, 2.762)),
+    ({"audio_norm": "ast", "audio_mean": -4.2677393, "audio_std": 4.5689974}, (-4.2677393, 2 * 4.5689974)),
+    ({"audio_norm": "ast", "audio_mean": 1.102, "audio_std": 2.762}, (1.102, 2 * 2.762)),  # what the bug computed
+    ({"audio_norm": "none", "audio_mean": 1.102, "audio_std": 2.762}, (0.0, 1.0)),  # "none" ignored them
+])
+def test_an_old_stored_config_computes_the_numbers_it_did(stored, stats, tmp_path):
+    """config.json files written when audio_mean / audio_std were always stored load with the
+    same normalisation (the old rule: mean = audio_mean, divisor = audio_std x multiplier,
+    none = (0, 1)); numbers equal to the preset's read as the preset."""
+    model_dir = tmp_path / "old"
+    save_pretrained(avfusion.create_model("mbt_tiny", num_classes=2), model_dir)
+    d = json.loads((model_dir / "config.json").read_text())
+    d["preprocess"].update(stored)
+    (model_dir / "config.json").write_text(json.dumps(d))
+    pre = load_config(model_dir).preprocess
+    assert pre.audio_stats() == stats
+    x = torch.randn(20, 128)
+    assert torch.equal(normalize_spec(x, pre), (x - stats[0]) / stats[1])
+    plain = stats == (AUDIO_NORM_PRESETS[stored["audio_norm"]][0],
+                      AUDIO_NORM_PRESETS[stored["audio_norm"]][1] * AUDIO_NORM_PRESETS[stored["audio_norm"]][2])
+    assert (pre.audio_mean is None and pre.audio_std is None) == plain
+    if stored["audio_norm"] == "mbt":  # switching an old MBT model's preset gives the new preset's numbers
+        assert load_config(model_dir, **{"preprocess.audio_norm": "ast"}).preprocess.audio_stats() == (
+            -4.2677393, 2 * 4.5689974)
 
 
 def test_spec_augment_masks_whole_bands():

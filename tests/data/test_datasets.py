@@ -4,7 +4,7 @@ import torch
 
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, clip_centres
 from avfusion.data.datasets import VideoDataset, collate, split_by_presence
-from avfusion.errors import SampleError
+from avfusion.errors import ConfigError, SampleError
 from avfusion.data.manifest import LabelMap, Row, read_manifest
 from avfusion.core.config import ModelConfig
 
@@ -15,8 +15,11 @@ def test_clip_config_from_model():
     assert cfg.video_seconds == pytest.approx(2.56)
     assert cfg.audio_samples == 400 + 799 * 160
     assert cfg.image_size == (224, 224) and cfg.spec_frames == 800
-    with pytest.raises(ValueError, match="mel bins"):
-        ClipConfig.from_model(ModelConfig(spec_size=(96, 32)))  # preprocess still says 128
+    # mel bins that disagree never get as far as a clip: the model config refuses them (one place)
+    with pytest.raises(ConfigError, match=r"spec_size \(96, 32\) has 32 mel bins but preprocess.num_mel_bins is 128"):
+        ModelConfig(spec_size=(96, 32))
+    with pytest.raises(ConfigError, match="preprocess.num_mel_bins is 64; set both"):
+        ModelConfig().replace(**{"preprocess.num_mel_bins": 64})
 
 
 def test_clip_centres():

@@ -19,6 +19,8 @@ from avfusion.data.prepare import write_shards
 from avfusion.data.shards import _group
 from avfusion.errors import ConfigError
 
+from helpers.lock_holder import lock_holder
+
 SMALL = ["--num-frames", "4", "--spec-frames", "100", "--short-side", "64", "--no-progress"]
 
 
@@ -63,6 +65,13 @@ def test_rerun_skips_done_shards_and_other_settings_are_refused(corpus, small_cf
     stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
     again = write_shards(rows, labels, small_cfg, out, max_count=4)
     assert again.skipped == again.total == 4 and {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")} == stamp
+    # a folder started when audio_mean / audio_std were always stored as numbers resumes alike
+    settings = out / ".done" / "settings.json"
+    saved = json.loads(settings.read_text())
+    assert saved["clips"]["preprocess"]["audio_norm"] == "mbt" and saved["clips"]["preprocess"]["audio_mean"] is None
+    saved["clips"]["preprocess"].update(audio_mean=1.102, audio_std=2.762)
+    settings.write_text(json.dumps(saved))
+    assert write_shards(rows, labels, small_cfg, out, max_count=4).skipped == 4
     with pytest.raises(ConfigError, match="shard_size"):
         write_shards(rows, labels, small_cfg, out, max_count=5)
     with pytest.raises(ConfigError, match="ids"):
@@ -87,6 +96,31 @@ def test_killed_prepare_resumes_to_the_same_shards(corpus, tmp_path):
     assert contents(out) == contents(ref)
     assert not list(out.glob("*.tmp"))
     assert json.loads((out / "prepare.json").read_text())["complete"]
+
+
+def test_a_second_prepare_of_the_same_part_is_refused_naming_the_first(corpus, tmp_path, capsys):
+    out = tmp_path / "shards"
+    args = ["prepare", str(corpus.good_manifest), "--labels", str(corpus.labels), *SMALL, "--shard-size", "2"]
+    proc = lock_holder(out)  # a prepare into OUT is running
+    try:
+        assert cli_main([*args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and f"{out} is in use by another run (pid {proc.pid} on " in err[0]
+        assert not list(out.glob("*.tar"))
+    finally:
+        proc.stdin.close()
+        proc.wait()
+    part = lock_holder(out / ".done" / "part-0-of-2")  # part 0/2 is running: part 1/2 runs beside it
+    try:
+        assert cli_main([*args, "--out", str(out), "--part", "0/2"]) == 2
+        assert f"{out} (part 0/2) is in use by another run (pid {part.pid} on " in capsys.readouterr().err
+        assert cli_main([*args, "--out", str(out), "--part", "1/2", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["shards_done"] >= 1
+    finally:
+        part.stdin.close()
+        part.wait()
+    assert cli_main([*args, "--out", str(out), "--json"]) == 0  # released: the rest is done
+    assert json.loads(capsys.readouterr().out)["complete"]
 
 
 def test_part_flag_is_checked(corpus, tmp_path, capsys):

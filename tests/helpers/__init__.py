@@ -7,7 +7,8 @@ the session's generated media corpus (fixtures ``corpus``, ``small_cfg``, ``bigb
 predict must give (and the table in docs/data.md); ``avclips`` writes small class-coded clips
 (colour and tone per class) and their manifests for the end-to-end command-line tests;
 ``timeline_media`` writes videos whose class changes over time for the timeline tests;
-``synthetic`` is a tiny separable in-memory audio-visual dataset for training tests;
+``synthetic`` is a tiny separable in-memory audio-visual dataset for training tests; ``lock_holder``
+starts a process holding a folder's lock (avfusion.utils.lock), as a running command would;
 ``fit_script`` runs a small training job in-process or as a subprocess a test kills (run as a
 script it puts tests/ on sys.path itself); ``scenic_mbt_reference`` is an independent NumPy
 re-implementation of the official scenic MBT forward pass, with random flax-layout parameters and a

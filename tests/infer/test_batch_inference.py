@@ -29,6 +29,7 @@ from avfusion.models.pretrained import load_pretrained, save_pretrained
 from avfusion.models.registry import create_model
 
 from helpers.avclips import write_clip, write_labels
+from helpers.lock_holder import lock_holder
 
 CLASSES = ["c0", "c1", "c2", "c3"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
@@ -293,13 +294,17 @@ def test_a_complete_out_is_left_alone_and_another_model_refused(corpus, tmp_path
 
 def test_a_second_run_into_the_same_out_is_refused_while_one_runs(corpus, tmp_path, capsys):
     out = tmp_path / "p.jsonl"
-    _, lock = claim(out, {"settings": {}, "model": {}, "source": {}})  # as a running run holds it
+    _, lock = claim(out, {"settings": {}, "model": {}, "source": {}})  # a run recorded...
+    lock.close()
+    proc = lock_holder(parts_dir(out))  # ...and running in another process
     try:
         assert main(["predict", "--data", str(corpus["manifest"]), "--model", str(corpus["models"]["mbt_tiny"]),
                      "--out", str(out)]) == 2
     finally:
-        lock.close()
-    assert f"{out} is being written by another run" in capsys.readouterr().err
+        proc.stdin.close()
+        proc.wait()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"{out} is in use by another run (pid {proc.pid} on " in err[0]
 
 
 def test_an_unreadable_shard_stops_the_run_in_one_line_and_keeps_what_was_done(corpus, tmp_path, capsys):

@@ -143,7 +143,7 @@ def test_compile_falls_back_to_eager_with_one_line(monkeypatch: pytest.MonkeyPat
 
 
 def test_refusals_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert CLI_PRECISIONS == PRECISIONS
+    assert CLI_PRECISIONS is PRECISIONS  # the flag offers the one list infer/fast.py runs
     with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, int8, got 'fp16'"):
         check_precision("fp16")
     with pytest.raises(ConfigError, match="runs on the CPU"):

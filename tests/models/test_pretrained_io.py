@@ -50,3 +50,28 @@ def test_not_a_model_directory(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     with pytest.raises(FileNotFoundError, match=WEIGHTS_NAME):
         avfusion.load_pretrained(tmp_path / "d")
+
+
+def test_one_writer_for_model_directories(tmp_path: Path) -> None:
+    """save_pretrained, a training checkpoint and the final model of a run hold the same files:
+    one writer (models/pretrained.model_files), not two copies of it."""
+    from safetensors import safe_open
+
+    from avfusion.train.checkpoint import save_checkpoint, write_model_dir
+
+    def weights(folder: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+        # (metadata, tensors): safetensors writes metadata keys in no fixed order, so not the bytes
+        with safe_open(str(folder / WEIGHTS_NAME), "pt") as f:
+            return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+
+    model = avfusion.create_model("mbt_tiny", num_classes=3, head_zero_init=False)
+    avfusion.save_pretrained(model, tmp_path / "saved")
+    ckpt = save_checkpoint(tmp_path / "run", model, {}, {"step": 1})
+    write_model_dir(model, tmp_path / "final")
+    meta, ref = weights(tmp_path / "saved")
+    assert meta == {"format": "pt", "avfusion_model": "mbt_tiny"}
+    for folder in (ckpt, tmp_path / "final"):
+        assert (folder / CONFIG_NAME).read_bytes() == (tmp_path / "saved" / CONFIG_NAME).read_bytes()
+        m, w = weights(folder)
+        assert m == meta and w.keys() == ref.keys() and all(torch.equal(w[k], ref[k]) for k in ref)
+    assert sorted(p.name for p in (tmp_path / "final").iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]

@@ -16,8 +16,8 @@ import pytest
 from avfusion.cli import main
 from avfusion.errors import ConfigError, RunError
 from avfusion.train.checkpoint import find_checkpoint
-from avfusion.train.runfolder import LOCK_NAME, lock_run_folder
 from avfusion.train.signals import TrainingInterrupted
+from avfusion.utils.lock import LOCK_NAME, lock_run_folder
 
 from helpers.avclips import make_dataset, write_labels
 from helpers.fit_script import run
@@ -97,7 +97,7 @@ def test_lock_is_reentrant_in_one_thread_refused_in_another_and_not_held_by_fork
     finally:
         os.close(write)
         os.waitpid(child, 0)
-    assert errors == ["in use by another training run in this process"]
+    assert errors == ["in use by another run in this process"]
 
 
 def _try_lock(out: Path) -> str:
@@ -264,3 +264,25 @@ def test_ctrl_c_through_the_cli_with_dataloader_workers(tmp_path):
     assert main(args(tmp_path / "full", 0)) == 0
     assert_same_weights(final_weights(tmp_path / "full"), final_weights(out))
     assert _steps(out) == list(range(10, 31, 10))
+
+
+def test_a_run_started_when_ast_kept_mbts_numbers_resumes_with_them(tmp_path, capsys):
+    """Before the preset alone decided the normalisation, `preprocess.audio_norm=ast` trained on
+    (x - 1.102) / (2 x 2.762); resumed now, the run keeps those features (its checkpoint says so)."""
+    import avfusion
+    from avfusion.train.checkpoint import save_checkpoint
+    from avfusion.train.run import normalised_as_trained
+
+    plain_ast = avfusion.create_model("mbt_tiny", num_classes=2, **{"preprocess.audio_norm": "ast"}).cfg
+    assert normalised_as_trained(tmp_path / "new", plain_ast) is plain_ast  # nothing to resume
+    old = avfusion.create_model("mbt_tiny", num_classes=2, **{"preprocess.audio_norm": "ast",
+                                                              "preprocess.audio_mean": 1.102,
+                                                              "preprocess.audio_std": 2.762})
+    save_checkpoint(tmp_path / "old", old, {}, {"step": 2})
+    resumed = normalised_as_trained(tmp_path / "old", plain_ast)
+    assert resumed.preprocess.audio_stats() == (1.102, 2 * 2.762) != plain_ast.preprocess.audio_stats()
+    assert resumed.replace(preprocess=plain_ast.preprocess) == plain_ast  # nothing else moved
+    assert "resuming with the audio normalisation this run was trained with: audio_norm 'ast'" in capsys.readouterr().err
+    mbt = avfusion.create_model("mbt_tiny", num_classes=2)
+    save_checkpoint(tmp_path / "mbt", mbt, {}, {"step": 2})
+    assert normalised_as_trained(tmp_path / "mbt", mbt.cfg) is mbt.cfg

@@ -37,10 +37,10 @@ def test_positive_float():
 def test_device_arg(monkeypatch):
     assert device_arg("auto") == "auto" and device_arg("cpu") == "cpu"
     for text in ("gpu", "meta"):
-        with pytest.raises(argparse.ArgumentTypeError, match="expected auto, cpu, cuda or cuda:N"):
+        with pytest.raises(argparse.ArgumentTypeError, match="device must be auto, cpu, cuda or cuda:N, got"):
             device_arg(text)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(argparse.ArgumentTypeError, match="'cuda:0': this machine has no CUDA device"):
+    with pytest.raises(argparse.ArgumentTypeError, match="device 'cuda:0': this machine has no CUDA device"):
         device_arg("cuda:0")
 
 

@@ -33,6 +33,7 @@ from avfusion.errors import ConfigError
 from avfusion.core.config import ModelConfig
 from avfusion.models.flops import count_flops
 from avfusion.models.registry import build_model, get_model_config
+from avfusion.utils.device import resolve_device
 
 MODES = ("fwd", "fwdbwd")
 
@@ -47,7 +48,7 @@ class BenchConfig:
     attn_impl: str | None = None  # None: the model's own
     optimizer: str = "none"  # none | sgd | adamw: add an optimizer step to fwdbwd
     fused: bool | None = None  # fused optimizer kernels (None: on CUDA)
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (avfusion.utils.device)
     warmup: int = 1
     repeats: int = 5
     memory: bool = True
@@ -69,20 +70,6 @@ class BenchConfig:
                               f"{self.batch_size}, repeats {self.repeats}, threads {self.threads}, "
                               f"warmup {self.warmup}")
         resolve_device(self.device)  # a device name torch does not know, or CUDA on a machine without it
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: no CUDA device is available (use --device cpu or auto)")
-    return dev
 
 
 def _trim_cpu_heap() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
-from typing import Iterable, TypeVar
+from collections.abc import Callable, Iterable, Sized
+from typing import TypeVar
 
 from avfusion.data.clips import ClipConfig
 from avfusion.core.config import ModelConfig
@@ -14,6 +14,7 @@ from avfusion.models.registry import get_model_config
 from avfusion.tasks import TASK_KINDS
 from avfusion.utils.cli_args import int_at_least, positive_float
 from avfusion.zoo import HF_HUB_PREFIX, is_pretrained_name, resolve_config
+from avfusion.utils.progress import progress_iter
 
 T = TypeVar("T")
 
@@ -62,12 +63,9 @@ def clip_config(a: argparse.Namespace) -> ClipConfig:
     return clips
 
 
-def progress(a: argparse.Namespace, desc: str):  # type: ignore[no-untyped-def]
+def progress(a: argparse.Namespace, desc: str) -> Callable[[Iterable[T]], Iterable[T]]:
+    """Counts rows on stderr as they are consumed (avfusion.utils.progress), unless --no-progress."""
     def wrap(it: Iterable[T]) -> Iterable[T]:
-        if a.no_progress or not sys.stderr.isatty():
-            return it
-        from tqdm import tqdm
-
-        return tqdm(it, desc=desc, file=sys.stderr)
+        return progress_iter(it, len(it) if isinstance(it, Sized) else None, desc, "row", enabled=not a.no_progress)
 
     return wrap

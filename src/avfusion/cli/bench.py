@@ -27,7 +27,7 @@ from avfusion.cli._common import parse_args, print_json, print_table
 from avfusion.errors import ConfigError
 from avfusion.layers.attention import ATTN_IMPLS
 from avfusion.models import get_model_config, list_models
-from avfusion.utils.cli_args import int_at_least
+from avfusion.utils.cli_args import device_arg, int_at_least
 from avfusion.utils.dataclass_config import parse_overrides
 
 _MODES = {"fwd": ("fwd",), "fwdbwd": ("fwdbwd",), "both": ("fwd", "fwdbwd")}
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--optimizer", choices=("none", "sgd", "adamw"), default="none",
                    help="add an optimizer step to each training step")
     p.add_argument("--fused", choices=("auto", "on", "off"), default="auto", help="fused optimizer kernels")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help="auto (default: the GPU when there is one) | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int_at_least(1), default=None, help="torch threads (default: torch's)")
     p.add_argument("--warmup", type=int_at_least(0), default=1)
     p.add_argument("--repeats", type=int_at_least(1), default=5)

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int_at_least(1), default=4, help="clips averaged per row (default 4)")
     p.add_argument("--chunk-size", type=int_at_least(1), default=256,
                    help="rows per part file: what a killed run can lose at most (default 256)")
-    p.add_argument("--device", type=device_arg, default="auto", help="auto (default) | cpu | cuda | cuda:N")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto (default: the GPU when there is one) | cpu | cuda | cuda:N")
     add_corpus_args(p, "the .npz file to write (resumed if a run was cut short)")
     add_inference_args(p)
     args = parse_args(p, argv)

@@ -30,6 +30,7 @@ from avfusion.cli._common import parse_args, print_table
 from avfusion.cli.predict import MODEL_HELP, add_inference_args, load_for_inference
 from avfusion.errors import ConfigError
 from avfusion.utils.cli_args import device_arg, int_at_least
+from avfusion.utils.device import resolve_device
 
 
 def table_rows(report: dict) -> list[dict]:
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", choices=("multilabel", "single", "multihead"), help="default: from the labels")
     p.add_argument("--batch-size", type=int_at_least(1), default=4)
     p.add_argument("--workers", type=int_at_least(0), default=0)
-    p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help="auto (default: the GPU when there is one) | cpu | cuda | cuda:N")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out files that cannot be used (listed in eval.json) instead of stopping")
     p.add_argument("--retrieval", action="store_true",
@@ -97,15 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     add_inference_args(p)
     args = parse_args(p, argv)
 
-    import torch
-
     from avfusion.eval.evaluate import evaluate_source, write_plots
     from avfusion.zoo import resolve_model
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     local = Path(args.model).is_dir()
     model_dir = resolve_model(args.model)
-    model = load_for_inference(model_dir, device, args)
+    model = load_for_inference(model_dir, resolve_device(args.device), args)
     retrieval = None
     if args.retrieval:
         from avfusion.eval.retrieval import PROJECTORS_WEIGHTS, Retrieval, load_projectors

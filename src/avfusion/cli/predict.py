@@ -42,11 +42,11 @@ from typing import Any
 
 from avfusion.cli._common import parse_args
 from avfusion.errors import InputError, UserError
+from avfusion.infer.fast import PRECISIONS
 from avfusion.utils.cli_args import device_arg, int_at_least, positive_float
+from avfusion.utils.device import resolve_device
 
 DEFAULT_MODEL = Path("runs/demo/best")
-# avfusion.infer.fast.PRECISIONS, spelled out so that parsing the flags does not import torch
-PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def add_corpus_args(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -74,7 +74,7 @@ MODEL_HELP = ("an avfusion model directory, a released model's name (avfusion mo
               "cached once) or hf-hub:ORG/NAME")
 
 
-def load_for_inference(model: str | Path, device: str, args: argparse.Namespace) -> Any:
+def load_for_inference(model: str | Path, device: Any, args: argparse.Namespace) -> Any:
     """The model ``model`` names (a directory, a release name or hf-hub:, avfusion.zoo.resolve_model) on
     ``device``, prepared at ``args.precision`` (and compiled with ``args.compile``); a precision this
     machine cannot run is refused before anything is downloaded or loaded."""
@@ -87,20 +87,13 @@ def load_for_inference(model: str | Path, device: str, args: argparse.Namespace)
     return prepare_for_inference(model, args.precision, args.compile)
 
 
-def corpus_device(requested: str | None) -> tuple[str, Any]:
-    """(device, DistInfo): join the torchrun group when there is one (gloo on CPU, NCCL on GPU;
-    rank r uses cuda:LOCAL_RANK)."""
-    import torch
-
+def corpus_device(spec: str) -> tuple[Any, Any]:
+    """(device, DistInfo): join the torchrun group when there is one (gloo on CPU, NCCL on GPU),
+    then resolve ``spec`` for this rank (``auto`` / ``cuda``: cuda:LOCAL_RANK)."""
     from avfusion.utils.distributed import init_distributed
 
-    device = requested or "auto"
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    info = init_distributed("cuda" if device.startswith("cuda") else "cpu")
-    if info.enabled and device.startswith("cuda"):
-        device = f"cuda:{info.local_rank}"
-    return device, info
+    info = init_distributed(resolve_device(spec).type)
+    return resolve_device(spec, info.local_rank), info
 
 
 def report(summary: Any, command: str, info: Any) -> None:
@@ -120,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help=f"{MODEL_HELP} (default: {DEFAULT_MODEL}, what `make demo` trains)")
     p.add_argument("--top-k", type=int_at_least(1), default=5)
     p.add_argument("--clips", type=int_at_least(1), help="clips averaged per file or row (default 4)")
-    p.add_argument("--device", type=device_arg, default=None,
-                   help="auto | cpu | cuda | cuda:N (default: cpu for files, auto for --data)")
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help="auto (default: the GPU when there is one) | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     add_corpus_args(p, "with --data: the JSON lines file to write (resumed if a run was cut short)")
     add_inference_args(p)
@@ -171,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from avfusion.infer.predict import predict_file
 
-    model = load_for_inference(model_dir, _device(args.device), args)
+    model = load_for_inference(model_dir, resolve_device(args.device), args)
     status = 0
     for video in args.videos:
         try:
@@ -202,17 +195,10 @@ def _speed_note(inference: dict[str, str] | None) -> str:
     return f" ({inference['precision']}{', compile ' + inference['compile'] if inference['compile'] != 'off' else ''})"
 
 
-def _device(requested: str | None) -> str:
-    import torch
-
-    device = requested or "cpu"
-    return device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def timeline_main(args: argparse.Namespace, model_dir: Path) -> int:
     from avfusion.infer.over_time import check_window, describe, plot_timeline, timeline_file
 
-    model = load_for_inference(model_dir, _device(args.device), args)
+    model = load_for_inference(model_dir, resolve_device(args.device), args)
     check_window(model.cfg, args.window, args.hop)  # once, before the files (exit 2)
     status = 0
     for video in args.videos:

@@ -49,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(p, argv)
     labels = LabelMap.read(a.labels, a.task)
     rows, bad_lines = check_manifest(a.manifest)
-    show = not a.no_progress and sys.stderr.isatty()
     res = write_shards(rows, labels, clip_config(a), a.out, max_count=a.shard_size, video_format=a.video_format,
-                       bad_lines=bad_lines, workers=a.workers, part=a.part, progress=show)
+                       bad_lines=bad_lines, workers=a.workers, part=a.part, progress=not a.no_progress)
     if a.json:
         print(json.dumps(res.to_dict(), indent=1, allow_nan=False))
         return 0

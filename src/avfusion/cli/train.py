@@ -45,7 +45,7 @@ def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--workers", type=int, help="DataLoader workers")
-    p.add_argument("--device", help="auto, cpu or cuda")
+    p.add_argument("--device", help="auto (default: the GPU when there is one) | cpu | cuda | cuda:N")
     p.add_argument("--pretrained-backbone", help="ImageNet ViT weights (.safetensors / .pth / .npz)")
     p.add_argument("--init-from", help="start from this model: a model directory, a released model's name (avfusion "
                                        "models --pretrained) or hf-hub:ORG/NAME; a new head when the labels differ")

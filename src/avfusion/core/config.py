@@ -7,6 +7,7 @@ rebuilds it (unknown keys are an error, so a typo never passes silently).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,25 +28,75 @@ HIERARCHICAL_FAMILIES = ("swin", "hip")
 FAMILIES = ("streams", "masked", *HIERARCHICAL_FAMILIES)
 
 
+# Log-mel normalisation presets: name -> (mean, std, multiplier); features are
+# (x - mean) / (multiplier * std) (docs/data.md section 4).
+AUDIO_NORM_PRESETS: dict[str, tuple[float, float, float]] = {
+    "mbt": (1.102, 2.762, 1.0),  # MBT's AudioSet statistics
+    "ast": (-4.2677393, 4.5689974, 2.0),  # AST's AudioSet statistics, divided by 2 * std as AST does
+    "none": (0.0, 1.0, 1.0),  # the log-mel as it is
+}
+# What a config.json stored for audio_mean / audio_std whatever the preset, before they became
+# optional overrides; "none" ignored them then, so it ignores exactly these now.
+_OLD_DEFAULT_STATS = (1.102, 2.762)
+
+
 @dataclass
 class PreprocessConfig:
     """How raw clips become model inputs; travels with the weights (DESIGN.md section 5).
 
     Defaults are MBT's AudioSet setting: Kaldi fbank (25 ms Hann window, 10 ms shift, 128 HTK
-    mel bins, no dither), normalised with mean 1.102 / std 2.762; frames in scenic's [-1, 1].
+    mel bins, no dither), normalised by the ``mbt`` preset (mean 1.102, std 2.762); frames in
+    scenic's [-1, 1].
+
+    ``audio_norm`` names a preset of :data:`AUDIO_NORM_PRESETS`, which gives the mean, the std and
+    the multiplier; ``audio_mean`` / ``audio_std`` override the preset's mean / std (None: the
+    preset's). An override equal to the preset's own number is stored as None, so a config that
+    spelled out its preset's numbers (every config.json written before they were optional) reads
+    as the plain preset, and computes exactly the numbers it did.
     """
 
     sample_rate: int = 16000
     num_mel_bins: int = 128
     frame_length_ms: float = 25.0
     frame_shift_ms: float = 10.0
-    audio_norm: str = "mbt"  # named preset: mean 1.102, std 2.762
-    audio_mean: float = 1.102
-    audio_std: float = 2.762
+    audio_norm: str = "mbt"  # a preset of AUDIO_NORM_PRESETS: mbt, ast or none
+    audio_mean: float | None = None  # None: the preset's mean
+    audio_std: float | None = None  # None: the preset's std (ast still divides by 2 x std)
     fps: float = 25.0
     frame_stride: int = 2  # take every 2nd frame at `fps`
     video_norm: str = "scenic"  # [-1, 1]; "imagenet" for ImageNet mean / std
     short_side: int = 256  # resize before cropping
+
+    def __post_init__(self) -> None:
+        if self.audio_norm not in AUDIO_NORM_PRESETS:
+            raise ConfigError(f"unknown audio_norm {self.audio_norm!r} (preprocess.audio_norm); presets: "
+                              f"{sorted(AUDIO_NORM_PRESETS)}")
+        mean, std, _ = AUDIO_NORM_PRESETS[self.audio_norm]
+        for key, preset in (("audio_mean", mean), ("audio_std", std)):
+            v = getattr(self, key)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
+                    key == "audio_std" and v <= 0):
+                what = "a finite number > 0" if key == "audio_std" else "a finite number"
+                raise ConfigError(f"preprocess.{key} must be {what}, or null for the {self.audio_norm!r} preset's "
+                                  f"{preset}; got {v!r}")
+            setattr(self, key, None if v == preset else float(v))
+        if self.audio_norm == "none" and (self.audio_mean, self.audio_std) == _OLD_DEFAULT_STATS:
+            self.audio_mean = self.audio_std = None
+        if self.audio_norm == "none" and (self.audio_mean, self.audio_std) != (None, None):
+            raise ConfigError(f"preprocess.audio_norm='none' leaves the log-mel as it is, but preprocess.audio_mean="
+                              f"{self.audio_mean} / audio_std={self.audio_std} are set: remove them, or name a "
+                              f"preset ({', '.join(p for p in AUDIO_NORM_PRESETS if p != 'none')})")
+
+    def audio_stats(self) -> tuple[float, float]:
+        """(mean, divisor): normalised features are ``(log_mel - mean) / divisor``."""
+        mean, std, multiplier = AUDIO_NORM_PRESETS[self.audio_norm]
+        if self.audio_mean is not None:
+            mean = self.audio_mean
+        if self.audio_std is not None:
+            std = self.audio_std
+        return mean, std * multiplier
 
 
 @dataclass

@@ -28,13 +28,6 @@ import torch
 from avfusion.core.config import PreprocessConfig
 from avfusion.errors import ConfigError
 
-# Named normalisation presets: (mean, std, divisor multiplier). AST divides by 2 * std.
-AUDIO_NORM_PRESETS: dict[str, tuple[float, float, float]] = {
-    "mbt": (1.102, 2.762, 1.0),
-    "ast": (-4.2677393, 4.5689974, 2.0),  # AST's AudioSet statistics, (x - mean) / (2 * std)
-    "none": (0.0, 1.0, 1.0),
-}
-
 _EPS = torch.finfo(torch.float32).eps  # Kaldi's log floor
 
 
@@ -180,25 +173,10 @@ def fit_frames(spec: torch.Tensor, num_frames: int, pad_value: float) -> torch.T
     return torch.cat([spec, pad], dim=-2)
 
 
-def audio_norm_stats(cfg: PreprocessConfig) -> tuple[float, float]:
-    """(mean, divisor) for ``cfg.audio_norm``: the preset's rule with the config's mean / std."""
-    if cfg.audio_norm not in AUDIO_NORM_PRESETS:
-        raise ConfigError(f"unknown audio_norm {cfg.audio_norm!r}; presets: {sorted(AUDIO_NORM_PRESETS)}")
-    if cfg.audio_norm == "none":
-        return 0.0, 1.0
-    mult = AUDIO_NORM_PRESETS[cfg.audio_norm][2]
-    return cfg.audio_mean, cfg.audio_std * mult
-
-
 def normalize_spec(spec: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
-    mean, div = audio_norm_stats(cfg)
+    """Log-mel ``spec`` normalised by ``cfg``'s preset (and overrides): PreprocessConfig.audio_stats."""
+    mean, div = cfg.audio_stats()
     return (spec - mean) / div
-
-
-def preset_config(name: str, **overrides: object) -> PreprocessConfig:
-    """A PreprocessConfig whose audio_mean / audio_std are those of the named preset."""
-    mean, std, _ = AUDIO_NORM_PRESETS[name]
-    return PreprocessConfig(audio_norm=name, audio_mean=mean, audio_std=std, **overrides)  # type: ignore[arg-type]
 
 
 # -- augmentation ------------------------------------------------------------------------

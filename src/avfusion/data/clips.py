@@ -61,9 +61,7 @@ class ClipConfig:
 
     @classmethod
     def from_model(cls, cfg: ModelConfig, **kw: Any) -> "ClipConfig":
-        if cfg.spec_size[1] != cfg.preprocess.num_mel_bins:
-            raise ConfigError(f"model {cfg.name!r}: spec_size {tuple(cfg.spec_size)} has {cfg.spec_size[1]} mel bins "
-                             f"but preprocess.num_mel_bins is {cfg.preprocess.num_mel_bins}; make them agree")
+        # spec_size and preprocess.num_mel_bins agree: ModelConfig.validate refuses them otherwise.
         return cls(num_frames=cfg.num_frames, image_size=tuple(cfg.image_size), spec_frames=cfg.spec_size[0],
                    preprocess=cfg.preprocess, **kw)
 

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import webdataset as wds
 
+from avfusion.core.config import PreprocessConfig
 from avfusion.data.clips import ClipConfig
 from avfusion.data.manifest import LabelMap, Row, RowProblem
 from avfusion.data.shards import encode_row
@@ -40,6 +41,8 @@ from avfusion.data.sources import LABELS_NAME, PREPARE_NAME
 from avfusion.errors import ConfigError, InputError
 from avfusion.utils.dataclass_config import to_plain
 from avfusion.utils.files import atomic_json
+from avfusion.utils.lock import hold_folder
+from avfusion.utils.progress import Progress, progress_bar
 
 DONE_DIR = ".done"
 SHARD_NAME = "shard-{:06d}.tar"
@@ -99,10 +102,23 @@ def write_shards(
     progress: bool = False,
 ) -> PrepareResult:
     """Write ``out_dir/shard-NNNNNN.tar`` (see the module docstring); each failing row and each
-    malformed manifest line (``bad_lines``) is recorded with its reason, never fatal."""
+    malformed manifest line (``bad_lines``) is recorded with its reason, never fatal. A second
+    run of the same part (of the whole manifest: ``OUT/.lock``; of part K/N:
+    ``OUT/.done/part-K-of-N/.lock``) is refused while one runs, naming it (a RunError)."""
     if max_count < 1 or workers < 1:
         raise ConfigError(f"shard size and workers must be >= 1, got {max_count} and {workers}")
     out = Path(out_dir)
+    k, n = part
+    # Parts of one corpus run side by side (their shards are disjoint); the same part twice would
+    # write the same shards at once.
+    where = (out, str(out)) if n == 1 else (out / DONE_DIR / f"part-{k}-of-{n}", f"{out} (part {k}/{n})")
+    with hold_folder(*where):
+        return _write_shards(rows, labels, cfg, out, max_count, video_format, bad_lines, workers, part, progress)
+
+
+def _write_shards(rows: Sequence[Row], labels: LabelMap, cfg: ClipConfig, out: Path, max_count: int,
+                  video_format: str, bad_lines: Sequence[RowProblem], workers: int, part: tuple[int, int],
+                  progress: bool) -> PrepareResult:
     done_dir = out / DONE_DIR
     done_dir.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
@@ -145,13 +161,26 @@ def _check_settings(done_dir: Path, settings: dict[str, Any]) -> None:
     manifest, shard size or preprocessing would mix incompatible shards."""
     path = done_dir / "settings.json"
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = _as_written_now(json.loads(path.read_text()))
         diff = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
         if diff:
             raise ConfigError(f"{done_dir.parent} was prepared from another manifest or with other settings "
                               f"({', '.join(diff)} differ): use a new --out, or the same command to resume")
         return
     atomic_json(path, settings)
+
+
+def _as_written_now(settings: dict[str, Any]) -> dict[str, Any]:
+    """Saved settings as this version writes them: the clips' preprocessing through
+    PreprocessConfig (a folder started when audio_mean / audio_std were always stored has them
+    as numbers where they are now null, the preset's)."""
+    pre = settings.get("clips", {}).get("preprocess") if isinstance(settings.get("clips"), dict) else None
+    if isinstance(pre, dict):
+        try:
+            settings["clips"]["preprocess"] = to_plain(PreprocessConfig(**pre))
+        except (TypeError, ConfigError):
+            pass  # not a config this version reads: compared as stored, so it differs
+    return settings
 
 
 def _failure(rid: str, line: int, path: str, reason: str) -> dict[str, Any]:
@@ -206,17 +235,11 @@ def write_one_shard(job: _Job, labels: LabelMap, cfg: ClipConfig, out: Path, vid
 def _run(jobs: list[_Job], labels: LabelMap, cfg: ClipConfig, out: Path, video_format: str, workers: int,
          progress: bool) -> None:
     n_rows = sum(len(j.rows) for j in jobs)
-    bar = None
-    if progress and n_rows:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_rows, desc="prepare", unit="clip", file=sys.stderr, dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    bar = progress_bar(n_rows, "prepare", "clip", enabled=progress and n_rows > 0)
     if workers == 1 or len(jobs) <= 1:
         for job in jobs:
             write_one_shard(job, labels, cfg, out, video_format)
-            if bar is not None:
-                bar.update(len(job.rows))
+            bar.update(len(job.rows))
     else:
         # fork: the workers start at once, with the manifest and label map already in memory.
         ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
@@ -230,18 +253,17 @@ def _run(jobs: list[_Job], labels: LabelMap, cfg: ClipConfig, out: Path, video_f
                     f.result()  # a crash of a worker (a bug) surfaces here
                 _drain(ctx_queue, bar)
             _drain(ctx_queue, bar)
-    if bar is not None:
-        bar.close()
+    bar.close()
 
 
-def _drain(queue: Any, bar: Any) -> None:
+def _drain(queue: Any, bar: Progress) -> None:
     n = 0
     while True:
         try:
             n += queue.get_nowait()
         except Exception:  # queue.Empty
             break
-    if bar is not None and n:
+    if n:
         bar.update(n)
 
 

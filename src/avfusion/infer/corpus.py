@@ -40,13 +40,11 @@ file system).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import itertools
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -60,16 +58,17 @@ from avfusion.data.datasets import VideoDataset, worker_init
 from avfusion.data.manifest import Row, check_manifest, split_missing
 from avfusion.data.shards import ShardDataset, ShardSegment
 from avfusion.data.sources import URL_PREFIXES, Source, resolve
-from avfusion.errors import ConfigError, InputError, RunError, UserError
+from avfusion.errors import ConfigError, InputError, UserError
 from avfusion.utils.output import json_safe
 from avfusion.infer.predict import answer, segment_streams, usable_modalities
 from avfusion.utils.distributed import DistInfo, barrier, gather_objects, shard_indices
 from avfusion.models.pretrained import model_fingerprint
 from avfusion.utils.files import atomic_json
+from avfusion.utils.lock import LOCK_NAME, FolderLock, hold_folder
+from avfusion.utils.progress import progress_bar
 
 RECORD_SUFFIX = ".run.json"
 PARTS_SUFFIX = ".parts"
-LOCK_NAME = "lock"
 # How long the ranks that finished wait for the slowest at the end (one rank may hold a shard more).
 FINAL_WAIT = timedelta(hours=24)
 
@@ -307,18 +306,7 @@ def _same_run(old: dict[str, Any], new: dict[str, Any], out: Path) -> None:
                           f"{record_path(out).name} and {parts_dir(out).name} to start over")
 
 
-def _lock(path: Path, out: Path) -> IO[str]:
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise RunError(f"{out} is being written by another run (it holds {path}); wait for it or use another "
-                       "--out") from None
-    return f
-
-
-def claim(out: Path, record: dict[str, Any]) -> tuple[bool, IO[str] | None]:
+def claim(out: Path, record: dict[str, Any]) -> tuple[bool, FolderLock | None]:
     """Rank 0, before any work: (True, None) when OUT is complete for this very run; else lock the
     parts folder, record the run (resuming one recorded for the same model, source and settings)
     and return (False, lock). Anything else in the way is refused in one line."""
@@ -335,7 +323,7 @@ def claim(out: Path, record: dict[str, Any]) -> tuple[bool, IO[str] | None]:
         raise ConfigError(f"{what} exists but no {rec_path.name} says which run wrote it; use another --out, or "
                           "delete it")
     had_parts = parts.exists()
-    lock = _lock(_make_dir(parts) / LOCK_NAME, out)
+    lock = hold_folder(parts, label=str(out))
     try:
         old = _read_record(rec_path)  # again, now that no other run can change it
         if old is not None and old.get("complete"):
@@ -352,11 +340,6 @@ def claim(out: Path, record: dict[str, Any]) -> tuple[bool, IO[str] | None]:
         lock.close()
         raise
     return False, lock
-
-
-def _make_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 # -- part files ---------------------------------------------------------------------------------
@@ -400,14 +383,6 @@ class CorpusSummary:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _progress(enabled: bool, total: int | None) -> Any:
-    if not (enabled and sys.stderr.isatty()):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="row", file=sys.stderr, dynamic_ncols=True)
 
 
 def _final_group(info: DistInfo) -> Any:
@@ -479,18 +454,16 @@ def run_corpus(model: torch.nn.Module, source: str | os.PathLike | Source, out: 
                 results = itertools.chain(results, run_rows(model, _loader(ManifestRows(mine, _clips(model, job)), job)))
         else:
             results = run_rows(model, _loader(ShardRows(src, _clips(model, job), info, done), job))
-        bar = _progress(progress and info.is_main, total)
+        bar = progress_bar(total, str(job.settings.get("command", "rows")), "row", progress and info.is_main)
         computed = 0
         try:
             for result in results:
                 parts.add(result)
                 computed += 1
-                if bar is not None:
-                    bar.update()
+                bar.update()
         finally:
             parts.close()
-            if bar is not None:
-                bar.close()
+            bar.close()
         return _finish(parts, out, static, record, computed, len(done), info, group)
     finally:
         if lock is not None:

@@ -21,31 +21,41 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from avfusion.errors import ConfigError, InputError
 from avfusion.core.base import AVModel
 from avfusion.core.config import ModelConfig
 from avfusion.models.registry import build_model
-from avfusion.utils.files import atomic_file, atomic_write
+from avfusion.utils.files import atomic_write
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
+def cpu_state(module: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """``module``'s state as safetensors stores it: plain, unshared, contiguous CPU tensors."""
+    return {prefix + k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def model_files(model: torch.nn.Module, metadata: dict[str, str] | None = None) -> dict[str, bytes]:
+    """The files of ``model``'s (an AVModel) directory, as bytes: ``model.safetensors`` (with
+    ``metadata``) and ``config.json``. Written by :func:`save_pretrained`; a training checkpoint
+    holds the same two files."""
+    cfg: ModelConfig = model.cfg  # type: ignore[assignment]
+    meta = {"format": "pt", "avfusion_model": cfg.name, **(metadata or {})}
+    return {WEIGHTS_NAME: save(cpu_state(model), metadata=meta),
+            CONFIG_NAME: (json.dumps(cfg.to_dict(), indent=2) + "\n").encode()}
+
+
 def save_pretrained(model: torch.nn.Module, directory: str | os.PathLike,
                     metadata: dict[str, str] | None = None) -> Path:
-    """Write ``model`` (an AVModel) to ``directory``; returns the directory."""
-    cfg: ModelConfig = model.cfg  # type: ignore[assignment]
+    """Write ``model`` (an AVModel) to ``directory``, each file replaced atomically and fsynced;
+    returns the directory."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    # safetensors stores plain, unshared, contiguous CPU tensors.
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {"format": "pt", "avfusion_model": cfg.name, **(metadata or {})}
-    with atomic_file(out / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp), metadata=meta)
-    text = json.dumps(cfg.to_dict(), indent=2) + "\n"
-    atomic_write(out / CONFIG_NAME, text.encode())
+    for name, data in model_files(model, metadata).items():
+        atomic_write(out / name, data)
     return out
 
 

@@ -50,8 +50,8 @@ import torch
 from torch import nn
 
 from avfusion.errors import RunError
-from avfusion.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
-from avfusion.utils.files import atomic_write, fsync_dir, write_synced
+from avfusion.models.pretrained import CONFIG_NAME, WEIGHTS_NAME, cpu_state, model_files, save_pretrained
+from avfusion.utils.files import fsync_dir, write_synced
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_NAME = "state.pt"
@@ -107,11 +107,6 @@ def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
-def _cpu_state(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    # safetensors stores plain, unshared, contiguous CPU tensors.
-    return {prefix + k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
-
-
 def _refuse_nonfinite(tensors: dict[str, torch.Tensor], what: str) -> None:
     bad = nonfinite_tensors(tensors)
     if bad:
@@ -119,23 +114,10 @@ def _refuse_nonfinite(tensors: dict[str, torch.Tensor], what: str) -> None:
                        "the training diverged (lower optim.lr)")
 
 
-def model_files(model: nn.Module, what: str) -> dict[str, bytes]:
-    """``model.safetensors`` + ``config.json`` of an AVModel (the layout of ``save_pretrained``)."""
-    state = _cpu_state(model)
-    _refuse_nonfinite(state, what)
-    meta = {"format": "pt", "avfusion_model": model.cfg.name}  # type: ignore[attr-defined]
-    return {WEIGHTS_NAME: safetensors.torch.save(state, metadata=meta),
-            CONFIG_NAME: (json.dumps(model.cfg.to_dict(), indent=2) + "\n").encode()}  # type: ignore[attr-defined]
-
-
 def write_model_dir(model: nn.Module, directory: str | os.PathLike) -> Path:
-    """The final model directory: like ``save_pretrained``, each file replaced atomically and fsynced,
-    and never with non-finite weights."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, data in model_files(model, f"the final model to {directory}").items():
-        atomic_write(directory / name, data)
-    return directory
+    """The final model directory: ``save_pretrained``, never with non-finite weights."""
+    _refuse_nonfinite(model.state_dict(), f"the final model to {directory}")
+    return save_pretrained(model, directory)
 
 
 def save_checkpoint(out: str | os.PathLike, model: nn.Module, extra: dict[str, nn.Module],
@@ -148,8 +130,9 @@ def save_checkpoint(out: str | os.PathLike, model: nn.Module, extra: dict[str, n
     root = Path(out) / CHECKPOINTS_DIR
     final = root / checkpoint_name(step)
     what = f"the checkpoint of step {step}"
-    files = model_files(model, what)  # refused before anything is written
-    extra_state = {k: v for name, m in extra.items() for k, v in _cpu_state(m, f"{name}.").items()}
+    _refuse_nonfinite(model.state_dict(), what)  # refused before anything is written
+    files = model_files(model)  # a model directory, inside the checkpoint
+    extra_state = {k: v for name, m in extra.items() for k, v in cpu_state(m, f"{name}.").items()}
     _refuse_nonfinite(extra_state, what)
 
     root.mkdir(parents=True, exist_ok=True)

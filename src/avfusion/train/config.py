@@ -9,7 +9,6 @@ refused). Every value is checked when the config is built (:func:`validate`): a 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -17,6 +16,7 @@ from typing import Any, ClassVar, Literal
 from avfusion.data.clips import AugmentConfig
 from avfusion.errors import ConfigError
 from avfusion.tasks import TASK_KINDS
+from avfusion.utils.device import DEVICE_CHOICES, is_device_name
 
 
 
@@ -111,7 +111,7 @@ class RunConfig:
     max_steps: int | None = None  # the run's length in optimizer steps; None: schedule.epochs
     save_every: int = 500
     log_every: int = 10
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto (this rank's GPU, else the CPU) | cpu | cuda | cuda:N (avfusion.utils.device)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False  # torch.compile, with a fallback to eager if it fails
     grad_accum: int = 1
@@ -211,7 +211,7 @@ def validate(cfg: TrainConfig) -> None:
          "empty (None) or an integer >= 1")
     need("run.seed", integer(r.seed) and 0 <= r.seed < 2**63, "an integer in [0, 2**63)")
     need("run.out", isinstance(r.out, str) and bool(r.out.strip()), "a folder path")
-    need("run.device", isinstance(r.device, str) and _is_device(r.device), "auto, cpu, cuda or cuda:N")
+    need("run.device", is_device_name(r.device), DEVICE_CHOICES)
 
     need("optim.lr", num(o.lr) and o.lr > 0, "a number > 0")
     need("optim.momentum", num(o.momentum) and 0 <= o.momentum < 1, "in [0, 1)")
@@ -248,6 +248,3 @@ def validate(cfg: TrainConfig) -> None:
     if errors:
         raise ConfigError("; ".join(errors))
 
-
-def _is_device(name: str) -> bool:
-    return re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name) is not None

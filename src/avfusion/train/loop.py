@@ -39,10 +39,13 @@ from avfusion.train.checkpoint import (CHECKPOINTS_DIR, checkpoint_name, load_la
 from avfusion.train.config import TrainConfig
 from avfusion.utils.distributed import DistInfo, all_reduce_mean, barrier, max_over_ranks, shard_indices
 from avfusion.train.optim import build_optimizer, build_scheduler
-from avfusion.train.runfolder import lock_run_folder, trim_metrics
+from avfusion.train.runfolder import trim_metrics
+from avfusion.utils.lock import lock_run_folder
 from avfusion.utils.files import atomic_write
 from avfusion.train.signals import StopRequest, TrainingInterrupted, signals_blocked, worker_ignore_signals
 from avfusion.utils.dataclass_config import to_plain
+from avfusion.utils.device import resolve_device
+from avfusion.utils.progress import progress_bar
 from avfusion.utils.seeding import mix_seed, seed_all
 
 
@@ -111,16 +114,6 @@ class FitResult:
     resumed_from: int = 0
 
 
-def pick_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name} but no CUDA device is available (use run.device=cpu or auto)")
-    if name == "cuda":
-        return torch.device("cuda", info.local_rank)
-    return torch.device(name)
-
-
 def move_batch(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -160,7 +153,7 @@ def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callabl
          on_log: Callable[[dict[str, Any]], None] | None, stop_at: int | None, stop: StopRequest) -> FitResult:
     run = cfg.run
     out = Path(run.out)
-    device = pick_device(run.device, info)
+    device = resolve_device(run.device, info.local_rank, "run.device")
     flag_device = device if info.enabled and device.type == "cuda" else None  # NCCL reduces CUDA tensors
     model = task.model
     task.to(device)
@@ -476,14 +469,7 @@ def _check_same_config(saved: dict, current: dict) -> None:
 
 
 def _progress(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    # Not a terminal (a CI log): redraw rarely instead of flooding the log with carriage returns.
-    interval = 0.1 if sys.stderr.isatty() else 30.0
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
-                mininterval=interval)
+    return progress_bar(total, "train", "step", enabled, initial)
 
 
 def _tensorboard(out: Path, resumed_from: int):

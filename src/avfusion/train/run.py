@@ -25,11 +25,14 @@ from avfusion.eval.evaluate import evaluate_source, infer_task
 from avfusion.eval.retrieval import save_projectors
 from avfusion.heads.projector import ContrastiveHead
 from avfusion.models import create_model
-from avfusion.models.pretrained import load_pretrained
+from avfusion.core.config import ModelConfig
+from avfusion.models.pretrained import load_config, load_pretrained
+from avfusion.train.checkpoint import candidates
 from avfusion.train.config import TrainConfig
+from avfusion.utils.device import resolve_device
 from avfusion.utils.distributed import DistInfo, cleanup, init_distributed
-from avfusion.train.loop import FitResult, fit, pick_device
-from avfusion.train.runfolder import lock_run_folder
+from avfusion.train.loop import FitResult, fit
+from avfusion.utils.lock import lock_run_folder
 from avfusion.utils.files import atomic_write
 from avfusion.train.task import Task
 from avfusion.zoo import HF_HUB_PREFIX, is_pretrained_name, resolve_model
@@ -83,6 +86,27 @@ def model_for_run(cfg: TrainConfig, labels: LabelMap | None, task: str):
     return model
 
 
+def normalised_as_trained(out: Path, model_cfg: ModelConfig, info: DistInfo = DistInfo()) -> ModelConfig:
+    """``model_cfg`` with the audio normalisation of the run's newest checkpoint where they differ.
+
+    They differ only for a run started before the preset alone decided the normalisation: its
+    ``preprocess.audio_norm=ast`` then kept MBT's mean and std, and its checkpoint's config.json
+    says so. Resumed, it goes on with the features it was trained on (fit refuses any other
+    change of config)."""
+    found = candidates(out)
+    try:
+        trained = load_config(found[0]).preprocess if found else None
+    except (OSError, ValueError):  # a damaged checkpoint: fit sets it aside and says why
+        trained = None
+    if trained is None or trained.audio_stats() == model_cfg.preprocess.audio_stats():
+        return model_cfg
+    if info.is_main:
+        print(f"resuming with the audio normalisation this run was trained with: audio_norm {trained.audio_norm!r}, "
+              f"mean {trained.audio_mean}, std {trained.audio_std} (docs/data.md section 4)", file=sys.stderr)
+    return model_cfg.replace(preprocess=dataclasses.replace(
+        model_cfg.preprocess, audio_norm=trained.audio_norm, audio_mean=trained.audio_mean, audio_std=trained.audio_std))
+
+
 def run_training(cfg: TrainConfig, mode: str = "supervised") -> FitResult:
     """Train per ``cfg`` ("supervised" or "contrastive"); evaluates on ``data.val`` at the end."""
     if is_pretrained_name(cfg.model) or cfg.model.startswith(HF_HUB_PREFIX):
@@ -90,8 +114,7 @@ def run_training(cfg: TrainConfig, mode: str = "supervised") -> FitResult:
                           f"it with init_from={cfg.model} (--init-from)")
     if not cfg.data.train:
         raise ConfigError("training needs data.train (a manifest or shards)")
-    device = pick_device(cfg.run.device, DistInfo())
-    info = init_distributed(device.type)
+    info = init_distributed(resolve_device(cfg.run.device, key="run.device").type)
     try:
         return _run(cfg, mode, info)
     finally:
@@ -115,9 +138,10 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
         labels = LabelMap.read(labels_path, task_kind)
     torch.manual_seed(cfg.run.seed)  # the initial weights depend on the seed only
     model = model_for_run(cfg, labels, task_kind)
+    model.cfg = normalised_as_trained(Path(cfg.run.out), model.cfg, info)
     clips = clip_config(model.cfg, cfg)
     on_device = cfg.data.features_on == "device" or (
-        cfg.data.features_on == "auto" and pick_device(cfg.run.device, info).type == "cuda")
+        cfg.data.features_on == "auto" and resolve_device(cfg.run.device, info.local_rank).type == "cuda")
     features = None
     if on_device:  # the workers only decode and crop; the batch gets its features on the device
         clips = dataclasses.replace(clips, audio_output="waveform", video_output="uint8")

@@ -40,17 +40,14 @@ def positive_float(text: str) -> float:
 
 
 def device_arg(text: str) -> str:
-    """An argparse ``type`` for ``--device``: auto, cpu, cuda or cuda:N, and CUDA only where there is one."""
-    import torch
+    """An argparse ``type`` for ``--device`` (auto, cpu, cuda, cuda:N; CUDA only where there is
+    one): checked by :func:`avfusion.utils.device.resolve_device`, returned as written (each
+    process resolves it for its own rank)."""
+    from avfusion.errors import ConfigError
+    from avfusion.utils.device import resolve_device
 
-    if text == "auto":
-        return text
     try:
-        dev = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA device")
-    if dev.type not in ("cpu", "cuda"):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+        resolve_device(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
