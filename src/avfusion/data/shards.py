@@ -572,9 +572,17 @@ def _group(url: str) -> Iterator[dict[str, Any]]:
         stream.close()  # a pipe: command's exit status is checked here
     except (tarfile.TarError, OSError) as e:
         with contextlib.suppress(OSError):
-            stream.close()
-        what = "the command failed" if url.startswith("pipe:") else "not a readable tar"
-        raise InputError(f"{url}: {what} ({e})") from None
+            stream.close()  # a pipe: waits for its command, whose exit status says what went wrong
+        status = getattr(stream, "status", None)
+        if status:
+            raise InputError(f"{url}: the command exited with status {status}") from None
+        raise InputError(f"{url}: not a readable tar ({_tar_reason(e)})") from None
+
+
+def _tar_reason(e: Exception) -> str:
+    """The reader's reason, without webdataset's dump of the command's arguments."""
+    msg = str(e)
+    return "the stream ended early" if msg.startswith("((") or not msg else msg.split(" @ <", 1)[0]
 
 
 def _stored_id(sample: dict[str, Any]) -> str | None:
