@@ -29,7 +29,7 @@ from pathlib import Path
 from avfusion.cli._common import parse_args, print_table
 from avfusion.cli.predict import add_inference_args, load_for_inference
 from avfusion.errors import ConfigError
-from avfusion.utils.cli_args import device_arg, int_at_least
+from avfusion.utils.cli_args import ALLOW_PARTIAL_HELP, device_arg, int_at_least
 
 
 def table_rows(report: dict) -> list[dict]:
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", type=device_arg, default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out files that cannot be used (listed in eval.json) instead of stopping")
+    p.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL_HELP)
     p.add_argument("--retrieval", action="store_true",
                    help="audio->video and video->audio retrieval (Recall@1/5/10, median rank) on the embeddings")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"{model.cfg.modalities[0]}")
         retrieval = Retrieval(load_projectors(args.model, model.num_features), str(Path(args.model) / PROJECTORS_WEIGHTS))
     report = evaluate_source(model, args.data, args.labels, args.task, args.batch_size, args.workers,
-                             args.clips, args.crops, skip_bad=args.skip_bad, retrieval=retrieval)
+                             args.clips, args.crops, skip_bad=args.skip_bad, retrieval=retrieval,
+                             allow_partial=args.allow_partial)
     out = Path(args.out) if args.out else Path(args.model) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")

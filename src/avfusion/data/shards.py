@@ -180,7 +180,7 @@ class ShardSegment:
         except (ValueError, UnicodeDecodeError) as e:
             raise InputError(f"{where}: its .json member is not valid JSON ({e})") from None
         if not isinstance(self.meta, dict):
-            raise InputError(f"{where}: its .json member is not an object")
+            raise InputError(f"{where}: its .json member is not an object ({type(self.meta).__name__})")
         missing = [k for k in self.REQUIRED if k not in self.meta]
         if missing:
             raise InputError(f"{where}: its .json lacks field(s) {missing} (written by an older or another tool?)")
@@ -300,9 +300,13 @@ def index_shard(path: str) -> list[tuple[str, dict[str, tuple[int, int]], dict[s
                 if ext == "json":
                     f = tf.extractfile(m)
                     try:
-                        meta.update(json.loads(f.read()) if f is not None else {})
-                    except ValueError as e:
+                        found = json.loads(f.read()) if f is not None else {}
+                    except ValueError as e:  # UnicodeDecodeError included
                         raise InputError(f"{path} sample {key}: its .json member is not valid JSON ({e})") from None
+                    if not isinstance(found, dict):  # the same words as ShardSegment's (streamed reading)
+                        raise InputError(f"{path} sample {key}: its .json member is not an object "
+                                         f"({type(found).__name__})")
+                    meta.update(found)
     except (tarfile.TarError, OSError) as e:
         raise InputError(f"{path}: not a readable tar ({e})") from None
     return [(k, members, meta) for k, (members, meta) in out.items()]

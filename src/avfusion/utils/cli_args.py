@@ -54,3 +54,8 @@ def device_arg(text: str) -> str:
     if dev.type not in ("cpu", "cuda"):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
     return text
+
+
+# --allow-partial (train, eval, predict --data, embed): avfusion.data.sources.resolve's allow_partial.
+ALLOW_PARTIAL_HELP = ("use a shard folder that prepare has not finished, or that lacks shards prepare wrote, as it "
+                      "is (refused by default, naming what is missing); config: data.allow_partial")
