@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from avfusion.data.clips import ClipConfig
 from avfusion.data.manifest import LabelMap, read_manifest

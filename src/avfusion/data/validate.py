@@ -21,7 +21,6 @@ streams that start at 1 s or 5 s, VFR video, edit lists (see data/timeline.py).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
