@@ -17,9 +17,32 @@ exit statuses and ``--debug``.
 from __future__ import annotations
 
 
+# torch.utils.data re-raises a loader worker's exception as ``type(msg)`` with msg = "Caught X in
+# DataLoader worker process N.\nOriginal Traceback ...", the worker's whole traceback.
+_WORKER_WRAP = "Caught "
+_WORKER_WHERE = "in DataLoader worker process"
+
+
 class UserError(Exception):
     """An expected failure caused by the input, the configuration or the environment; the message
-    names what and why (the file, row, key or value) in one line."""
+    names what and why (the file, row, key or value) in one line.
+
+    Raised in a DataLoader worker, it comes back to the main process with its own message (the
+    worker's traceback is kept as a note, which ``--debug`` shows), so the command line still
+    prints one line."""
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str) and args[0].startswith(_WORKER_WRAP) \
+                and _WORKER_WHERE in args[0].partition("\n")[0]:
+            wrapped = args[0]
+            # the traceback's last line is "module.Class: message" (the message may span lines)
+            marker = f"\n{type(self).__module__}.{type(self).__qualname__}: "
+            at = wrapped.rfind(marker)
+            if at >= 0:
+                args = (wrapped[at + len(marker):].rstrip("\n"),)
+                if hasattr(self, "add_note"):  # Python >= 3.11
+                    self.add_note(wrapped)
+        super().__init__(*args)
 
 
 class ConfigError(UserError, ValueError):

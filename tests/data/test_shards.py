@@ -61,3 +61,23 @@ def test_shard_samples_with_missing_fields_name_the_shard_and_sample(tmp_path, c
         w.write({"__key__": "000000008", "txt": b"no json here"})
     with pytest.raises(InputError, match="sample 000000008: no .json member"):
         next(iter(ShardDataset(tmp_path, labels, small_cfg, train=False)))
+
+
+@pytest.mark.parametrize("payload", [b"[1, 2]", b'"text"', b"3"])
+def test_a_json_member_that_is_not_an_object_names_shard_and_member(tmp_path, corpus, small_cfg, payload):
+    """Valid JSON that is not an object: an InputError naming the shard and the sample, read by
+    random access (the index) and streamed alike (it was a TypeError in the index)."""
+    import webdataset as wds
+
+    from avfusion.data.shards import ShardSamples
+    from avfusion.errors import InputError
+
+    path = tmp_path / "shard-000000.tar"
+    with wds.TarWriter(str(path)) as w:
+        w.write({"__key__": "000000004", "json": payload})
+    labels = LabelMap.read(corpus.labels)
+    for read in (lambda: ShardSamples(path, labels, small_cfg, train=False),
+                 lambda: next(iter(ShardDataset(path, labels, small_cfg, train=False)))):
+        with pytest.raises(InputError, match=r"shard-000000.tar sample 000000004: its .json member is not an object"):
+            read()
+

@@ -61,7 +61,7 @@ def test_empty_folder_and_other_files(tmp_path):
 
 
 def test_failing_pipe_is_one_error(corpus, small_cfg):
-    with pytest.raises(UserError, match="the command failed"):
+    with pytest.raises(UserError, match="the command exited with status 1"):
         _ids("pipe:cat /nonexistent/shard.tar", corpus, small_cfg)
 
 
@@ -82,3 +82,45 @@ def test_cached_shard_samples_equal_uncached(shard_dir, corpus, small_cfg):
         for k in ("video", "audio"):
             if a.get(f"has_{k}"):
                 assert torch.equal(a[k], b[k]), (i, k)
+
+
+def test_partial_shard_folders_are_refused_naming_what_is_missing(corpus, small_cfg, tmp_path):
+    """A folder missing a shard prepare wrote, one whose prepare has not finished all its parts, and
+    one from a prepare killed before its first prepare.json: each refused in one line naming what
+    is missing, and read as it is with allow_partial; a rerun of prepare writes the missing shard."""
+    import shutil
+
+    rows, labels = read_manifest(corpus.good_manifest), LabelMap.read(corpus.labels)
+    whole = tmp_path / "whole"
+    write_shards(rows, labels, small_cfg, whole, max_count=3)  # 3 shards
+    assert len(resolve(whole).shards) == 3
+
+    gone = tmp_path / "gone"
+    shutil.copytree(whole, gone)
+    (gone / "shard-000001.tar").unlink()
+    with pytest.raises(UserError, match=r"1 of the 3 shard\(s\) prepare wrote are missing \(shard-000001.tar\).*"
+                                        r"--allow-partial \(data.allow_partial=true\) to use the 2 shard"):
+        resolve(gone)
+    assert len(resolve(gone, allow_partial=True).shards) == 2
+    write_shards(rows, labels, small_cfg, gone, max_count=3)  # the same command again: the shard is back
+    assert len(resolve(gone).shards) == 3
+
+    part = tmp_path / "part"
+    write_shards(rows, labels, small_cfg, part, max_count=3, part=(0, 2))  # shards 0 and 2 of 3
+    with pytest.raises(UserError, match=r"prepare has finished 2 of 3 shard\(s\) \(not done: shard-000001\)"):
+        resolve(part)
+    assert len(resolve(part, allow_partial=True).shards) == 2
+
+    killed = tmp_path / "killed"
+    shutil.copytree(part, killed)
+    (killed / "prepare.json").unlink()  # killed before it merged anything
+    with pytest.raises(UserError, match=r"prepare has not finished \(2 shard\(s\) recorded, no prepare.json\)"):
+        resolve(killed)
+    with pytest.raises(UserError, match="a partial shard folder"):  # the datasets resolve the same way
+        ShardDataset(killed, labels, small_cfg, train=False)
+    # a folder of tars that prepare never wrote into is taken as it is
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copy(whole / "shard-000000.tar", plain)
+    assert len(resolve(plain).shards) == 1
+

@@ -12,6 +12,7 @@ training ``sample`` / ``error: ...`` (the row is named, one line); predict ``ans
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -83,6 +84,22 @@ def _png_as_mp4(root: Path) -> Path:
     return out
 
 
+def _fifo(root: Path) -> Path:
+    """A named pipe with a media name: opening it to read would block until a writer comes."""
+    os.mkfifo(root / "fifo.mp4")
+    return root / "fifo.mp4"
+
+
+def _folder(root: Path) -> Path:
+    (root / "folder.mp4").mkdir()
+    return root / "folder.mp4"
+
+
+def _not_media(what: str) -> dict[str, str]:
+    """The same words from every command (avfusion.data.decode.file_problem)."""
+    return dict(validate=f"error: {what}", train=f"error: {what}", predict=f"error: {what}")
+
+
 CASES: list[Case] = [
     Case("audio_longer_50ms", "audio runs 50 ms past the video (AAC padding)",
          _media("audio_longer_50ms.mp4", duration=3.0, audio_duration=3.05), "ok"),
@@ -116,6 +133,29 @@ CASES: list[Case] = [
          _media("eight_channel_96k.mkv", duration=2.0, rate=96000, layout="7.1", acodec="flac"), "ok"),
     Case("unicode_path", "a file name with accents, CJK and a symbol",
          _media("clip é 漢字 ✓.mp4", duration=2.0), "ok"),
+    Case("cover_art_m4a", "audio with cover art (.m4a + an attached picture)",
+         _media("cover_art.m4a", duration=2.0, video=False, cover_art=True, fmt="mp4"), "warning: no video stream",
+         also="cover art ignored", predict="answer, note: cover_art.m4a has no video stream"),
+    Case("cover_art_mp3", "MP3 with cover art (an attached picture)",
+         _media("cover_art.mp3", duration=2.0, video=False, cover_art=True, acodec="libmp3lame"),
+         "warning: no video stream", also="cover art ignored", predict="answer, note: cover_art.mp3 has no video stream"),
+    Case("vp9_opus_webm", "VP9 + Opus in WebM", _media("vp9_opus.webm", duration=1.5, vcodec="libvpx-vp9",
+                                                         acodec="libopus", rate=48000), "ok"),
+    Case("av1", "AV1 (SVT-AV1) + AAC in mp4", _media("av1.mp4", duration=1.5, size=(64, 64), vcodec="libsvtav1"), "ok"),
+    Case("mjpeg_pcm_avi", "MJPEG + PCM in AVI", _media("mjpeg_pcm.avi", duration=1.5, vcodec="mjpeg", pix_fmt="yuvj420p",
+                                                        acodec="pcm_s16le", rate=16000, layout="mono"), "ok"),
+    Case("audio_8k", "8 kHz audio", _media("audio_8k.mp4", duration=2.0, rate=8000), "ok"),
+    Case("ten_bit", "10-bit video (yuv420p10le)", _media("ten_bit.mp4", duration=1.5, pix_fmt="yuv420p10le"), "ok"),
+    Case("full_range", "full-range video (yuvj420p)", _media("full_range.mp4", duration=1.5, pix_fmt="yuvj420p"), "ok"),
+    Case("fps_1", "1 frame per second", _media("fps_1.mp4", duration=3.0, fps=1), "ok"),
+    Case("fps_120", "120 frames per second", _media("fps_120.mp4", duration=1.5, fps=120), "ok"),
+    Case("two_audio_tracks", "two audio tracks", _media("two_audio.mp4", duration=2.0, audio_tracks=2), "ok",
+         also="2 audio tracks: the first is read"),
+    Case("data_stream", "a data stream (KLV) beside video and audio, in MPEG-TS",
+         _media("data_stream.ts", duration=2.0, data_stream=True, data_codec="klv"), "ok"),
+    Case("fifo", "a FIFO (named pipe) named .mp4", _fifo, **_not_media("not a regular file: a FIFO")),
+    Case("device", "a device (/dev/null)", lambda root: Path("/dev/null"), **_not_media("not a regular file: a device")),
+    Case("folder", "a folder named .mp4", _folder, **_not_media("not a regular file: a folder")),
     Case("zero_bytes", "an empty file", _bytes("zero_bytes.mp4", b""), "error: empty file",
          train="error: empty file", predict="error: empty file"),
     Case("random_bytes", "20 kB of random bytes",

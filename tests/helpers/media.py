@@ -43,10 +43,16 @@ def make_media(
     rotation: int | None = None,  # display matrix: turn counter-clockwise by this for display
     vfr: bool = False,  # frame durations alternate 1 and 3 frame periods
     fmt: str | None = None,  # container format (default: from the file name)
+    cover_art: bool = False,  # an attached picture (MJPEG) beside the streams, as music files carry
+    audio_tracks: int = 1,  # more than 1: the same audio again, as further tracks (a dub, a commentary)
+    data_stream: bool = False,  # a data stream (timed metadata) beside the others
+    data_codec: str | None = None,
 ) -> Path:
     path = Path(path)
     c = av.open(str(path), "w", format=fmt, options={"movflags": "faststart"} if faststart else None)
     vs = as_ = None
+    pic = _cover_art(c) if cover_art else None
+    ds = c.add_data_stream(data_codec) if data_stream else None
     if video:
         vs = c.add_stream(vcodec, rate=fps)
         vs.width, vs.height = size
@@ -57,9 +63,16 @@ def make_media(
             vs.set_display_rotation(rotation)
         if vfr:
             vs.codec_context.time_base = Fraction(1, 4 * fps)
+    tracks = []
     if audio:
-        as_ = c.add_stream(acodec, rate=rate)
-        as_.layout = layout
+        for _ in range(audio_tracks):
+            t = c.add_stream(acodec, rate=rate)
+            t.layout = layout
+            tracks.append(t)
+        as_ = tracks[0]
+    if pic is not None:  # muxed once every stream is added (the header is written at the first packet)
+        for p in pic[1]:
+            c.mux(p)
     if vs is not None:
         n = int(round(duration * fps))
         w, h = size
@@ -100,9 +113,29 @@ def make_media(
                 fr = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
             fr.sample_rate = rate
             fr.pts = int(round(start * rate)) + i
-            for p in as_.encode(fr):
+            for t in tracks:
+                for p in t.encode(fr):
+                    c.mux(p)
+        for t in tracks:
+            for p in t.encode(None):
                 c.mux(p)
-        for p in as_.encode(None):
-            c.mux(p)
+    if ds is not None:
+        for k in range(int(duration)):
+            pk = av.Packet(b"meta")
+            pk.stream, pk.time_base, pk.pts, pk.dts = ds, Fraction(1, 1000), 1000 * k, 1000 * k
+            c.mux(pk)
     c.close()
     return path
+
+
+def _cover_art(c: av.container.OutputContainer) -> tuple[av.stream.Stream, list[av.Packet]]:
+    """One MJPEG picture as an attached-picture stream (disposition attached_pic), and its packet."""
+    s = c.add_stream("mjpeg", rate=1)
+    s.width = s.height = 64
+    s.pix_fmt = "yuvj420p"
+    s.disposition = av.stream.Disposition.attached_pic
+    img = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24").reformat(format="yuvj420p")
+    packets = [*s.encode(img), *s.encode(None)]
+    for p in packets:
+        p.pts = p.dts = 0
+    return s, packets

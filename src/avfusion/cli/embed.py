@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from avfusion.infer.embed import embed_corpus
     from avfusion.utils.distributed import cleanup
 
-    source = resolve(args.data)
+    source = resolve(args.data, args.allow_partial)
     device, info = corpus_device(args.device)
     try:
         model = load_for_inference(args.model, device, args)

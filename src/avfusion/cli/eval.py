@@ -29,7 +29,7 @@ from pathlib import Path
 from avfusion.cli._common import parse_args, print_table
 from avfusion.cli.predict import MODEL_HELP, add_inference_args, load_for_inference
 from avfusion.errors import ConfigError
-from avfusion.utils.cli_args import device_arg, int_at_least
+from avfusion.utils.cli_args import ALLOW_PARTIAL_HELP, device_arg, int_at_least
 from avfusion.utils.device import resolve_device
 
 
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="auto (default: the GPU when there is one) | cpu | cuda | cuda:N")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out files that cannot be used (listed in eval.json) instead of stopping")
+    p.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL_HELP)
     p.add_argument("--retrieval", action="store_true",
                    help="audio->video and video->audio retrieval (Recall@1/5/10, median rank) on the embeddings")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"{model.cfg.modalities[0]}")
         retrieval = Retrieval(load_projectors(model_dir, model.num_features), str(model_dir / PROJECTORS_WEIGHTS))
     report = evaluate_source(model, args.data, args.labels, args.task, args.batch_size, args.workers,
-                             args.clips, args.crops, skip_bad=args.skip_bad, retrieval=retrieval)
+                             args.clips, args.crops, skip_bad=args.skip_bad, retrieval=retrieval,
+                             allow_partial=args.allow_partial)
     # a cached release is not written into: its results go beside the other runs
     name = args.model.removeprefix("hf-hub:").replace("/", "_")
     out = Path(args.out) if args.out else (model_dir / "eval" if local else Path("runs") / name / "eval")

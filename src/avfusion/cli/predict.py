@@ -43,7 +43,7 @@ from typing import Any
 from avfusion.cli._common import parse_args
 from avfusion.errors import InputError, UserError
 from avfusion.infer.fast import PRECISIONS
-from avfusion.utils.cli_args import device_arg, int_at_least, positive_float
+from avfusion.utils.cli_args import ALLOW_PARTIAL_HELP, device_arg, int_at_least, positive_float
 from avfusion.utils.device import resolve_device
 
 DEFAULT_MODEL = Path("runs/demo/best")
@@ -58,6 +58,7 @@ def add_corpus_args(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--batch-size", type=int_at_least(1), default=8, help="rows (--timeline: windows) per forward pass (default 8)")
     p.add_argument("--workers", type=int_at_least(0), default=0, help="loader processes decoding rows (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL_HELP)
 
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:
@@ -226,7 +227,7 @@ def predict_corpus_main(args: argparse.Namespace, model_dir: Path) -> int:
     from avfusion.infer.corpus import predict_corpus
     from avfusion.utils.distributed import cleanup
 
-    source = resolve(args.data)  # a bad source is one line before the model loads
+    source = resolve(args.data, args.allow_partial)  # a bad source is one line before the model loads
     if args.timeline and source.manifest is None:
         raise InputError(f"{args.data}: --timeline needs the media files (a manifest); shards hold prepared clips")
     device, info = corpus_device(args.device)

@@ -21,6 +21,7 @@ import math
 import sys
 
 from avfusion.cli._common import parse_args, print_table
+from avfusion.utils.cli_args import ALLOW_PARTIAL_HELP
 from avfusion.errors import ConfigError
 from avfusion.train.config import TrainConfig
 from avfusion.utils.dataclass_config import build, load_yaml
@@ -29,7 +30,7 @@ from avfusion.utils.dataclass_config import build, load_yaml
 FLAGS = {"model": "model", "train": "data.train", "val": "data.val", "labels": "data.labels", "out": "run.out",
          "max_steps": "run.max_steps", "save_every": "run.save_every", "seed": "run.seed",
          "batch_size": "data.batch_size", "workers": "data.num_workers", "device": "run.device",
-         "pretrained_backbone": "pretrained_backbone", "init_from": "init_from"}
+         "pretrained_backbone": "pretrained_backbone", "init_from": "init_from", "allow_partial": "data.allow_partial"}
 
 
 def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
@@ -49,6 +50,7 @@ def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--pretrained-backbone", help="ImageNet ViT weights (.safetensors / .pth / .npz)")
     p.add_argument("--init-from", help="start from this model: a model directory, a released model's name (avfusion "
                                        "models --pretrained) or hf-hub:ORG/NAME; a new head when the labels differ")
+    p.add_argument("--allow-partial", action="store_const", const=True, help=ALLOW_PARTIAL_HELP)
     p.add_argument("--json", action="store_true", help="end with a JSON summary line")
     return p
 

@@ -184,6 +184,7 @@ class ClipProcessor:
             order = np.argsort(times, kind="stable")
             d = seg.decode(times[order] if seg.has_video else None, union if seg.has_audio else None)
             tl = seg.timeline
+            notes += tl.ignored  # cover art: the file is audio-only, and says why
             if seg.has_video:
                 v = judge(tl, "video", d.video_read, (float(times.min()), float(times.max())), positions=times[order])
                 verdicts.append(v)

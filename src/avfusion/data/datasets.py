@@ -51,13 +51,14 @@ class VideoDataset(Dataset):
         if damaged not in ("error", "report"):
             raise ValueError(f"damaged must be 'error' or 'report', got {damaged!r}")
         self.on_error, self.damaged = on_error, damaged
-        present, self.missing = split_missing(rows)
+        if missing not in ("error", "skip", "mark"):
+            raise ValueError(f"missing must be 'error', 'skip' or 'mark', got {missing!r}")
+        # "mark": a missing file is a row like any other that cannot be used (on_error decides)
+        present, self.missing = (list(rows), []) if missing == "mark" else split_missing(rows)
         if self.missing and missing == "error":
             names = ", ".join(f"{r.id} ({r.path})" for r in self.missing[:5])
             raise FileNotFoundError(f"{len(self.missing)} manifest row(s) have no file: {names}"
                                     + (" ..." if len(self.missing) > 5 else ""))
-        if missing not in ("error", "skip"):
-            raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
         self.rows = present
         self.labels, self.cfg, self.train = labels, cfg, train
         self.proc = ClipProcessor(cfg, train)
@@ -171,11 +172,13 @@ def worker_init(worker_id: int) -> None:  # pragma: no cover - trivial
     torch.set_num_threads(1)
 
 
-def open_source(spec: str | Source, labels_path: str | None = None) -> tuple[Source, str | None, list[Row] | None]:
+def open_source(spec: str | Source, labels_path: str | None = None,
+                allow_partial: bool = False) -> tuple[Source, str | None, list[Row] | None]:
     """(the source, the label map to use, its rows when they can be known without streaming it: a
     manifest's, or local shards' from their JSON members; None for streamed shards). A shard
-    folder's labels.csv is the label map when none is given."""
-    src = spec if isinstance(spec, Source) else resolve(spec)
+    folder's labels.csv is the label map when none is given. ``allow_partial``: see
+    :func:`avfusion.data.sources.resolve`."""
+    src = spec if isinstance(spec, Source) else resolve(spec, allow_partial)
     labels_path = labels_path or (str(src.labels) if src.labels is not None else None)
     if not src.is_shards:
         assert src.manifest is not None
@@ -184,7 +187,7 @@ def open_source(spec: str | Source, labels_path: str | None = None) -> tuple[Sou
 
 
 def dataset_for(src: Source, rows: Sequence[Row] | None, labels: LabelMap | None, cfg: ClipConfig, train: bool,
-                on_error: str = "raise", damaged: str = "error", read: str = "auto",
+                on_error: str = "raise", damaged: str = "error", missing: str = "error", read: str = "auto",
                 epoch_samples: int | None = None, batch_size: int | None = None, seed: int = 0,
                 shuffle: int = 0, exclude: Collection[str] = (), cache: bool = False) -> Dataset:
     """The dataset that reads a source: a manifest's files (:class:`VideoDataset`), local shards by
@@ -198,7 +201,7 @@ def dataset_for(src: Source, rows: Sequence[Row] | None, labels: LabelMap | None
                           "prepare the manifest into shards first")
     if not src.is_shards:
         keep = [r for r in rows or [] if r.id not in exclude] if exclude else list(rows or [])
-        return VideoDataset(keep, labels, cfg, train, missing="error", on_error=on_error, damaged=damaged)
+        return VideoDataset(keep, labels, cfg, train, missing=missing, on_error=on_error, damaged=damaged)
     if read == "random" or (read == "auto" and src.local):
         return ShardSamples(src, labels, cfg, train, on_error=on_error, exclude=exclude, cache=cache)
     if train and epoch_samples is None:

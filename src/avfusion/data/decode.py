@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterator
@@ -80,14 +81,30 @@ class Decoded:
 # -- opening and the timeline ----------------------------------------------------------------
 
 
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be opened as a media file, in the words every command uses (validate,
+    prepare, training, eval, predict); None for a regular file with content. A FIFO or a device
+    is refused before it is opened: reading one would block or never end."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as e:  # permissions, a name too long, ...
+        return f"cannot read: {e.strerror or e}"
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket")
+        return f"not a regular file: {kind}"
+    if st.st_size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
 def open_container(path: str | os.PathLike) -> av.container.InputContainer:
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DecodeError(f"{path}: file not found")
-    if os.path.isdir(path):
-        raise DecodeError(f"{path}: is a folder, not a media file")
-    if os.path.getsize(path) == 0:
-        raise DecodeError(f"{path}: empty file (0 bytes)")
+    problem = file_problem(path)
+    if problem is not None:
+        raise DecodeError(f"{path}: {problem}")
     try:
         return av.open(path, metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError) as e:
@@ -104,15 +121,42 @@ def _reason(e: Exception) -> str:
     return str(e)
 
 
+# AV_DISPOSITION_ATTACHED_PIC: a picture stored as a one-packet video stream (the cover art of an
+# m4a / mp3, a thumbnail), not a moving picture.
+ATTACHED_PIC = 0x0400
+
+
+def video_stream(c: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The video stream clips read: the first one that is not an attached picture. Everything that
+    reads a file's video (the timeline, decoding, measuring ends) chooses it here, so they agree."""
+    return next((s for s in c.streams.video if not int(s.disposition) & ATTACHED_PIC), None)
+
+
+def audio_stream(c: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
+    """The audio stream clips read: the first one (a second track, another language or a
+    commentary, is not mixed in)."""
+    return c.streams.audio[0] if c.streams.audio else None
+
+
+def ignored_streams(c: av.container.InputContainer) -> list[str]:
+    """Notes on the streams clips do not read, worth a line: cover art (never video), audio tracks
+    after the first."""
+    notes = []
+    if any(int(s.disposition) & ATTACHED_PIC for s in c.streams.video):
+        notes.append("cover art ignored (an attached picture, not a video stream)")
+    if len(c.streams.audio) > 1:
+        notes.append(f"{len(c.streams.audio)} audio tracks: the first is read")
+    return notes
+
+
 def read_timeline(c: av.container.InputContainer, path: str = "") -> Timeline:
     """Each stream's span from the stream itself; ends the container does not declare are measured."""
     path = path or c.name
     fmt = c.format.name if c.format is not None else ""
     if fmt in IMAGE_FORMATS or fmt.endswith("_pipe"):
         raise DecodeError(f"{path}: a still image ({fmt}), not a video")
-    vs = c.streams.video[0] if c.streams.video else None
-    aus = c.streams.audio[0] if c.streams.audio else None
-    tl = Timeline(path=path, format=fmt)
+    vs, aus = video_stream(c), audio_stream(c)
+    tl = Timeline(path=path, format=fmt, ignored=ignored_streams(c))
     c_start = c.start_time / 1e6 if c.start_time is not None else 0.0
     c_end = c_start + c.duration / 1e6 if c.duration else None
     starts: dict[str, float] = {}
@@ -185,7 +229,7 @@ def _measure_ends(path: str, kinds: list[str], container_end: float | None) -> d
         if not from_tail and all(k in ends for k in kinds):
             break
         with av.open(path, metadata_errors="ignore") as c:
-            streams = [c.streams.video[0] if k == "video" else c.streams.audio[0] for k in kinds]
+            streams = [video_stream(c) if k == "video" else audio_stream(c) for k in kinds]
             if from_tail:
                 if container_end is None:
                     continue
@@ -297,7 +341,8 @@ def decode_video(
 
     Returns (frames (T, H, W, 3) uint8, or None when ``collect`` is False or no frame decoded;
     real (T,) bool; what decoding found; the display rotation applied)."""
-    vs = c.streams.video[0]
+    vs = video_stream(c)
+    assert vs is not None, "decode_video on a file without a video stream (see Timeline.has_video)"
     if threads:
         vs.thread_type = "AUTO"
         vs.codec_context.thread_count = threads
@@ -365,7 +410,8 @@ def decode_audio(
 
     Returns (waveform of round((t1 - t0) * sample_rate) samples, real (same length, bool: decoded
     samples; padding and the silence filled into gaps are False), what decoding found)."""
-    aus = c.streams.audio[0]
+    aus = audio_stream(c)
+    assert aus is not None, "decode_audio on a file without an audio stream (see Timeline.has_audio)"
     n_out = int(round((t1 - t0) * sample_rate))
     span = timeline.audio if timeline is not None else None
     stream_end = span.end if span is not None else math.inf

@@ -132,7 +132,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
             header = [h.strip() for h in header]
             if "path" not in header:
                 raise ManifestError(f"{path}: CSV header {header} has no 'path' column")
-            dup = sorted({h for h in header if header.count(h) > 1})
+            dup = repeated_names(header)
             if dup:
                 raise ManifestError(f"{path}: CSV header repeats column(s) {dup}")
             line = reader.line_num + 1
@@ -150,6 +150,15 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
                                 "save it as UTF-8") from None
         except csv.Error as e:
             raise ManifestError(f"{path}: malformed CSV: {e}") from None
+
+
+def repeated_names(header: Sequence[str]) -> list[str]:
+    """The column names that appear more than once, sorted (one pass over the header)."""
+    seen: set[str] = set()
+    dup: set[str] = set()
+    for h in header:
+        (dup if h in seen else seen).add(h)
+    return sorted(dup)
 
 
 def check_manifest(path: str | os.PathLike) -> tuple[list[Row], list[RowProblem]]:
@@ -199,10 +208,12 @@ def write_manifest(rows: Iterable[Row], path: str | os.PathLike) -> None:
 
 
 def split_missing(rows: Sequence[Row]) -> tuple[list[Row], list[Row]]:
-    """(rows whose file exists, rows whose file is missing): callers report the second list."""
+    """(rows whose path exists, rows whose path does not): callers report the second list. A path
+    that exists but is no media file (a folder, a FIFO, a device, an empty file) is the decoder's
+    to name (avfusion.data.decode.file_problem), in the same words everywhere."""
     present, missing = [], []
     for r in rows:
-        (present if os.path.isfile(r.path) else missing).append(r)
+        (present if os.path.exists(r.path) else missing).append(r)
     return present, missing
 
 
@@ -338,7 +349,9 @@ class LabelMap:
                 header = [h.strip() for h in next(reader, [])]
                 if not {"index", "mid", "display_name"} <= set(header):
                     raise ManifestError(f"{path}: label map needs columns index,mid,display_name; got {header}")
-                col = {h: header.index(h) for h in header}
+                col: dict[str, int] = {}
+                for i, h in enumerate(header):  # the first column of a name (one pass: 40k columns stay fast)
+                    col.setdefault(h, i)
                 line = reader.line_num + 1
                 for rec in reader:
                     if any(c.strip() for c in rec):

@@ -37,14 +37,14 @@ from avfusion.core.config import PreprocessConfig
 from avfusion.data.clips import ClipConfig
 from avfusion.data.manifest import LabelMap, Row, RowProblem
 from avfusion.data.shards import encode_row
-from avfusion.data.sources import LABELS_NAME, PREPARE_NAME
+from avfusion.data.sources import DONE_DIR, LABELS_NAME, PREPARE_NAME
+from avfusion.data.validate import duplicate_ids
 from avfusion.errors import ConfigError, InputError
 from avfusion.utils.dataclass_config import to_plain
 from avfusion.utils.files import atomic_json
 from avfusion.utils.lock import hold_folder
 from avfusion.utils.progress import Progress, progress_bar
 
-DONE_DIR = ".done"
 SHARD_NAME = "shard-{:06d}.tar"
 
 
@@ -127,16 +127,10 @@ def _write_shards(rows: Sequence[Row], labels: LabelMap, cfg: ClipConfig, out: P
     atomic_json(done_dir / "manifest.json", {"failures": [_failure(b.id, b.line, b.path, b.reason) for b in bad_lines]})
     labels.write(out / LABELS_NAME)
 
-    first: dict[str, Row] = {}
-    refused: dict[int, str] = {}
-    for i, row in enumerate(rows):
-        if row.id in first:  # the same words as validate's
-            refused[i] = f"duplicate id (first on line {first[row.id].line})"
-        else:
-            first[row.id] = row
+    refused = duplicate_ids(rows)  # validate's check, in its words
     total = (len(rows) + max_count - 1) // max_count
     k, n = part
-    todo = [i for i in range(total) if i % n == k and not (done_dir / f"shard-{i:06d}.json").is_file()]
+    todo = [i for i in range(total) if i % n == k and not _finished(out, i)]
     skipped = sum(1 for i in range(total) if i % n == k) - len(todo)
     jobs = [_Job(i, i * max_count, rows[i * max_count:(i + 1) * max_count],
                  {j - i * max_count: r for j, r in refused.items() if i * max_count <= j < (i + 1) * max_count})
@@ -145,6 +139,16 @@ def _write_shards(rows: Sequence[Row], labels: LabelMap, cfg: ClipConfig, out: P
     res = merge(out, total)
     res.skipped = skipped
     return res
+
+
+def _finished(out: Path, index: int) -> bool:
+    """Shard ``index`` is recorded as done and, if it holds samples, its tar is there (a shard
+    deleted since is written again)."""
+    record = out / DONE_DIR / f"shard-{index:06d}.json"
+    if not record.is_file():
+        return False
+    name = json.loads(record.read_text()).get("shard")
+    return name is None or (out / name).is_file()
 
 
 def _fingerprint(rows: Sequence[Row]) -> str:

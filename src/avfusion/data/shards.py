@@ -180,7 +180,7 @@ class ShardSegment:
         except (ValueError, UnicodeDecodeError) as e:
             raise InputError(f"{where}: its .json member is not valid JSON ({e})") from None
         if not isinstance(self.meta, dict):
-            raise InputError(f"{where}: its .json member is not an object")
+            raise InputError(f"{where}: its .json member is not an object ({type(self.meta).__name__})")
         missing = [k for k in self.REQUIRED if k not in self.meta]
         if missing:
             raise InputError(f"{where}: its .json lacks field(s) {missing} (written by an older or another tool?)")
@@ -300,9 +300,13 @@ def index_shard(path: str) -> list[tuple[str, dict[str, tuple[int, int]], dict[s
                 if ext == "json":
                     f = tf.extractfile(m)
                     try:
-                        meta.update(json.loads(f.read()) if f is not None else {})
-                    except ValueError as e:
+                        found = json.loads(f.read()) if f is not None else {}
+                    except ValueError as e:  # UnicodeDecodeError included
                         raise InputError(f"{path} sample {key}: its .json member is not valid JSON ({e})") from None
+                    if not isinstance(found, dict):  # the same words as ShardSegment's (streamed reading)
+                        raise InputError(f"{path} sample {key}: its .json member is not an object "
+                                         f"({type(found).__name__})")
+                    meta.update(found)
     except (tarfile.TarError, OSError) as e:
         raise InputError(f"{path}: not a readable tar ({e})") from None
     return [(k, members, meta) for k, (members, meta) in out.items()]
@@ -572,9 +576,17 @@ def _group(url: str) -> Iterator[dict[str, Any]]:
         stream.close()  # a pipe: command's exit status is checked here
     except (tarfile.TarError, OSError) as e:
         with contextlib.suppress(OSError):
-            stream.close()
-        what = "the command failed" if url.startswith("pipe:") else "not a readable tar"
-        raise InputError(f"{url}: {what} ({e})") from None
+            stream.close()  # a pipe: waits for its command, whose exit status says what went wrong
+        status = getattr(stream, "status", None)
+        if status:
+            raise InputError(f"{url}: the command exited with status {status}") from None
+        raise InputError(f"{url}: not a readable tar ({_tar_reason(e)})") from None
+
+
+def _tar_reason(e: Exception) -> str:
+    """The reader's reason, without webdataset's dump of the command's arguments."""
+    msg = str(e)
+    return "the stream ended early" if msg.startswith("((") or not msg else msg.split(" @ <", 1)[0]
 
 
 def _stored_id(sample: dict[str, Any]) -> str | None:

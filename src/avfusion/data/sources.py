@@ -64,8 +64,41 @@ def _is_url(s: str) -> bool:
     return s.startswith(URL_PREFIXES) or "::" in s or ("{" in s and ".." in s)
 
 
-def resolve(spec: str | os.PathLike | Sequence[str]) -> Source:
-    """Resolve a source; an empty or unknown one is a one-line error naming it."""
+# The one spelling of "use what a partial or unfinished shard folder holds": this keyword, the
+# `--allow-partial` flag of every command that reads data, and the `data.allow_partial` setting.
+ALLOW_PARTIAL_HINT = "--allow-partial (data.allow_partial=true)"
+DONE_DIR = ".done"  # prepare's record of finished shards (avfusion.data.prepare)
+
+
+def _incomplete(folder: Path, prepared: dict[str, Any] | None, found: list[str]) -> str | None:
+    """What a shard folder written by prepare lacks, or None when it is whole: shards prepare
+    recorded that are not there, or a prepare that has not finished (killed, or parts still to
+    run). A folder prepare never wrote into (no prepare.json, no .done/) is taken as it is."""
+    done_dir = folder / DONE_DIR
+    names = {os.path.basename(x) for x in found}
+    if prepared is None:
+        if not done_dir.is_dir():
+            return None
+        recorded = len(list(done_dir.glob("shard-*.json")))
+        return f"prepare has not finished ({recorded} shard(s) recorded, no prepare.json)"
+    written = [os.path.basename(str(x)) for x in prepared.get("shards") or []]
+    gone = [n for n in written if n not in names]
+    if gone:
+        shown = ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else "")
+        return f"{len(gone)} of the {len(written)} shard(s) prepare wrote are missing ({shown})"
+    if prepared.get("complete") is False:
+        total = int(prepared.get("shards_total") or 0)
+        todo = [f"shard-{i:06d}" for i in range(total) if not (done_dir / f"shard-{i:06d}.json").is_file()]
+        shown = ", ".join(todo[:5]) + (" ..." if len(todo) > 5 else "")
+        return (f"prepare has finished {prepared.get('shards_done')} of {total} shard(s)"
+                + (f" (not done: {shown})" if todo else ""))
+    return None
+
+
+def resolve(spec: str | os.PathLike | Sequence[str], allow_partial: bool = False) -> Source:
+    """Resolve a source; an empty or unknown one is a one-line error naming it. A shard folder
+    that prepare has not finished, or that lacks shards prepare wrote, is refused naming what is
+    missing, unless ``allow_partial`` (then its shards are used as they are)."""
     if isinstance(spec, (list, tuple)):
         urls = [u for s in spec for u in expand_urls(str(s))]
         if not urls:
@@ -95,6 +128,13 @@ def resolve(spec: str | os.PathLike | Sequence[str]) -> Source:
                 src.prepared = json.loads((p / PREPARE_NAME).read_text())
             except ValueError as e:
                 raise InputError(f"{p / PREPARE_NAME}: not valid JSON ({e})") from None
+            if not isinstance(src.prepared, dict):
+                raise InputError(f"{p / PREPARE_NAME}: not a JSON object")
+        lacking = _incomplete(p, src.prepared, shards)
+        if lacking and not allow_partial:
+            raise InputError(f"{s}: a partial shard folder: {lacking}; run the same `avfusion prepare` command again "
+                             f"(it writes what is missing), or pass {ALLOW_PARTIAL_HINT} to use the {len(shards)} "
+                             "shard(s) there")
         return src
     if not p.exists():
         raise InputError(f"{s}: no such manifest, shard folder or file")
@@ -106,4 +146,4 @@ def resolve(spec: str | os.PathLike | Sequence[str]) -> Source:
                      "URL")
 
 
-__all__ = ["Source", "resolve", "MANIFEST_SUFFIXES", "LABELS_NAME", "PREPARE_NAME"]
+__all__ = ["Source", "resolve", "MANIFEST_SUFFIXES", "LABELS_NAME", "PREPARE_NAME", "DONE_DIR", "ALLOW_PARTIAL_HINT"]

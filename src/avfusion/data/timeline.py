@@ -74,6 +74,7 @@ class Timeline:
     measured: tuple[str, ...] = ()  # streams whose end was measured from their last packets
     header_end: float | None = None  # the end the header records, where the format keeps one there
     cut: dict[str, float] = field(default_factory=dict)  # stream -> where its indexed data runs past the file's end
+    ignored: list[str] = field(default_factory=list)  # notes on streams clips do not read (cover art)
 
     @property
     def has_video(self) -> bool:
@@ -143,8 +144,9 @@ class Timeline:
         return [first] + [e for e in found if not e.startswith("truncated")]
 
     def stream_notes(self) -> list[str]:
-        """Facts about the file worth a line: a non-zero start, streams of clearly unequal length."""
-        notes = []
+        """Facts about the file worth a line: streams not read (cover art), a non-zero start, streams
+        of clearly unequal length."""
+        notes = list(self.ignored)
         if abs(self.origin) > 1e-3:
             notes.append(f"streams start at {self.origin:.3f} s: manifest times count from there")
         if self.video is not None and self.audio is not None:

@@ -21,12 +21,11 @@ streams that start at 1 s or 5 s, VFR video, edit lists (see data/timeline.py).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from avfusion.data.clips import ClipConfig
-from avfusion.data.decode import Decoded, DecodeError, decode, grid_times, open_container, read_timeline
+from avfusion.data.decode import Decoded, DecodeError, decode, file_problem, grid_times, open_container, read_timeline
 from avfusion.data.manifest import LabelMap, ManifestError, Row, RowProblem
 from avfusion.data.timeline import Span, Timeline, judge
 from avfusion.errors import InputError
@@ -94,8 +93,9 @@ def check_row(row: Row, labels: LabelMap | None, cfg: ClipConfig, decode_check: 
                     add("warning", "no labels")
             except ManifestError as e:
                 add("error", str(e))
-    if not os.path.isfile(row.path):
-        add("error", "file not found" if not os.path.exists(row.path) else "not a file")
+    problem = file_problem(row.path)
+    if problem is not None:
+        add("error", problem)
         return res
     try:
         with open_container(row.path) as c:
@@ -165,16 +165,36 @@ def validate_rows(rows: Sequence[Row], labels: LabelMap, cfg: ClipConfig, decode
     probs = manifest_problems(bad_lines)
     if not rows and not bad_lines:
         return [Problem("-", "error", "empty manifest: no rows")]
-    first: dict[str, Row] = {}
-    for row in progress(rows) if progress else rows:
-        if row.id in first:
-            other = first[row.id]
-            where = f"line {other.line}" if other.line else f"row {rows.index(other) + 1}"
-            probs.append(Problem(row.id, "error", f"duplicate id (first on {where})", row.path, row.line))
-        else:
-            first[row.id] = row
+    repeats = duplicate_ids(rows)
+    for i, row in enumerate(progress(rows) if progress else rows):
+        if i in repeats:
+            probs.append(Problem(row.id, "error", repeats[i], row.path, row.line))
         probs += check_row(row, labels, cfg, decode_check).problems
     return probs
+
+
+def duplicate_ids(rows: Sequence[Row]) -> dict[int, str]:
+    """Every repeat of an id (its first occurrence is the row): index in ``rows`` -> the reason,
+    naming where the first is. The one check behind validate, prepare and eval."""
+    first: dict[str, int] = {}
+    out: dict[int, str] = {}
+    for i, row in enumerate(rows):
+        j = first.setdefault(row.id, i)
+        if j != i:
+            other = rows[j]
+            out[i] = f"duplicate id (first on {f'line {other.line}' if other.line else f'row {j + 1}'})"
+    return out
+
+
+def refuse_duplicate_ids(rows: Sequence[Row], source: str) -> None:
+    """One line naming the first repeated id and both its lines (and how many more repeat)."""
+    repeats = duplicate_ids(rows)
+    if repeats:
+        i = min(repeats)
+        row = rows[i]
+        where = f"line {row.line}" if row.line else f"row {i + 1}"
+        more = f" (and {len(repeats) - 1} more repeated id(s))" if len(repeats) > 1 else ""
+        raise InputError(f"{source}: id {row.id!r} on {where}: {repeats[i]}{more}; `avfusion validate` lists them")
 
 
 def summary(rows: Sequence[Row], probs: Sequence[Problem], bad_lines: int = 0) -> dict[str, Any]:
@@ -199,5 +219,5 @@ def format_table(probs: Sequence[Problem]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Problem", "RowCheck", "check_row", "data_range", "validate_rows", "manifest_problems", "summary",
+__all__ = ["Problem", "RowCheck", "check_row", "data_range", "validate_rows", "duplicate_ids", "refuse_duplicate_ids", "manifest_problems", "summary",
            "format_table"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
@@ -28,6 +28,7 @@ from avfusion.data.clips import ClipConfig
 from avfusion.data.datasets import collate, dataset_for, open_source, split_by_presence
 from avfusion.data.sources import Source
 from avfusion.data.manifest import LabelMap
+from avfusion.data.validate import duplicate_ids, refuse_duplicate_ids
 from avfusion.eval.aggregate import average_views
 from avfusion.infer.fast import inference_settings
 from avfusion.errors import ConfigError, InputError, SampleError
@@ -126,9 +127,11 @@ def run_views(model: torch.nn.Module, loader: DataLoader, device: torch.device,
 def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, task: str | None, batch_size: int = 4,
                      num_workers: int = 0, info: DistInfo = DistInfo(),
                      conditions: dict[str, tuple[str, ...]] | None = None, skip_bad: bool = False,
-                     retrieval: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> dict[str, Any]:
+                     retrieval: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+                     skipped: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Metrics per condition and per output on an evaluation dataset (train=False), and under
-    ``inputs`` what decoding found: files skipped (``skip_bad``), damage, notes, padding shares.
+    ``inputs`` what decoding found: files skipped (``skip_bad``; ``skipped`` lists rows left out
+    before decoding, e.g. repeated ids), damage, notes, padding shares.
 
     ``retrieval`` (eval/retrieval.py): called with the per-rank raw results of the first
     (all-modalities) condition, features included; its answer is ``report["retrieval"]``.
@@ -145,7 +148,8 @@ def evaluate_dataset(model: torch.nn.Module, dataset: Dataset, task: str | None,
     # gathered, and raised on every rank together.
     raw, inputs = run_views(model, loader, device, conditions, skip_bad or info.enabled, features=retrieval is not None)
     gathered = gather_objects((raw, inputs), info)
-    merged: dict[str, Any] = {"skipped": [], "damage": {}, "notes": {}, "padded": {}}
+    merged: dict[str, Any] = {"skipped": list(skipped) if info.is_main else [], "damage": {}, "notes": {},
+                              "padded": {}}
     for _, part in gathered:  # type: ignore[misc]
         merged["skipped"] += part["skipped"]
         for key in ("damage", "notes", "padded"):
@@ -191,7 +195,8 @@ def evaluate_source(model: torch.nn.Module, source: str | Path | Source, labels:
                     task: str | None = None, batch_size: int = 4, num_workers: int = 0, eval_clips: int = 4,
                     eval_crops: int = 3, info: DistInfo = DistInfo(),
                     conditions: dict[str, tuple[str, ...]] | None = None, skip_bad: bool = False,
-                    retrieval: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> dict[str, Any]:
+                    retrieval: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+                    allow_partial: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on a source (a manifest's files, or shards: avfusion.data.sources) with the
     papers' multi-view protocol. ``labels`` defaults to a shard folder's labels.csv.
 
@@ -201,12 +206,25 @@ def evaluate_source(model: torch.nn.Module, source: str | Path | Source, labels:
     damage. With ``retrieval`` (eval/retrieval.py) the report has a ``retrieval`` section; without a
     label map it has only that (the all-modalities condition, no classification metrics)."""
     src, labels_path, rows = open_source(source if isinstance(source, Source) else str(source),
-                                         None if labels is None else str(labels))
+                                         None if labels is None else str(labels), allow_partial)
     clips = ClipConfig.from_model(model.cfg, eval_clips=eval_clips, eval_crops=eval_crops)
+    repeated: list[dict[str, Any]] = []
+    if rows is not None:
+        # A repeated id would fold two rows into one video: refused as validate refuses it, or with
+        # skip_bad the repeats are left out (the first row is evaluated) and listed.
+        if not skip_bad:
+            refuse_duplicate_ids(rows, src.spec)
+        repeats = duplicate_ids(rows)
+        for i, why in sorted(repeats.items()):
+            where = f" (line {rows[i].line})" if rows[i].line else ""
+            repeated.append({"id": rows[i].id, "error": f"row {rows[i].id!r}{where}: {why}"})
+        rows = [r for i, r in enumerate(rows) if i not in repeats]
     if labels_path is None and retrieval is not None:
         conditions = conditions or dict(list(conditions_for(model.cfg.modalities).items())[:1])
-        dataset = dataset_for(src, rows, None, clips, train=False, on_error="mark", damaged="report")
-        report = evaluate_dataset(model, dataset, None, batch_size, num_workers, info, conditions, skip_bad, retrieval)
+        dataset = dataset_for(src, rows, None, clips, train=False, on_error="mark", damaged="report",
+                              missing="mark")
+        report = evaluate_dataset(model, dataset, None, batch_size, num_workers, info, conditions, skip_bad, retrieval,
+                                  skipped=repeated)
         if report:
             report.update(source=src.spec, eval_clips=eval_clips, eval_crops=eval_crops, class_names=None)
         return report
@@ -221,8 +239,10 @@ def evaluate_source(model: torch.nn.Module, source: str | Path | Source, labels:
     if label_map.num_classes != model.cfg.num_classes:
         raise InputError(f"the label map has {label_map.num_classes} classes but the model predicts "
                          f"{model.cfg.num_classes}")
-    dataset = dataset_for(src, rows, label_map, clips, train=False, on_error="mark", damaged="report")
-    report = evaluate_dataset(model, dataset, task, batch_size, num_workers, info, conditions, skip_bad, retrieval)
+    dataset = dataset_for(src, rows, label_map, clips, train=False, on_error="mark", damaged="report",
+                          missing="mark")
+    report = evaluate_dataset(model, dataset, task, batch_size, num_workers, info, conditions, skip_bad, retrieval,
+                              skipped=repeated)
     if report:
         report.update(source=src.spec, eval_clips=eval_clips, eval_crops=eval_crops, class_names=label_map.names)
     return report

@@ -47,6 +47,9 @@ class DataConfig:
     # Streamed shards: samples in an epoch, all ranks together (default: the folder's prepare.json
     # "ok"); every rank runs epoch_samples // (world x batch_size) steps.
     epoch_samples: int | None = None
+    # A shard folder that prepare has not finished, or that lacks shards it wrote, is refused
+    # naming what is missing; true uses the shards that are there (avfusion.data.sources.resolve).
+    allow_partial: bool = False
     # Training samples that cannot be used (a file that will not open, a truncated or damaged
     # stream under the clip) stop the run naming the row (0), or up to this many are left out of
     # their batch, counted in metrics.jsonl ("skipped_samples") and named on stderr.

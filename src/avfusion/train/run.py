@@ -129,7 +129,7 @@ def _run(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
 
 
 def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
-    src, labels_path, rows = open_source(cfg.data.train, cfg.data.labels)
+    src, labels_path, rows = open_source(cfg.data.train, cfg.data.labels, cfg.data.allow_partial)
     if mode == "supervised" and labels_path is None:
         raise ConfigError("supervised training needs data.labels (a label map)")
     labels, task_kind = None, "multilabel"
@@ -193,7 +193,8 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     if cfg.data.val and mode == "supervised" and result.steps > 0:
         report = evaluate_source(model, cfg.data.val, labels_path, batch_size=cfg.data.eval_batch_size,
                                    num_workers=cfg.data.num_workers, eval_clips=cfg.data.eval_clips,
-                                   eval_crops=cfg.data.eval_crops, info=info, task=task_kind)
+                                   eval_crops=cfg.data.eval_crops, info=info, task=task_kind,
+                                   allow_partial=cfg.data.allow_partial)
         if info.is_main:
             atomic_write(out / "eval.json", (json.dumps(report, indent=2) + "\n").encode())
             print(f"validation: {json.dumps(report['summary'])}", file=sys.stderr)

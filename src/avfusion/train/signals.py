@@ -10,7 +10,9 @@ that died of it would turn a clean stop into a "worker exited unexpectedly" erro
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import multiprocessing
 import signal
 import threading
 from collections.abc import Iterator
@@ -75,11 +77,31 @@ def worker_ignore_signals(worker_id: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
+def _kill_workers_left() -> None:
+    """At exit, multiprocessing terminates (SIGTERM) and then joins its daemonic children, which
+    DataLoader workers are. Workers normally stop when their loader is dropped, but after an error
+    the loader can outlive the program (its traceback holds it); a worker that ignores SIGTERM
+    would then never be joined, and the program would never exit. Kill those instead (after
+    taking down torch's SIGCHLD handler, which would report each as a crash)."""
+    left = [p for p in multiprocessing.active_children() if p.daemon]
+    if left and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for p in left:
+        p.kill()
+
+
+_exit_hook = False
+
+
 @contextlib.contextmanager
 def signals_blocked() -> Iterator[None]:
     """Block SIGINT / SIGTERM in this thread while DataLoader workers are forked: a child inherits
     the mask, so none can die of a signal before :func:`worker_ignore_signals` runs in it. A signal
     that arrives meanwhile is delivered when the block ends."""
+    global _exit_hook
+    if not _exit_hook:  # registered after multiprocessing's own exit hook, so it runs before it
+        atexit.register(_kill_workers_left)
+        _exit_hook = True
     old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield

@@ -51,3 +51,8 @@ def device_arg(text: str) -> str:
     except ConfigError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+
+# --allow-partial (train, eval, predict --data, embed): avfusion.data.sources.resolve's allow_partial.
+ALLOW_PARTIAL_HELP = ("use a shard folder that prepare has not finished, or that lacks shards prepare wrote, as it "
+                      "is (refused by default, naming what is missing); config: data.allow_partial")
