@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, clip_centres
+from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, clip_centres, take
 from avfusion.data.timeline import StreamRead, judge
 from avfusion.errors import ConfigError, InputError, UserError
 from avfusion.infer import corpus as C
@@ -213,7 +213,7 @@ def _decode_chunk(seg: FileSegment, cfg: ClipConfig, proc: ClipProcessor, chunk:
             v = judge(tl, "audio", reads[j], (a0, a1), rate=sr)
             _account(acc, "audio", k * n_samples, valid, v.missing["audio"], v.errors, d.audio is not None)
         if d.audio is not None:
-            wav = np.stack([_take(d.audio, o, n_samples) for o in offs])
+            wav = np.stack([take(d.audio, o, n_samples) for o in offs])
             sample["audio"] = proc.audio_views(torch.from_numpy(np.ascontiguousarray(wav)))  # (K, T_a, F)
     return sample, per
 
@@ -239,11 +239,6 @@ def _account(acc: dict[str, Any], mod: str, requested: int, valid: int, missing:
     acc[f"{mod}_padded"] = requested - valid
     acc[f"{mod}_lost"] = min(missing, requested - valid)
     acc["damage"] += errors
-
-
-def _take(x: np.ndarray, start: int, n: int) -> np.ndarray:
-    out = x[start:start + n]
-    return out if len(out) == n else np.pad(out, (0, n - len(out)))
 
 
 def _window_entry(cfg: Any, w: _Window, acc: dict[str, Any], streams: dict[str, Any], scores: dict[str, torch.Tensor],
