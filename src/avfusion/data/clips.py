@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -106,18 +106,34 @@ def clip_centres(seg_start: float, seg_end: float, length: float, k: int | None,
     return list(np.linspace(lo, hi, k))
 
 
-class Segment(Protocol):
-    """Something clips can be cut from: a media file, or a prepared shard sample. ``start`` /
-    ``end`` are seconds on the file's timeline (avfusion.data.timeline)."""
+@dataclass
+class ClipRead:
+    """What a segment gave for the clips of one sample, before transforms."""
+
+    frames: np.ndarray | None = None  # (K * T, H, W, 3) uint8 in clip order; None: no video
+    video_valid: int = 0  # frames that are real (the rest repeat the nearest real frame)
+    audio: np.ndarray | None = None  # (K, N) float32 waveforms; None: no audio
+    audio_valid: int = 0  # samples that are real (the rest are zeros)
+    damage: list[str] = field(default_factory=list)  # what decoding found (a media file only)
+    notes: list[str] = field(default_factory=list)
+    lost: dict[str, int] = field(default_factory=lambda: {"video": 0, "audio": 0})  # positions damage took
+
+
+class MediaSegment(Protocol):
+    """What clips are cut from: a manifest row's segment of a media file (:class:`FileSegment`)
+    or a prepared sample (:class:`avfusion.data.shards.ShardSegment`). ``start`` / ``end`` are
+    seconds on the file's timeline (avfusion.data.timeline)."""
 
     start: float
     end: float
     has_video: bool
     has_audio: bool
 
-    def frames(self, times: np.ndarray) -> tuple[np.ndarray, int]: ...  # (T, H, W, 3) uint8, real count
-
-    def audio(self, t0: float, t1: float) -> tuple[np.ndarray, int]: ...  # (N,) float32, real count
+    def read(self, times: np.ndarray, spans: Sequence[tuple[float, float]], samples: int) -> ClipRead:
+        """The frames shown at ``times`` (every clip's frame times, clip order) and ``samples``
+        audio samples from the start of each of the K ``spans`` (one per clip); a modality the
+        segment lacks is None."""
+        ...
 
 
 class FileSegment:
@@ -143,6 +159,37 @@ class FileSegment:
         return decode(self.path, video_times, audio_span, fps=p.fps, sample_rate=p.sample_rate,
                       short_side=p.short_side, threads=self.threads, timeline=self.timeline)
 
+    def read(self, times: np.ndarray, spans: Sequence[tuple[float, float]], samples: int) -> ClipRead:
+        """See :class:`MediaSegment`; one decode pass for all clips (frames in time order, audio
+        over the spans' union), judged against the file's timeline for damage."""
+        union = (min(s[0] for s in spans), max(s[1] for s in spans))
+        order = np.argsort(times, kind="stable")
+        d = self.decode(times[order] if self.has_video else None, union if self.has_audio else None)
+        tl, got = self.timeline, ClipRead()
+        got.notes += tl.ignored  # cover art: the file is audio-only, and says why
+        verdicts = []
+        if self.has_video:
+            v = judge(tl, "video", d.video_read, (float(times.min()), float(times.max())), positions=times[order])
+            verdicts.append(v)
+            got.lost["video"] = v.missing["video"]
+            if d.rotation:
+                got.notes.append(f"video turned {d.rotation} degrees counter-clockwise, as its display matrix says")
+        sr = self.cfg.preprocess.sample_rate
+        if self.has_audio:
+            v = judge(tl, "audio", d.audio_read, union, rate=sr)
+            verdicts.append(v)
+            got.lost["audio"] = v.missing["audio"]
+        got.damage = tl.damage(verdicts)
+        if d.video is not None:
+            got.frames = np.empty_like(d.video)
+            got.frames[order] = d.video  # back to clip order
+            got.video_valid = d.video_valid
+        if d.audio is not None:
+            offs = [int(round((s[0] - union[0]) * sr)) for s in spans]
+            got.audio = np.stack([take(d.audio, o, samples) for o in offs])  # (K, N)
+            got.audio_valid = sum(int(d.audio_real[o : o + samples].sum()) for o in offs)
+        return got
+
 
 class ClipProcessor:
     """Cuts clips from a segment and turns them into tensors (train: 1 random clip, augmented;
@@ -160,73 +207,34 @@ class ClipProcessor:
         self.cfg, self.train = cfg, train
 
     # -- placement -------------------------------------------------------------------------
-    def centres(self, seg: Segment, generator: torch.Generator | None = None) -> list[float]:
+    def centres(self, seg: MediaSegment, generator: torch.Generator | None = None) -> list[float]:
         length = max(self.cfg.video_seconds if seg.has_video else 0.0,
                      self.cfg.audio_seconds if seg.has_audio else 0.0)
         k = None if self.train else self.cfg.eval_clips
         return clip_centres(seg.start, seg.end, length, k, generator)
 
     # -- one segment -> sample --------------------------------------------------------------
-    def __call__(self, seg: Segment, generator: torch.Generator | None = None) -> dict[str, Any]:
+    def __call__(self, seg: MediaSegment, generator: torch.Generator | None = None) -> dict[str, Any]:
         cfg = self.cfg
         centres = self.centres(seg, generator)
-        # Raw data for all clips at once (one decode pass for a file).
-        times = np.concatenate([cfg.video_times(c) for c in centres])
-        spans = [cfg.audio_span(c) for c in centres]
-        frames = audio = None
-        v_valid = a_valid = 0
-        damage: list[str] = []
-        verdicts = []
-        notes: list[str] = []
-        lost = {"video": 0, "audio": 0}  # positions inside a stream's span that damage took
-        if isinstance(seg, FileSegment):
-            union = (min(s[0] for s in spans), max(s[1] for s in spans))
-            order = np.argsort(times, kind="stable")
-            d = seg.decode(times[order] if seg.has_video else None, union if seg.has_audio else None)
-            tl = seg.timeline
-            notes += tl.ignored  # cover art: the file is audio-only, and says why
-            if seg.has_video:
-                v = judge(tl, "video", d.video_read, (float(times.min()), float(times.max())), positions=times[order])
-                verdicts.append(v)
-                lost["video"] = v.missing["video"]
-                if d.rotation:
-                    notes.append(f"video turned {d.rotation} degrees counter-clockwise, as its display matrix says")
-            if seg.has_audio:
-                v = judge(tl, "audio", d.audio_read, union, rate=cfg.preprocess.sample_rate)
-                verdicts.append(v)
-                lost["audio"] = v.missing["audio"]
-            damage = tl.damage(verdicts)
-            if d.video is not None:
-                frames = np.empty_like(d.video)
-                frames[order] = d.video  # back to clip order
-                v_valid = d.video_valid
-            if d.audio is not None:
-                sr = cfg.preprocess.sample_rate
-                offs = [int(round((s[0] - union[0]) * sr)) for s in spans]
-                audio = np.stack([_take(d.audio, o, cfg.audio_samples) for o in offs])
-                a_valid = sum(int(d.audio_real[o : o + cfg.audio_samples].sum()) for o in offs)
-        else:
-            if seg.has_video:
-                frames, v_valid = seg.frames(times)
-            if seg.has_audio:
-                parts = [seg.audio(*s) for s in spans]
-                audio = np.stack([_take(p[0], 0, cfg.audio_samples) for p in parts])
-                a_valid = sum(p[1] for p in parts)
+        times = np.concatenate([cfg.video_times(c) for c in centres])  # (K * T,)
+        got = seg.read(times, [cfg.audio_span(c) for c in centres], cfg.audio_samples)
+        frames, audio = got.frames, got.audio
         out: dict[str, Any] = {"has_video": frames is not None, "has_audio": audio is not None,
-                               "damage": damage, "notes": notes}
+                               "damage": got.damage, "notes": got.notes}
         n = len(centres)
         if frames is not None:
             clips = torch.from_numpy(frames).view(n, cfg.num_frames, *frames.shape[1:])  # (K, T, H, W, 3)
             out["video"] = self.video_views(clips, generator)
-            out["video_padded"] = int(len(times) - v_valid)
+            out["video_padded"] = int(len(times) - got.video_valid)
             out["video_requested"] = int(len(times))
-            out["video_lost"] = min(lost["video"], out["video_padded"])
+            out["video_lost"] = min(got.lost["video"], out["video_padded"])
         if audio is not None:
             wav = torch.from_numpy(np.ascontiguousarray(audio))  # (K, N)
             out["audio"] = self.audio_views(wav, generator)
-            out["audio_padded"] = int(wav.numel() - a_valid)
+            out["audio_padded"] = int(wav.numel() - got.audio_valid)
             out["audio_requested"] = int(wav.numel())
-            out["audio_lost"] = min(lost["audio"], out["audio_padded"])
+            out["audio_lost"] = min(got.lost["audio"], out["audio_padded"])
         return out
 
     # -- transforms ----------------------------------------------------------------------------
@@ -287,7 +295,7 @@ class ClipProcessor:
         return x.repeat_interleave(cfg.eval_crops if cfg.eval_crops else 1, dim=0)
 
 
-def _take(x: np.ndarray, start: int, n: int) -> np.ndarray:
+def take(x: np.ndarray, start: int, n: int) -> np.ndarray:
     """x[start : start + n], zero-padded at the end if rounding left it short."""
     out = x[start : start + n]
     return out if len(out) == n else np.pad(out, (0, n - len(out)))

@@ -40,7 +40,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from avfusion.data.clips import ClipConfig, ClipProcessor
+from avfusion.data.clips import ClipConfig, ClipProcessor, ClipRead, take
 from avfusion.data.decode import decode_video
 from avfusion.data.manifest import LabelMap, ManifestError, Row, UnknownLabel
 from avfusion.data.sources import Source, resolve
@@ -165,7 +165,7 @@ def encode_row(row: Row, labels: LabelMap, cfg: ClipConfig, video_format: str = 
 
 
 class ShardSegment:
-    """A prepared sample seen as a segment (see clips.Segment): frames decode lazily.
+    """A prepared sample as a :class:`~avfusion.data.clips.MediaSegment`: frames decode lazily.
 
     ``source`` names the shard (and the sample's key) in errors."""
 
@@ -244,6 +244,18 @@ class ShardSegment:
         out[d0 : d0 + m] = self._pcm[s0 : s0 + m].astype(np.float32) / 32767.0
         valid = sum(max(0, min(b, s0 + m) - max(a, s0)) for a, b in self.audio_real) if m else 0
         return out, valid
+
+    def read(self, times: np.ndarray, spans: Sequence[tuple[float, float]], samples: int) -> ClipRead:
+        """See :class:`~avfusion.data.clips.MediaSegment`: stored frames and samples; no damage
+        or notes (prepare judged the row when it stored it)."""
+        got = ClipRead()
+        if self.has_video:
+            got.frames, got.video_valid = self.frames(times)
+        if self.has_audio:
+            parts = [self.audio(*s) for s in spans]
+            got.audio = np.stack([take(wav, 0, samples) for wav, _ in parts])  # (K, N)
+            got.audio_valid = sum(valid for _, valid in parts)
+        return got
 
 
 def split_shards(shards: Sequence[str], rank: int, world_size: int, worker: int, num_workers: int) -> list[str]:

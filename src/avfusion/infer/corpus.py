@@ -53,7 +53,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Protocol, Sequence
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from avfusion.data.clips import ClipConfig, ClipProcessor, Segment
+from avfusion.data.clips import ClipConfig, ClipProcessor, MediaSegment
 from avfusion.data.datasets import VideoDataset, worker_init
 from avfusion.data.manifest import Row, check_manifest, split_missing
 from avfusion.data.shards import ShardDataset, ShardSegment
@@ -107,7 +107,7 @@ def manifest_order(line: int) -> str:
 class _Describe(ClipProcessor):
     """Evaluation clips, plus where the file's streams lie (the notes and coverage need it)."""
 
-    def __call__(self, seg: Segment, generator: torch.Generator | None = None) -> dict[str, Any]:
+    def __call__(self, seg: MediaSegment, generator: torch.Generator | None = None) -> dict[str, Any]:
         sample = super().__call__(seg, generator)
         sample["streams"] = segment_streams(seg)
         return sample

@@ -49,7 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, clip_centres
+from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, clip_centres, take
 from avfusion.data.timeline import StreamRead, judge
 from avfusion.data.manifest import Row
 from avfusion.data.sources import Source
@@ -270,7 +270,7 @@ def _decode_chunk(seg: FileSegment, cfg: ClipConfig, proc: ClipProcessor, chunk:
                 lost = max(lost, inside - valid)
             _account(acc, "audio", k * n_samples, valid, lost, v.errors, d.audio is not None)
         if d.audio is not None:
-            wav = np.stack([_take(d.audio, o, n_samples) for o in offs])
+            wav = np.stack([take(d.audio, o, n_samples) for o in offs])
             sample["audio"] = proc.audio_views(torch.from_numpy(np.ascontiguousarray(wav)))  # (K, T_a, F)
     return sample, per
 
@@ -296,11 +296,6 @@ def _account(acc: dict[str, Any], mod: str, requested: int, valid: int, missing:
     acc[f"{mod}_padded"] = requested - valid
     acc[f"{mod}_lost"] = min(missing, requested - valid)
     acc["damage"] += errors
-
-
-def _take(x: np.ndarray, start: int, n: int) -> np.ndarray:
-    out = x[start:start + n]
-    return out if len(out) == n else np.pad(out, (0, n - len(out)))
 
 
 def _window_entry(cfg: Any, w: _Window, acc: dict[str, Any], streams: dict[str, Any], scores: dict[str, torch.Tensor],

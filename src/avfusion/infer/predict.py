@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, Segment
+from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment, MediaSegment
 from avfusion.errors import InputError
 from avfusion.infer.fast import inference_settings
 from avfusion.utils.output import json_safe
@@ -51,7 +51,7 @@ def top_labels(probs: torch.Tensor, names: list[str], splits: dict[str, int] | N
 NOTE_SHARE = 0.01  # padding below 1% of a modality (a stream a few ms shorter) is in the JSON only
 
 
-def segment_streams(seg: Segment) -> dict[str, Any]:
+def segment_streams(seg: MediaSegment) -> dict[str, Any]:
     """Where the streams of a segment's file lie, as plain data (it crosses loader workers):
     ``{"duration": s, "spans": {modality: [start, end]}}`` in seconds from the file's origin.
     A modality is a key exactly when the file has that stream; a span (or the duration) is None

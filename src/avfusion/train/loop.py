@@ -1,4 +1,8 @@
-"""The training loop: resumable to the exact step, distributed with DDP, thin by design.
+"""The training loop: resumable to the exact step, distributed with DDP.
+
+:func:`fit` runs a recipe in named steps (as torchtune's recipes are): set up, resume, then per
+step the loader's batches, forward / backward per micro-batch, the optimizer step, the log row
+and the checkpoint (:class:`_FitRecipe`); :class:`TrainState` is what a checkpoint records.
 
 Exact resume. A run killed at any moment and started again with the same command and ``--out``
 ends with the same weights as an uninterrupted run (on CPU; tested with a real SIGKILL):
@@ -114,6 +118,62 @@ class FitResult:
     resumed_from: int = 0
 
 
+@dataclass
+class TrainState:
+    """Where a run is: what a checkpoint's ``state.pt`` records besides the weights, the
+    optimizer and the scheduler (and the RNG states, the config and the loader's worker count)."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of this epoch consumed, left-out empty ones included
+    history: list[dict[str, Any]] = field(default_factory=list)  # the rows of metrics.jsonl
+    skipped_nonfinite: int = 0  # steps skipped for a non-finite loss or gradient norm
+    skipped_samples: int = 0  # samples left out (data.skip_bad_samples)
+    saved: tuple[int, Path] | None = None  # the last good checkpoint: (step, folder); not in state.pt
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any], path: Path) -> "TrainState":
+        return cls(step=state["step"], epoch=state["epoch"], batch_in_epoch=state["batch_in_epoch"],
+                   history=[dict(h) for h in state.get("history", [])],
+                   skipped_nonfinite=int(state.get("skipped_nonfinite", 0)),
+                   skipped_samples=int(state.get("skipped_samples", 0)), saved=(state["step"], path))
+
+
+@dataclass
+class _Data:
+    """How the training data is cut into steps. A stream (shards from URLs) orders and splits itself:
+    a fixed number of batches per rank and epoch, resumed by skipping what was delivered. A
+    map-style dataset gets the epoch sampler and is read through :class:`SeededSamples`."""
+
+    dataset: Dataset
+    sampler: EpochSampler | None  # None: a stream
+    batches_per_epoch: int  # per rank
+
+
+@dataclass
+class _Step:
+    """One optimizer step's outcome, the same on every rank."""
+
+    losses: dict[str, float]  # each loss, mean over the micro-batches and the ranks
+    grad_norm: float  # before clipping
+    bad: bool  # the loss or gradient norm was not finite on some rank: no update was made
+    signum: int  # a stop signal some rank received, 0 if none
+
+
+class _Throughput:
+    """Clips per second (all ranks together) over each logging interval."""
+
+    def __init__(self) -> None:
+        self.clips, self.since, self.last = 0, time.perf_counter(), 0.0
+
+    def rate(self) -> float:
+        """The rate since the last call (or since the start), then a new interval begins."""
+        now = time.perf_counter()
+        self.last = self.clips / max(now - self.since, 1e-9)
+        self.clips, self.since = 0, now
+        return self.last
+
+
 def move_batch(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -145,227 +205,296 @@ def fit(
     the folder's checkpoint was written under another config.
     """
     with lock_run_folder(cfg.run.out, info), StopRequest(enabled=handle_signals) as stop:
-        return _fit(cfg, task, train_set, collate, info, batch_transform, sampler, on_log, stop_at, stop)
+        recipe = _FitRecipe(cfg, task, train_set, collate, info, batch_transform, sampler, on_log, stop)
+        recipe.resume()
+        return recipe.train(stop_at)
 
 
-def _fit(cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callable[[list], dict], info: DistInfo,
-         batch_transform: Callable[[dict, torch.Generator], dict] | None, sampler: Sampler[int] | None,
-         on_log: Callable[[dict[str, Any]], None] | None, stop_at: int | None, stop: StopRequest) -> FitResult:
-    run = cfg.run
-    out = Path(run.out)
-    device = resolve_device(run.device, info.local_rank, "run.device")
-    flag_device = device if info.enabled and device.type == "cuda" else None  # NCCL reduces CUDA tensors
-    model = task.model
-    task.to(device)
-    extra = {"contrastive": task.contrastive} if getattr(task, "contrastive", None) is not None else {}
+class _FitRecipe:
+    """One :func:`fit` call in named steps, as torchtune's recipes are: set up (device, data,
+    optimizer, schedule), :meth:`resume`, then :meth:`train`, which runs each epoch's
+    :meth:`batches` through :meth:`forward_backward` (per micro-batch), :meth:`optimizer_step`,
+    :meth:`log` and :meth:`checkpoint`. ``self.state`` is what a checkpoint saves."""
 
-    bf16 = run.precision == "bf16" or (run.precision == "auto" and device.type == "cuda")
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    if run.grad_checkpointing:
-        model.set_grad_checkpointing(True)
+    def __init__(self, cfg: TrainConfig, task: nn.Module, train_set: Dataset, collate: Callable[[list], dict],
+                 info: DistInfo, batch_transform: Callable[[dict, torch.Generator], dict] | None,
+                 sampler: Sampler[int] | None, on_log: Callable[[dict[str, Any]], None] | None,
+                 stop: StopRequest) -> None:
+        run = cfg.run
+        self.cfg, self.task, self.collate, self.info = cfg, task, collate, info
+        self.batch_transform, self.on_log, self.stop = batch_transform, on_log, stop
+        self.out = Path(run.out)
+        self.device = device = resolve_device(run.device, info.local_rank, "run.device")
+        self.flag_device = device if info.enabled and device.type == "cuda" else None  # NCCL reduces CUDA tensors
+        self.model = task.model
+        task.to(device)
+        self.extra: dict[str, nn.Module] = \
+            {"contrastive": task.contrastive} if getattr(task, "contrastive", None) is not None else {}
+        bf16 = run.precision == "bf16" or (run.precision == "auto" and device.type == "cuda")
+        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        if run.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
 
-    # A stream (shards from URLs) orders and splits itself: a fixed number of batches per rank and
-    # epoch, resumed by skipping what was delivered. A map-style dataset gets the epoch sampler.
-    stream = isinstance(train_set, IterableDataset)
-    if stream:
-        batches_per_epoch = train_set.batches_per_rank()  # type: ignore[attr-defined]
-        if batches_per_epoch < 1:
+        self.data = _plan_data(cfg, train_set, sampler, info)
+        steps_per_epoch = max(1, self.data.batches_per_epoch // run.grad_accum)
+        self.total = run.max_steps or math.ceil(cfg.schedule.epochs * steps_per_epoch)
+        self.opt = build_optimizer({"model": self.model, **self.extra}, cfg.optim, device)
+        self.sched = build_scheduler(self.opt, cfg.schedule, self.total, steps_per_epoch, cfg.optim.lr)
+        self.state = TrainState()
+        self.resumed_from = 0
+        # What the step calls: the task, under DDP and compiled as configured (set by train()).
+        self.module: nn.Module = task
+        self.eager_module: nn.Module = task
+
+    # -- resume --------------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Continue from the newest usable checkpoint in ``--out``, if any: weights, optimizer,
+        scheduler, position in the data, history, RNG states. Nothing is written before the
+        checkpoint is verified and its config accepted, so a refused resume leaves the folder as
+        it was."""
+        cfg, info = self.cfg, self.info
+        ckpt, damaged = load_latest(self.out)
+        if ckpt is not None:
+            state = ckpt.state
+            _check_same_config(json.loads(state["config"]), to_plain(cfg))
+            ckpt.load_into(self.model, self.extra)
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            self.state = TrainState.from_checkpoint(state, ckpt.path)
+            if self.data.sampler is None and self.state.batch_in_epoch and info.is_main \
+                    and state.get("num_workers", cfg.data.num_workers) != cfg.data.num_workers:
+                print(f"resuming a streamed epoch with data.num_workers={cfg.data.num_workers} instead of "
+                      f"{state['num_workers']}: the rest of epoch {self.state.epoch} reads the same shards in "
+                      "another order (exact resume needs the same number of workers)", file=sys.stderr)
+            set_rng_state(state["rng"])
+            del ckpt, state  # loaded: do not hold a second copy of the weights and optimizer state
+        self.resumed_from = step = self.state.step
+        _check_same_step(step, info, self.flag_device)
+        barrier(info)  # every rank has read the checkpoint before rank 0 moves or writes anything
+        if info.is_main:
+            _prepare_folder(self.out, cfg, step, damaged, self.state.saved)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def train(self, stop_at: int | None) -> FitResult:
+        """Steps until the schedule's end (or ``stop_at``, or a stop signal), then the final model."""
+        run, info, st, total = self.cfg.run, self.info, self.state, self.total
+        self._wrap()
+        tb = _tensorboard(self.out, st.step) if (run.tensorboard and info.is_main) else None
+        bar = _progress(total, st.step, enabled=run.progress and info.is_main)
+        self.task.train()
+        meter = _Throughput()
+        accum: list[dict[str, torch.Tensor]] = []  # losses of the micro-batches of the current step
+
+        def done() -> bool:
+            return st.step >= total or (stop_at is not None and st.step >= stop_at)
+
+        try:
+            while st.step < total:
+                for batch in self.batches():
+                    if not self.usable(batch):  # some rank has nothing left of its batch: every rank skips it alike
+                        st.batch_in_epoch += 1
+                        continue
+                    accum.append(self.forward_backward(batch, micro=len(accum)))
+                    st.batch_in_epoch += 1
+                    meter.clips += len(batch["id"]) * info.world_size
+                    if len(accum) < run.grad_accum:
+                        continue
+                    step = self.optimizer_step(accum)
+                    accum = []
+                    row: dict[str, Any] = step.losses
+                    if st.step % run.log_every == 0 or st.step == total or step.bad:
+                        row = self.log(step, meter.rate(), tb)
+                    if step.bad:
+                        self.skip_or_stop(step)
+                    if bar is not None:
+                        bar.update(1)
+                        loss = row.get("loss")
+                        bar.set_postfix(loss="nan" if loss is None else f"{loss:.4f}", clips_s=f"{meter.last:.1f}",
+                                        refresh=False)
+                    stopping = done() or bool(step.signum)
+                    if st.step % run.save_every == 0 or stopping:
+                        self.checkpoint()
+                    if step.signum and st.step < total:  # (at the last step: write the final model first, below)
+                        barrier(info)  # the other ranks wait for rank 0's checkpoint before they exit
+                        raise TrainingInterrupted(step.signum, st.step, self._saved_path())
+                    if stopping:
+                        break
+                if done():
+                    break
+                st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+        finally:
+            if bar is not None:
+                bar.close()
+            if tb is not None:
+                tb.close()
+
+        if info.is_main and st.step >= total:
+            write_model_dir(self.model, self.out)
+        # A signal during the last step or the final save: stop before what follows (the evaluation).
+        signum = max_over_ranks([float(self.stop.signum)], info, self.flag_device)[0]
+        if signum:
+            raise TrainingInterrupted(int(signum), st.step, self._saved_path())
+        return FitResult(out=self.out, steps=st.step, history=st.history, resumed_from=self.resumed_from)
+
+    def _wrap(self) -> None:
+        """DDP (after resume: it broadcasts rank 0's loaded weights), then torch.compile if asked."""
+        run, info, device = self.cfg.run, self.info, self.device
+        module: nn.Module = self.task
+        if info.enabled:
+            module = nn.parallel.DistributedDataParallel(
+                self.task, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=run.find_unused_parameters)
+        self.eager_module = self.module = module
+        if run.compile:
+            self.module = torch.compile(module)  # type: ignore[assignment]
+
+    # -- loader --------------------------------------------------------------------------------
+    def batches(self) -> Iterator[dict[str, Any]]:
+        """The rest of the current epoch's batches (the part before ``batch_in_epoch`` is skipped)."""
+        cfg, run, st, data = self.cfg, self.cfg.run, self.state, self.data
+        workers = cfg.data.num_workers
+        # The loader's own generator: it never draws from the global RNG the model's dropout uses.
+        loading = dict(batch_size=cfg.data.batch_size, collate_fn=self.collate, drop_last=True,
+                       num_workers=workers, pin_memory=cfg.data.pin_memory and self.device.type == "cuda",
+                       prefetch_factor=cfg.data.prefetch_factor if workers else None,
+                       worker_init_fn=worker_ignore_signals if workers else None,
+                       generator=torch.Generator().manual_seed(mix_seed(run.seed, st.epoch, 1)))
+        if data.sampler is None:
+            data.dataset.set_epoch(st.epoch, skip_batches=st.batch_in_epoch)  # type: ignore[attr-defined]
+            loader = DataLoader(data.dataset, **loading)
+        else:
+            data.sampler.set_epoch(st.epoch, skip=st.batch_in_epoch * cfg.data.batch_size)
+            loader = DataLoader(data.dataset, sampler=data.sampler, **loading)
+        with signals_blocked():  # workers start with SIGINT / SIGTERM blocked, then ignore them
+            return iter(loader)
+
+    def usable(self, batch: dict[str, Any]) -> bool:
+        """Count and name the samples this micro-batch lost (stopping past data.skip_bad_samples);
+        False when some rank has none of it left. The same answer on every rank."""
+        bad_samples, empty = _bad_samples(batch, self.info, self.flag_device)
+        if bad_samples:
+            self.state.skipped_samples += bad_samples
+            _report_bad_samples(batch, self.state.skipped_samples, self.cfg.data.skip_bad_samples, self.info)
+        return not empty
+
+    # -- step ----------------------------------------------------------------------------------
+    def forward_backward(self, batch: dict[str, Any], micro: int) -> dict[str, torch.Tensor]:
+        """Micro-batch ``micro`` of the step: to the device, the batch transform (its generator
+        seeded from (seed, step, micro)), forward, backward of loss / grad_accum; its losses."""
+        run = self.cfg.run
+        batch = move_batch(batch, self.device)
+        if self.batch_transform is not None:
+            g = torch.Generator(device="cpu").manual_seed(mix_seed(run.seed, self.state.step, micro, 2))
+            batch = self.batch_transform(batch, g)
+        with self.autocast():
+            try:
+                losses = self.module(batch)
+            except Exception as e:
+                if self.module is self.eager_module:
+                    raise
+                # torch.compile is an optimisation: if it fails on this model / platform, say why
+                # and train eagerly (compilation errors surface at the first call).
+                print(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                      "training eagerly", file=sys.stderr)
+                self.opt.zero_grad(set_to_none=True)
+                self.module = self.eager_module
+                losses = self.module(batch)
+        (losses["loss"] / run.grad_accum).backward()
+        return {k: v.detach() for k, v in losses.items()}
+
+    def optimizer_step(self, accum: list[dict[str, torch.Tensor]]) -> _Step:
+        """The step once its micro-batches are in: gradient norm (clipped if asked), losses reduced
+        over ranks, then an update, or none when the loss or norm is not finite: a non-finite
+        value never reaches the weights. Every rank takes the same decisions (skip, stop on a
+        signal) from one all-reduce."""
+        info, st = self.info, self.state
+        params = [p for g in self.opt.param_groups for p in g["params"]]
+        gnorm = _grad_norm(params, self.cfg.optim.clip_grad_norm)
+        losses = {k: all_reduce_mean(torch.stack([a[k] for a in accum]).float().mean(), info).item() for k in accum[0]}
+        finite = math.isfinite(losses["loss"]) and math.isfinite(gnorm)
+        bad, signum = max_over_ranks([float(not finite), float(self.stop.signum)], info, self.flag_device)
+        st.step += 1
+        if bad:
+            self.opt.zero_grad(set_to_none=True)  # no update, no scheduler step: the batch is spent
+            st.skipped_nonfinite += 1
+        else:
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.sched.step()
+        return _Step(losses, gnorm, bool(bad), int(signum))
+
+    def skip_or_stop(self, step: _Step) -> None:
+        """After a step with a non-finite loss or gradient norm: stop the run past
+        run.skip_nonfinite such steps, else say that it was skipped."""
+        run, st = self.cfg.run, self.state
+        loss = step.losses["loss"]
+        if st.skipped_nonfinite > run.skip_nonfinite:
+            raise RunError(_diverged(st.step, loss, step.grad_norm, st.skipped_nonfinite, run.skip_nonfinite,
+                                     st.saved))
+        if self.info.is_main:
+            print(f"step {st.step}: loss {loss}, gradient norm {step.grad_norm}: not finite, step skipped "
+                  f"({st.skipped_nonfinite} of run.skip_nonfinite={run.skip_nonfinite})", file=sys.stderr)
+
+    # -- log -----------------------------------------------------------------------------------
+    def log(self, step: _Step, clips_per_s: float, tb: Any) -> dict[str, Any]:
+        """The step's row: into the history, and on rank 0 metrics.jsonl, TensorBoard and on_log."""
+        st = self.state
+        row: dict[str, Any] = dict(step.losses)
+        row.update(step=st.step, epoch=st.epoch, lr=self.sched.get_last_lr()[0], grad_norm=step.grad_norm,
+                   clips_per_s=clips_per_s)
+        if st.skipped_nonfinite:
+            row["skipped_nonfinite"] = st.skipped_nonfinite
+        if st.skipped_samples:
+            row["skipped_samples"] = st.skipped_samples
+        row = {k: _json_number(v) for k, v in row.items()}
+        st.history.append(row)
+        if self.info.is_main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row, allow_nan=False) + "\n")
+            if tb is not None:
+                for k, v in row.items():
+                    if k not in ("step", "epoch") and v is not None:
+                        tb.add_scalar(f"train/{k}", v, st.step)
+            if self.on_log is not None:
+                self.on_log(row)
+        return row
+
+    # -- checkpoint ----------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Save the run's state (rank 0 writes; every rank records where it went)."""
+        st = self.state
+        if not self.info.is_main:
+            st.saved = (st.step, self.out / CHECKPOINTS_DIR / checkpoint_name(st.step))  # where rank 0 writes it
+            return
+        state = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "step": st.step,
+                 "epoch": st.epoch, "batch_in_epoch": st.batch_in_epoch, "rng": rng_state(),
+                 "history": st.history, "config": json.dumps(to_plain(self.cfg)),
+                 "skipped_nonfinite": st.skipped_nonfinite, "skipped_samples": st.skipped_samples,
+                 "num_workers": self.cfg.data.num_workers}
+        st.saved = (st.step, save_checkpoint(self.out, self.model, self.extra, state))
+
+    def _saved_path(self) -> str | None:
+        return str(self.state.saved[1]) if self.state.saved else None
+
+
+def _plan_data(cfg: TrainConfig, train_set: Dataset, sampler: Sampler[int] | None, info: DistInfo) -> _Data:
+    """The data's epochs (see :class:`_Data`); a set too small for one batch per process is refused."""
+    if isinstance(train_set, IterableDataset):
+        batches = train_set.batches_per_rank()  # type: ignore[attr-defined]
+        if batches < 1:
             raise ConfigError(f"data.epoch_samples={train_set.epoch_samples} is less than one batch of "  # type: ignore[attr-defined]
                               f"{cfg.data.batch_size} per process: lower data.batch_size")
-    else:
-        n = len(train_set)  # type: ignore[arg-type]
-        if n == 0:
-            raise InputError("the training set is empty")
-        sampler = EpochSampler(sampler if sampler is not None else ShuffleSampler(n, run.seed, info))
-        per_rank = len(sampler)
-        if per_rank < cfg.data.batch_size:
-            raise ConfigError(f"data.batch_size={cfg.data.batch_size} is more than the {per_rank} training samples "
-                              "per process: lower data.batch_size")
-        batches_per_epoch = max(1, per_rank // cfg.data.batch_size)  # drop_last: every step sees a full batch
-    steps_per_epoch = max(1, batches_per_epoch // run.grad_accum)
-    total = run.max_steps or math.ceil(cfg.schedule.epochs * steps_per_epoch)
-
-    opt = build_optimizer({"model": model, **extra}, cfg.optim, device)
-    sched = build_scheduler(opt, cfg.schedule, total, steps_per_epoch, cfg.optim.lr)
-
-    # Resume. Nothing is written before the checkpoint is verified and its config accepted, so a
-    # refused resume leaves the folder as it was.
-    step, epoch, batch_in_epoch, history, skipped, skipped_samples = 0, 0, 0, [], 0, 0
-    saved: tuple[int, Path] | None = None  # the last good checkpoint: (step, folder)
-    ckpt, damaged = load_latest(out)
-    if ckpt is not None:
-        state = ckpt.state
-        _check_same_config(json.loads(state["config"]), to_plain(cfg))
-        ckpt.load_into(model, extra)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        history = [dict(h) for h in state.get("history", [])]
-        skipped = int(state.get("skipped_nonfinite", 0))
-        skipped_samples = int(state.get("skipped_samples", 0))
-        if stream and batch_in_epoch and state.get("num_workers", cfg.data.num_workers) != cfg.data.num_workers \
-                and info.is_main:
-            print(f"resuming a streamed epoch with data.num_workers={cfg.data.num_workers} instead of "
-                  f"{state['num_workers']}: the rest of epoch {epoch} reads the same shards in another order "
-                  "(exact resume needs the same number of workers)", file=sys.stderr)
-        set_rng_state(state["rng"])
-        saved = (step, ckpt.path)
-        del ckpt, state  # loaded: do not hold a second copy of the weights and optimizer state
-    resumed_from = step
-    _check_same_step(step, info, flag_device)
-    barrier(info)  # every rank has read the checkpoint before rank 0 moves or writes anything
-    metrics_path = out / "metrics.jsonl"
-    if info.is_main:
-        _prepare_folder(out, cfg, step, damaged, saved)
-
-    train_module: nn.Module = task
-    if info.enabled:
-        train_module = nn.parallel.DistributedDataParallel(
-            task, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=run.find_unused_parameters)
-    eager_module = train_module
-    if run.compile:
-        train_module = torch.compile(train_module)  # type: ignore[assignment]
-
-    tb = _tensorboard(out, step) if (run.tensorboard and info.is_main) else None
-    bar = _progress(total, step, enabled=run.progress and info.is_main)
-    seeded = SeededSamples(train_set, run.seed)
-    task.train()
-    t_last, clips_since = time.perf_counter(), 0
-    accum: list[dict[str, torch.Tensor]] = []  # losses of the micro-batches of the current step
-    shown_rate = 0.0  # clips/s of the last logging interval, for the progress bar
-
-    def save() -> tuple[int, Path]:
-        if not info.is_main:
-            return step, out / CHECKPOINTS_DIR / checkpoint_name(step)  # where rank 0 writes it
-        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                 "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rng": rng_state(),
-                 "history": history, "config": json.dumps(to_plain(cfg)), "skipped_nonfinite": skipped,
-                 "skipped_samples": skipped_samples, "num_workers": cfg.data.num_workers}
-        return step, save_checkpoint(out, model, extra, state)
-
-    try:
-        while step < total:
-            # The loader's own generator: it never draws from the global RNG the model's dropout uses.
-            loading = dict(batch_size=cfg.data.batch_size, collate_fn=collate, drop_last=True,
-                           num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory and device.type == "cuda",
-                           prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers else None,
-                           worker_init_fn=worker_ignore_signals if cfg.data.num_workers else None,
-                           generator=torch.Generator().manual_seed(mix_seed(run.seed, epoch, 1)))
-            if stream:
-                train_set.set_epoch(epoch, skip_batches=batch_in_epoch)  # type: ignore[attr-defined]
-                loader = DataLoader(train_set, **loading)
-            else:
-                sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.data.batch_size)
-                loader = DataLoader(seeded, sampler=sampler, **loading)
-            with signals_blocked():  # workers start with SIGINT / SIGTERM blocked, then ignore them
-                batches = iter(loader)
-            for batch in batches:
-                bad_samples, empty = _bad_samples(batch, info, flag_device)
-                if bad_samples:
-                    skipped_samples += bad_samples
-                    _report_bad_samples(batch, skipped_samples, cfg.data.skip_bad_samples, info)
-                if empty:  # some rank has nothing left of its batch: every rank skips it alike
-                    batch_in_epoch += 1
-                    continue
-                batch = move_batch(batch, device)
-                if batch_transform is not None:
-                    g = torch.Generator(device="cpu").manual_seed(mix_seed(run.seed, step, len(accum), 2))
-                    batch = batch_transform(batch, g)
-                with autocast():
-                    try:
-                        losses = train_module(batch)
-                    except Exception as e:
-                        if train_module is eager_module:
-                            raise
-                        # torch.compile is an optimisation: if it fails on this model / platform, say
-                        # why and train eagerly (compilation errors surface at the first call).
-                        print(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                              "training eagerly", file=sys.stderr)
-                        opt.zero_grad(set_to_none=True)
-                        train_module = eager_module
-                        losses = train_module(batch)
-                (losses["loss"] / run.grad_accum).backward()
-                accum.append({k: v.detach() for k, v in losses.items()})
-                batch_in_epoch += 1
-                clips_since += len(batch["id"]) * info.world_size
-                if len(accum) < run.grad_accum:
-                    continue
-                params = [p for g in opt.param_groups for p in g["params"]]
-                gnorm = _grad_norm(params, cfg.optim.clip_grad_norm)
-                row: dict[str, Any] = {
-                    k: all_reduce_mean(torch.stack([a[k] for a in accum]).float().mean(), info).item() for k in accum[0]}
-                accum = []
-                loss_value = row["loss"]
-                # A non-finite loss or gradient never reaches the weights. Every rank takes the same
-                # decisions (skip, stop on a signal) from one all-reduce.
-                finite = math.isfinite(loss_value) and math.isfinite(gnorm)
-                bad, signum = max_over_ranks([float(not finite), float(stop.signum)], info, flag_device)
-                step += 1
-                if bad:
-                    opt.zero_grad(set_to_none=True)  # no update, no scheduler step: the batch is spent
-                    skipped += 1
-                else:
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    sched.step()
-                if step % run.log_every == 0 or step == total or bad:
-                    now = time.perf_counter()
-                    row.update(step=step, epoch=epoch, lr=sched.get_last_lr()[0], grad_norm=gnorm,
-                               clips_per_s=clips_since / max(now - t_last, 1e-9))
-                    if skipped:
-                        row["skipped_nonfinite"] = skipped
-                    if skipped_samples:
-                        row["skipped_samples"] = skipped_samples
-                    row = {k: _json_number(v) for k, v in row.items()}
-                    t_last, clips_since = now, 0
-                    history.append(row)
-                    if info.is_main:
-                        with open(metrics_path, "a") as f:
-                            f.write(json.dumps(row, allow_nan=False) + "\n")
-                        if tb is not None:
-                            for k, v in row.items():
-                                if k not in ("step", "epoch") and v is not None:
-                                    tb.add_scalar(f"train/{k}", v, step)
-                        if on_log is not None:
-                            on_log(row)
-                if bad:
-                    if skipped > run.skip_nonfinite:
-                        raise RunError(_diverged(step, loss_value, gnorm, skipped, run.skip_nonfinite, saved))
-                    if info.is_main:
-                        print(f"step {step}: loss {loss_value}, gradient norm {gnorm}: not finite, step skipped "
-                              f"({skipped} of run.skip_nonfinite={run.skip_nonfinite})", file=sys.stderr)
-                if bar is not None:
-                    if "clips_per_s" in row:
-                        shown_rate = row["clips_per_s"]
-                    bar.update(1)
-                    loss = row.get("loss")
-                    bar.set_postfix(loss="nan" if loss is None else f"{loss:.4f}", clips_s=f"{shown_rate:.1f}",
-                                    refresh=False)
-                stopping = step >= total or (stop_at is not None and step >= stop_at) or bool(signum)
-                if step % run.save_every == 0 or stopping:
-                    saved = save()
-                if signum and step < total:  # (at the last step: write the final model first, below)
-                    barrier(info)  # the other ranks wait for rank 0's checkpoint before they exit
-                    raise TrainingInterrupted(int(signum), step, str(saved[1]) if saved else None)
-                if stopping:
-                    break
-            if step >= total or (stop_at is not None and step >= stop_at):
-                break
-            epoch, batch_in_epoch = epoch + 1, 0
-    finally:
-        if bar is not None:
-            bar.close()
-        if tb is not None:
-            tb.close()
-
-    if info.is_main and step >= total:
-        write_model_dir(model, out)
-    # A signal during the last step or the final save: stop before what follows (the evaluation).
-    signum = max_over_ranks([float(stop.signum)], info, flag_device)[0]
-    if signum:
-        raise TrainingInterrupted(int(signum), step, str(saved[1]) if saved else None)
-    return FitResult(out=out, steps=step, history=history, resumed_from=resumed_from)
+        return _Data(train_set, None, batches)
+    n = len(train_set)  # type: ignore[arg-type]
+    if n == 0:
+        raise InputError("the training set is empty")
+    epochs = EpochSampler(sampler if sampler is not None else ShuffleSampler(n, cfg.run.seed, info))
+    per_rank = len(epochs)
+    if per_rank < cfg.data.batch_size:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is more than the {per_rank} training samples "
+                          "per process: lower data.batch_size")
+    # drop_last: every step sees a full batch
+    return _Data(SeededSamples(train_set, cfg.run.seed), epochs, max(1, per_rank // cfg.data.batch_size))
 
 
 def _prepare_folder(out: Path, cfg: TrainConfig, step: int, damaged: list[tuple[Path, str]],

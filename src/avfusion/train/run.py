@@ -174,12 +174,12 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
         raise ConfigError("mixup of multi-head (EPIC) labels is not supported: set data.mixup_alpha=0")
     alpha = cfg.data.mixup_alpha
 
-    def on_device(batch: dict, g: torch.Generator) -> dict:  # the batch's features, then mixup, per step
+    def batch_transform(batch: dict, g: torch.Generator) -> dict:  # the batch's features, then mixup, per step
         if features is not None:
             batch = features(batch, g)
         return mixup(batch, alpha, labels.num_classes, generator=g) if alpha > 0 else batch
 
-    transform = on_device if features is not None or alpha > 0 else None
+    transform = batch_transform if features is not None or alpha > 0 else None
 
     out = Path(cfg.run.out)
     # fit writes OUT/train_config.json, once a resumed checkpoint's config is accepted.
