@@ -32,6 +32,7 @@ from avfusion.data.validate import duplicate_ids, refuse_duplicate_ids
 from avfusion.eval.aggregate import average_views
 from avfusion.infer.fast import inference_settings
 from avfusion.errors import ConfigError, InputError, SampleError
+from avfusion.tasks import task_of
 from avfusion.eval.metrics import report_per_output
 from avfusion.utils.output import json_safe
 from avfusion.utils.distributed import DistInfo, gather_objects, shard_indices
@@ -249,9 +250,7 @@ def evaluate_source(model: torch.nn.Module, source: str | Path | Source, labels:
 
 
 def infer_task(labels: str | Path, rows: list) -> str:
-    if LabelMap.read(labels).heads:
-        return "multihead"
-    return "single" if rows and all(len(r.labels) == 1 for r in rows) else "multilabel"
+    return task_of(bool(LabelMap.read(labels).heads), (len(r.labels) for r in rows))
 
 
 def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
