@@ -119,6 +119,10 @@ def test_streamed_training_takes_task_and_epoch_length_from_the_shards(data, tmp
     assert _train(tmp_path / "known", src, *extra) == 0
     assert _steps(tmp_path / "known") == _steps(tmp_path / "told") == list(range(1, 2 * (samples // 4) + 1))
     assert_same_weights(final_weights(tmp_path / "told"), final_weights(tmp_path / "known"))
+    if how == "pipe":  # evaluation of a stream takes the task from the shards too
+        assert main(["eval", "--data", src, "--labels", str(data["labels"]), "--model", str(tmp_path / "known"),
+                     "--clips", "1", "--crops", "1", "--out", str(tmp_path / "eval")]) == 0
+        assert json.loads((tmp_path / "eval" / "eval.json").read_text())["task"] == "single"
 
 
 def test_a_setting_the_shards_contradict_is_refused_in_one_line(data, tmp_path, capsys):
