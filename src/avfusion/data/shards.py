@@ -608,7 +608,7 @@ def read_shard_meta(url: str) -> dict[str, Any] | None:
     without one. Reads the first member only: a stream is closed right after it."""
     stream = _open(url)
     try:
-        tf = tarfile.open(fileobj=stream, mode="r|")
+        tf = tarfile.open(fileobj=stream, mode="r|*")
         first = tf.next()
         f = tf.extractfile(first) if first is not None and first.name == SHARD_META else None
         data = f.read() if f is not None else None
