@@ -128,3 +128,42 @@ def test_part_flag_is_checked(corpus, tmp_path, capsys):
         cli_main(["prepare", str(corpus.good_manifest), "--labels", str(corpus.labels), "--out", str(tmp_path),
                   "--part", "3/2"])
     assert "expected K/N with 0 <= K < N" in capsys.readouterr().err
+
+
+def test_every_shard_carries_its_meta_first_and_readers_pass_over_it(corpus, small_cfg, tmp_path):
+    """Each shard starts with __meta__ (what a streamed reader needs); webdataset's own reader,
+    avfusion's stream reader and the random-access index yield the same samples as from the shard
+    without it, in the same order."""
+    import tarfile
+
+    import webdataset as wds
+
+    from avfusion.data.shards import SHARD_META, index_shard, read_shard_meta
+    from avfusion.tasks import task_of
+
+    rows, labels = read_manifest(corpus.manifest), LabelMap.read(corpus.labels)
+    res = write_shards(rows, labels, small_cfg, tmp_path / "s", max_count=3, workers=2)
+    prepared = json.loads((tmp_path / "s" / "prepare.json").read_text())
+    per_shard = {Path(p).name: len(ids) for p, ids in zip(res.shards, contents(tmp_path / "s").values())}
+    assert prepared["shard_samples"] == per_shard and sum(per_shard.values()) == res.ok == 7
+    for path in res.shards:
+        with tarfile.open(path) as tf:
+            members = tf.getmembers()
+        assert members[0].name == SHARD_META
+        meta = read_shard_meta(f"pipe:cat {path}")  # a stream, cut off after the member
+        assert meta == read_shard_meta(path)
+        assert meta["samples"] == per_shard[Path(path).name] and meta["shard"] == int(Path(path).stem[-6:])
+        assert meta["task"] == task_of(bool(labels.heads), (len(r.labels) for r in rows))
+        assert meta["labels"] == {"sha1": labels.digest(), "classes": labels.num_classes}
+        assert (meta["shards_total"], meta["rows"], meta["shard_size"]) == (5, 14, 3)
+        assert meta["clips"]["preprocess"]["fps"] == small_cfg.preprocess.fps
+        # the same shard without the member: what every reader yields is unchanged
+        bare = tmp_path / f"bare-{Path(path).name}"
+        with tarfile.open(path) as src, tarfile.open(bare, "w") as dst:
+            for m in src.getmembers()[1:]:
+                dst.addfile(m, src.extractfile(m))
+        assert read_shard_meta(str(bare)) is None
+        keys = [k for k, _, _ in index_shard(str(bare))]
+        assert [k for k, _, _ in index_shard(path)] == keys
+        assert [s["__key__"] for s in _group(path)] == keys
+        assert [s["__key__"] for s in wds.WebDataset(path, shardshuffle=False)] == keys

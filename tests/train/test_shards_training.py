@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from avfusion.data.clips import ClipConfig
 from avfusion.data.manifest import LabelMap, read_manifest
 from avfusion.data.prepare import write_shards
 from avfusion.models.registry import get_model_config
-from avfusion.data.shards import delivered_by_worker, next_worker
+from avfusion.data.shards import SHARD_META, delivered_by_worker, next_worker
 from avfusion.train.checkpoint import FAULT_ENV, find_checkpoint
 from helpers.avclips import make_dataset, write_labels
 from helpers.runs import assert_same_weights, final_weights
@@ -75,14 +76,72 @@ def test_train_eval_pretrain_from_every_kind_of_shard_source(data, tmp_path, cap
                  "optim.name=adamw", "optim.lr=0.001", "contrastive.proj_hidden=0", "contrastive.proj_dim=16"]) == 0
 
 
-def test_streamed_training_needs_its_epoch_length_and_task(data, tmp_path, capsys):
-    pattern = f"pipe:cat {data['shards']}/shard-{{000000..000002}}.tar"
+def _without_meta(shards: Path, out: Path) -> Path:
+    """Copies of the shards as prepare wrote them before they carried __meta__."""
+    out.mkdir()
+    for path in sorted(shards.glob("*.tar")):
+        with tarfile.open(path) as src, tarfile.open(out / path.name, "w") as dst:
+            assert src.getmembers()[0].name == SHARD_META
+            for m in src.getmembers()[1:]:
+                dst.addfile(m, src.extractfile(m))
+    return out
+
+
+def test_streamed_shards_without_meta_need_their_epoch_length_and_task(data, tmp_path, capsys):
+    old = _without_meta(data["shards"], tmp_path / "old")
+    pattern = f"pipe:cat {old}/shard-{{000000..000002}}.tar"
     assert _train(tmp_path / "a", pattern, "--labels", str(data["labels"]), "--max-steps", "1",
                   "data.task=single") == 2
-    assert "data.epoch_samples" in capsys.readouterr().err
+    assert "set data.epoch_samples" in capsys.readouterr().err
     assert _train(tmp_path / "b", pattern, "--labels", str(data["labels"]), "--max-steps", "1",
                   "data.epoch_samples=12") == 2
-    assert "data.task" in capsys.readouterr().err
+    assert "set data.task" in capsys.readouterr().err
+    assert _train(tmp_path / "c", pattern, "--labels", str(data["labels"]), "--max-steps", "1",
+                  "data.epoch_samples=12", "data.task=single") == 0
+
+
+def _steps(out: Path) -> list[int]:
+    return [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("how", ["pipe", "list"])
+def test_streamed_training_takes_task_and_epoch_length_from_the_shards(data, tmp_path, how):
+    """Neither data.task nor data.epoch_samples: a pipe: pattern (counts from each shard's __meta__)
+    and a streamed :: list of two of the three shards (counts from the prepare.json beside them)
+    train exactly as with both set."""
+    shards = data["shards"]
+    if how == "pipe":
+        src, samples = f"pipe:cat {shards}/shard-{{000000..000002}}.tar", 12  # 3 steps an epoch
+    else:
+        src, samples = f"{shards}/shard-000000.tar::{shards}/shard-000002.tar", 7  # 5 + 2: 1 step an epoch
+    extra = ["--labels", str(data["labels"]), "schedule.epochs=2", "data.read_shards=stream", "data.shuffle_buffer=4"]
+    assert _train(tmp_path / "told", src, *extra, f"data.epoch_samples={samples}", "data.task=single") == 0
+    assert _train(tmp_path / "known", src, *extra) == 0
+    assert _steps(tmp_path / "known") == _steps(tmp_path / "told") == list(range(1, 2 * (samples // 4) + 1))
+    assert_same_weights(final_weights(tmp_path / "told"), final_weights(tmp_path / "known"))
+    if how == "pipe":  # evaluation of a stream takes the task from the shards too
+        assert main(["eval", "--data", src, "--labels", str(data["labels"]), "--model", str(tmp_path / "known"),
+                     "--clips", "1", "--crops", "1", "--out", str(tmp_path / "eval")]) == 0
+        assert json.loads((tmp_path / "eval" / "eval.json").read_text())["task"] == "single"
+
+
+def test_a_setting_the_shards_contradict_is_refused_in_one_line(data, tmp_path, capsys):
+    # streamed: the prepare.json beside them counts them (a set count is checked where that is cheap)
+    pattern = f"{data['shards']}/shard-{{000000..000002}}.tar"
+    assert _train(tmp_path / "a", pattern, "--labels", str(data["labels"]), "--max-steps", "1",
+                  "data.read_shards=stream", "data.epoch_samples=10") == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and "data.epoch_samples=10" in err[0] and "hold 12 samples" in err[0]
+    # multi-label shards (a row with two labels) trained as single-label
+    rows = read_manifest(data["manifest"])[:4]
+    rows[1].labels = [*rows[1].labels, "c2" if rows[1].labels != ["c2"] else "c1"]
+    cfg = ClipConfig.from_model(get_model_config(MODEL))
+    multi = write_shards(rows, LabelMap.read(data["labels"]), cfg, tmp_path / "multi", max_count=4)
+    assert multi.ok == 4
+    assert _train(tmp_path / "b", f"pipe:cat {multi.shards[0]}", "--labels", str(data["labels"]), "--max-steps", "1",
+                  "data.task=single") == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and "data.task=single" in err[0] and "says multilabel" in err[0]
 
 
 @pytest.mark.parametrize("read,workers,features", [("random", 0, "workers"), ("stream", 2, "workers"),

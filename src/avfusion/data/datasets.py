@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 from avfusion.data.clips import ClipConfig, ClipProcessor, FileSegment
 from avfusion.data.decode import DecodeError
 from avfusion.data.manifest import LabelMap, Row, UnknownLabel, read_manifest, split_missing
-from avfusion.data.shards import ShardDataset, ShardSamples, shard_index
-from avfusion.data.sources import Source, resolve
+from avfusion.data.shards import SHARD_META, ShardDataset, ShardSamples, shard_index, stream_facts
+from avfusion.data.sources import PREPARE_NAME, Source, resolve
 from avfusion.errors import ConfigError, InputError, SampleError
 
 
@@ -186,13 +186,20 @@ def open_source(spec: str | Source, labels_path: str | None = None,
     return src, labels_path, shard_index(src)[1] if src.local else None
 
 
+def streamed(src: Source, read: str = "auto") -> bool:
+    """Whether :func:`dataset_for` streams ``src`` (shards that are not all local files, or
+    ``read="stream"``) rather than reading it by random access or from a manifest."""
+    return src.is_shards and not (read == "random" or (read == "auto" and src.local))
+
+
 def dataset_for(src: Source, rows: Sequence[Row] | None, labels: LabelMap | None, cfg: ClipConfig, train: bool,
                 on_error: str = "raise", damaged: str = "error", missing: str = "error", read: str = "auto",
                 epoch_samples: int | None = None, batch_size: int | None = None, seed: int = 0,
                 shuffle: int = 0, exclude: Collection[str] = (), cache: bool = False) -> Dataset:
     """The dataset that reads a source: a manifest's files (:class:`VideoDataset`), local shards by
     random access (:class:`ShardSamples`, ``read="auto"`` or ``"random"``), or shards streamed
-    (:class:`ShardDataset`: any URL, or ``read="stream"``; training needs ``epoch_samples``).
+    (:class:`ShardDataset`: any URL, or ``read="stream"``; training needs ``epoch_samples``, by
+    default what the shards say (:func:`~avfusion.data.shards.stream_facts`)).
     ``cache`` keeps random-access shard samples decoded in memory (:class:`ShardSamples`)."""
     if read not in ("auto", "random", "stream"):
         raise ConfigError(f"data.read_shards must be auto, random or stream, got {read!r}")
@@ -202,11 +209,14 @@ def dataset_for(src: Source, rows: Sequence[Row] | None, labels: LabelMap | None
     if not src.is_shards:
         keep = [r for r in rows or [] if r.id not in exclude] if exclude else list(rows or [])
         return VideoDataset(keep, labels, cfg, train, missing=missing, on_error=on_error, damaged=damaged)
-    if read == "random" or (read == "auto" and src.local):
+    if not streamed(src, read):
         return ShardSamples(src, labels, cfg, train, on_error=on_error, exclude=exclude, cache=cache)
     if train and epoch_samples is None:
-        raise ConfigError(f"{src.spec}: streaming shards for training needs the epoch length: set data.epoch_samples "
-                          "(the \"ok\" count of the folder's prepare.json)")
+        epoch_samples = stream_facts(src).samples
+    if train and epoch_samples is None:
+        raise ConfigError(f"{src.spec}: streaming shards for training needs the epoch length, which these shards do "
+                          f"not say (no {PREPARE_NAME} beside them, and not every shard has a {SHARD_META} member): set "
+                          f"data.epoch_samples (the \"ok\" count of their {PREPARE_NAME})")
     return ShardDataset(src, labels, cfg, train, shuffle=shuffle if train else 0, seed=seed,
                         epoch_samples=epoch_samples if train else None, batch_size=batch_size if train else None,
                         on_error=on_error, exclude=exclude)

@@ -10,6 +10,8 @@ matched against the label map's ``mid`` first, then its ``display_name``). Multi
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 import math
 import os
@@ -382,14 +384,24 @@ class LabelMap:
     def from_names(cls, names: Sequence[str], mode: str | None = None, head: str | None = None) -> "LabelMap":
         return cls([LabelEntry(i, n, n, head) for i, n in enumerate(names)], mode)
 
+    def to_csv(self) -> str:
+        """The map in its CSV layout, as :meth:`write` stores it."""
+        f = io.StringIO()
+        fields = ["index", "mid", "display_name"] + (["head"] if self.heads else [])
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for e in self.entries:
+            d = {"index": e.index, "mid": e.mid, "display_name": e.display_name}
+            if self.heads:
+                d["head"] = e.head
+            w.writerow(d)
+        return f.getvalue()
+
+    def digest(self) -> str:
+        """SHA-1 of :meth:`to_csv`: the same for the same classes, indices and heads."""
+        return hashlib.sha1(self.to_csv().encode()).hexdigest()
+
     def write(self, path: str | os.PathLike) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="", encoding="utf-8") as f:
-            fields = ["index", "mid", "display_name"] + (["head"] if self.heads else [])
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            for e in self.entries:
-                d = {"index": e.index, "mid": e.mid, "display_name": e.display_name}
-                if self.heads:
-                    d["head"] = e.head
-                w.writerow(d)
+            f.write(self.to_csv())

@@ -12,8 +12,11 @@ processes or machines wrote it:
 - a shard is written to ``shard-NNNNNN.tar.tmp``, fsynced and renamed, then recorded in
   ``.done/shard-NNNNNN.json`` (its counts and failures): a rerun after a kill skips every shard
   recorded there and redoes the rest;
-- ``prepare.json`` merges every recorded shard (all parts); ``"complete"`` says whether every
-  shard of the manifest is done. A folder prepared with other settings is refused.
+- ``prepare.json`` merges every recorded shard (all parts): ``"shard_samples"`` each shard's
+  sample count, ``"complete"`` whether every shard of the manifest is done. A folder prepared
+  with other settings is refused;
+- every shard starts with a ``__meta__`` member (avfusion.data.shards): the task, label map,
+  clip settings and counts a streamed reader needs, since no ``prepare.json`` travels with a URL.
 
 Duplicate ids are decided from the whole manifest before any work (the first occurrence is
 written, the others fail with validate's reason), so every part agrees.
@@ -25,6 +28,7 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import tarfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -36,10 +40,11 @@ import webdataset as wds
 from avfusion.core.config import PreprocessConfig
 from avfusion.data.clips import ClipConfig
 from avfusion.data.manifest import LabelMap, Row, RowProblem
-from avfusion.data.shards import encode_row
+from avfusion.data.shards import SHARD_META, encode_row
 from avfusion.data.sources import DONE_DIR, LABELS_NAME, PREPARE_NAME
 from avfusion.data.validate import duplicate_ids
 from avfusion.errors import ConfigError, InputError
+from avfusion.tasks import task_of
 from avfusion.utils.dataclass_config import to_plain
 from avfusion.utils.files import atomic_json
 from avfusion.utils.lock import hold_folder
@@ -75,6 +80,7 @@ class _Job:
     start: int  # manifest index of its first row
     rows: list[Row]
     refused: dict[int, str]  # position in ``rows`` -> reason (duplicate ids)
+    meta: dict[str, Any]  # its __meta__ member, less the sample count
 
 
 def parse_part(text: str) -> tuple[int, int]:
@@ -132,8 +138,12 @@ def _write_shards(rows: Sequence[Row], labels: LabelMap, cfg: ClipConfig, out: P
     k, n = part
     todo = [i for i in range(total) if i % n == k and not _finished(out, i)]
     skipped = sum(1 for i in range(total) if i % n == k) - len(todo)
+    corpus = {"format": 1, "task": task_of(bool(labels.heads), (len(r.labels) for r in rows)),
+              "labels": {"sha1": labels.digest(), "classes": labels.num_classes}, "clips": to_plain(cfg),
+              "video_format": video_format, "shard_size": max_count, "shards_total": total, "rows": len(rows)}
     jobs = [_Job(i, i * max_count, rows[i * max_count:(i + 1) * max_count],
-                 {j - i * max_count: r for j, r in refused.items() if i * max_count <= j < (i + 1) * max_count})
+                 {j - i * max_count: r for j, r in refused.items() if i * max_count <= j < (i + 1) * max_count},
+                 {**corpus, "shard": i})
             for i in todo]
     _run(jobs, labels, cfg, out, video_format, workers, progress)
     res = merge(out, total)
@@ -207,7 +217,10 @@ def write_one_shard(job: _Job, labels: LabelMap, cfg: ClipConfig, out: Path, vid
     name = SHARD_NAME.format(job.index)
     tmp = out / f"{name}.tmp"
     ok, failures, ids = 0, [], []
-    with open(tmp, "wb") as stream:
+    with open(tmp, "w+b") as stream:
+        # __meta__ goes first, so that a stream can stop after it; its sample count is known at the
+        # end, so its slot is sized for the most it can be (every row) and filled in then.
+        slot = _meta_slot(stream, {**job.meta, "samples": len(job.rows)})
         with wds.TarWriter(stream) as sink:
             for j, row in enumerate(job.rows):
                 try:
@@ -225,6 +238,7 @@ def write_one_shard(job: _Job, labels: LabelMap, cfg: ClipConfig, out: Path, vid
                     ids.append(row.id)
                 if _progress_queue is not None:
                     _progress_queue.put(1)
+        _fill_meta(stream, slot, {**job.meta, "samples": ok})
         stream.flush()
         os.fsync(stream.fileno())
     if ok:
@@ -234,6 +248,26 @@ def write_one_shard(job: _Job, labels: LabelMap, cfg: ClipConfig, out: Path, vid
     record = {"shard": name if ok else None, "ok": ok, "failed": len(failures), "failures": failures, "ids": ids}
     atomic_json(out / DONE_DIR / f"shard-{job.index:06d}.json", record)
     return record
+
+
+def _meta_slot(stream: Any, meta: dict[str, Any]) -> int:
+    """Write the ``__meta__`` member (a tar header, then ``meta`` as JSON) at the start of
+    ``stream``; returns its data's size, which :func:`_fill_meta` keeps."""
+    data = json.dumps(meta).encode()
+    info = tarfile.TarInfo(SHARD_META)
+    info.size, info.mode, info.mtime = len(data), 0o444, int(time.time())
+    header = info.tobuf(format=tarfile.USTAR_FORMAT)  # one 512-byte block: the data starts there
+    stream.write(header + data + bytes(-len(data) % tarfile.BLOCKSIZE))
+    return len(data)
+
+
+def _fill_meta(stream: Any, size: int, meta: dict[str, Any]) -> None:
+    """Rewrite the ``__meta__`` data in place, padded with spaces (still JSON) to the slot's size."""
+    data = json.dumps(meta).encode()
+    assert len(data) <= size, "a shard's final __meta__ outgrew its slot"
+    stream.seek(tarfile.BLOCKSIZE)
+    stream.write(data.ljust(size))
+    stream.seek(0, os.SEEK_END)
 
 
 def _run(jobs: list[_Job], labels: LabelMap, cfg: ClipConfig, out: Path, video_format: str, workers: int,
@@ -275,6 +309,7 @@ def merge(out: Path, total: int) -> PrepareResult:
     """Merge the records of every finished shard (from all parts) into ``prepare.json``."""
     done_dir = out / DONE_DIR
     res = PrepareResult(total=total)
+    counts: dict[str, int] = {}
     manifest = done_dir / "manifest.json"
     if manifest.is_file():
         res.failures += json.loads(manifest.read_text())["failures"]
@@ -288,10 +323,11 @@ def merge(out: Path, total: int) -> PrepareResult:
         res.failures += rec["failures"]
         if rec["shard"]:
             res.shards.append(str(out / rec["shard"]))
+            counts[rec["shard"]] = rec["ok"]
     res.failed = len(res.failures)
     res.failures.sort(key=lambda f: f["line"])
     settings = json.loads((done_dir / "settings.json").read_text())
-    atomic_json(out / PREPARE_NAME, {**res.to_dict(), "shard_size": settings["shard_size"],
+    atomic_json(out / PREPARE_NAME, {**res.to_dict(), "shard_samples": counts, "shard_size": settings["shard_size"],
                                      "video_format": settings["video_format"], "clips": settings["clips"],
                                      "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return res

@@ -15,6 +15,13 @@ in the JSON, since WebDataset keys cannot hold dots):
 - ``<key>.audio.pcm``: the segment's audio, 16 kHz mono int16 little-endian (PCM: 96 dB of range,
   far below the noise floor of compressed source audio; half of float32).
 
+A shard starts with a ``__meta__`` member (JSON; :data:`SHARD_META`): what a reader needs without
+``prepare.json`` (a streamed shard has none beside it): the task the manifest implies, the label
+map's digest and class count, the clip settings and video format it was prepared with, the shard
+size, this shard's number and sample count, the corpus's shard and row counts. WebDataset skips
+members named ``__*__`` (its metadata convention), so its readers, and avfusion's stream reader,
+never see it as a sample; shards written before it have none and read as before.
+
 The iterable dataset reads shards with ``webdataset``'s tar reader, splits the shard list by rank
 and by loader worker (``shards[rank::world][worker::workers]``: disjoint and complete), keeps a
 shuffle buffer, and cuts clips with the same :class:`ClipProcessor` as the file dataset.
@@ -29,7 +36,10 @@ import json
 import os
 import tarfile
 import random
+import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Collection, Iterator, Sequence
 
@@ -43,12 +53,13 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from avfusion.data.clips import ClipConfig, ClipProcessor, ClipRead, take
 from avfusion.data.decode import decode_video
 from avfusion.data.manifest import LabelMap, ManifestError, Row, UnknownLabel
-from avfusion.data.sources import Source, resolve
+from avfusion.data.sources import PREPARE_NAME, URL_PREFIXES, Source, resolve
 from avfusion.data.validate import check_row
 from avfusion.errors import InputError, SampleError
 from avfusion.utils.seeding import mix_seed, seed_all
 
 VIDEO_FORMATS = ("jpeg", "h264")
+SHARD_META = "__meta__"  # a shard's first member: its metadata (read_shard_meta), never a sample
 JPEG_QUALITY = 3  # MJPEG qscale (2 = best .. 31): ~visually lossless at a few KB per 256p frame
 
 
@@ -304,7 +315,7 @@ def index_shard(path: str) -> list[tuple[str, dict[str, tuple[int, int]], dict[s
     try:
         with tarfile.open(path, "r:") as tf:
             for m in tf:
-                if not m.isfile():
+                if not m.isfile() or m.name == SHARD_META:
                     continue
                 key, _, ext = os.path.basename(m.name).partition(".")
                 members, meta = out.setdefault(key, ({}, {}))
@@ -575,24 +586,140 @@ def delivered_by_worker(counts: Sequence[int], batches: int) -> list[int]:
     return out
 
 
-def _group(url: str) -> Iterator[dict[str, Any]]:
-    """Samples of one tar (a path or any URL webdataset's ``gopen`` opens), grouped by key,
-    through webdataset's tar reader."""
+def _open(url: str) -> Any:
     try:
-        stream = wds.gopen(url, "rb")
+        return wds.gopen(url, "rb")
     except OSError as e:
         raise InputError(f"{url}: cannot open: {e.strerror or e}") from None
+
+
+def _unreadable(url: str, stream: Any, e: Exception) -> InputError:
+    """The one-line error for a stream that failed: its command's exit status, else the tar reader's reason."""
+    with contextlib.suppress(OSError):
+        stream.close()  # a pipe: waits for its command, whose exit status says what went wrong
+    status = getattr(stream, "status", None)
+    if status:
+        return InputError(f"{url}: the command exited with status {status}")
+    return InputError(f"{url}: not a readable tar ({_tar_reason(e)})")
+
+
+def _group(url: str) -> Iterator[dict[str, Any]]:
+    """Samples of one tar (a path or any URL webdataset's ``gopen`` opens), grouped by key,
+    through webdataset's tar reader (which passes over ``__meta__``)."""
+    stream = _open(url)
     try:
         files = ({**f, "__url__": url} for f in wds.tariterators.tar_file_iterator(stream))
         yield from wds.tariterators.group_by_keys(files)
         stream.close()  # a pipe: command's exit status is checked here
     except (tarfile.TarError, OSError) as e:
-        with contextlib.suppress(OSError):
-            stream.close()  # a pipe: waits for its command, whose exit status says what went wrong
-        status = getattr(stream, "status", None)
-        if status:
-            raise InputError(f"{url}: the command exited with status {status}") from None
-        raise InputError(f"{url}: not a readable tar ({_tar_reason(e)})") from None
+        raise _unreadable(url, stream, e) from None
+
+
+def read_shard_meta(url: str) -> dict[str, Any] | None:
+    """A shard's ``__meta__`` (a path or any URL ``gopen`` opens), or None for a shard written
+    without one. Reads the first member only: a stream is closed right after it."""
+    stream = _open(url)
+    try:
+        tf = tarfile.open(fileobj=stream, mode="r|*")
+        first = tf.next()
+        f = tf.extractfile(first) if first is not None and first.name == SHARD_META else None
+        data = f.read() if f is not None else None
+    except (tarfile.TarError, OSError) as e:
+        raise _unreadable(url, stream, e) from None
+    with contextlib.suppress(OSError):  # a command cut off after what was read exits with SIGPIPE
+        stream.close()
+    if data is None:
+        return None
+    try:
+        meta = json.loads(data)
+    except ValueError as e:
+        raise InputError(f"{url}: its {SHARD_META} member is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{url}: its {SHARD_META} member is not an object ({type(meta).__name__})")
+    return meta
+
+
+@dataclass
+class StreamFacts:
+    """What streamed shards say about themselves (:func:`stream_facts`); None: not knowable."""
+
+    task: str | None  # the task the manifest implied (their __meta__); None for shards without one
+    samples: int | None  # how many samples the shards named hold
+    where: str  # where that was read, for messages
+
+
+def stream_facts(src: Source, count: bool = True) -> StreamFacts:
+    """The task and sample count of a source's shards, for streaming them: the task from the first
+    shard's ``__meta__``; the count from ``prepare.json`` (the folder's, or one beside the shards:
+    a local folder or an http(s) prefix, never a ``pipe:`` command's), else, with ``count``, from
+    the ``__meta__`` of every shard (one short read each; None if one has none)."""
+    first = read_shard_meta(src.shards[0])
+    task = first.get("task") if first else None
+    where = f"the {SHARD_META} of {src.shards[0]}"
+    samples, beside = _prepared_count(src)
+    if samples is not None:
+        return StreamFacts(task, samples, beside)
+    if count and first is not None:
+        if len(src.shards) > _SCAN_NOTE:
+            print(f"reading the sample counts of {len(src.shards)} shards (one {SHARD_META} each; data.epoch_samples "
+                  "skips this)", file=sys.stderr)
+        with ThreadPoolExecutor(8) as pool:
+            metas = [first, *pool.map(read_shard_meta, src.shards[1:])]
+        if all(m is not None and isinstance(m.get("samples"), int) for m in metas):
+            return StreamFacts(task, sum(m["samples"] for m in metas), f"the {SHARD_META} of each shard")  # type: ignore[index]
+    return StreamFacts(task, None, where)
+
+
+_SCAN_NOTE = 64  # reading more shards' __meta__ than this says so first: each may be a command or a download
+
+
+def _prepared_count(src: Source) -> tuple[int | None, str]:
+    """The samples in ``src``'s shards according to a prepare.json (its folder's, or beside them)."""
+    names = [u.rsplit("/", 1)[-1] for u in src.shards]
+    if src.prepared is not None:
+        where, prepared = f"{src.spec}/{PREPARE_NAME}", src.prepared
+    else:
+        found = prepared_beside(src.shards)
+        if found is None:
+            return None, ""
+        where, prepared = found
+    counts = prepared.get("shard_samples")
+    if isinstance(counts, dict) and all(isinstance(counts.get(n), int) for n in names):
+        return sum(counts[n] for n in names), where
+    # a prepare.json written before it had shard_samples: its "ok" counts every shard it lists;
+    # a folder's own keeps meaning its "ok", as it did
+    listed = sorted(str(x).rsplit("/", 1)[-1] for x in prepared.get("shards") or [])
+    if isinstance(prepared.get("ok"), int) and (src.prepared is not None or listed == sorted(names)):
+        return prepared["ok"], where
+    return None, ""
+
+
+def prepared_beside(urls: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
+    """(its address, its content) of the ``prepare.json`` beside shards that share one folder: a
+    local folder or an http(s) prefix (fetched as the shards are, with curl); None when there is
+    none, or for other URLs (``pipe:`` commands name no folder)."""
+    folders = {u.rsplit("/", 1)[0] for u in urls}
+    if len(folders) != 1:
+        return None
+    where = f"{folders.pop()}/{PREPARE_NAME}"
+    if where.startswith(("http://", "https://")):
+        try:
+            with wds.gopen(where, "rb") as f:
+                text = f.read()
+        except (OSError, ValueError):  # not there (curl -f fails), or not reachable: not beside them
+            return None
+    elif not where.startswith(URL_PREFIXES) and os.path.isfile(where):
+        with open(where, "rb") as f:
+            text = f.read()
+    else:
+        return None
+    try:
+        prepared = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(prepared, dict):
+        raise InputError(f"{where}: not a JSON object")
+    return where, prepared
 
 
 def _tar_reason(e: Exception) -> str:

@@ -28,10 +28,12 @@ from avfusion.data.clips import ClipConfig
 from avfusion.data.datasets import collate, dataset_for, open_source, split_by_presence
 from avfusion.data.sources import Source
 from avfusion.data.manifest import LabelMap
+from avfusion.data.shards import SHARD_META, read_shard_meta
 from avfusion.data.validate import duplicate_ids, refuse_duplicate_ids
 from avfusion.eval.aggregate import average_views
 from avfusion.infer.fast import inference_settings
 from avfusion.errors import ConfigError, InputError, SampleError
+from avfusion.tasks import task_of
 from avfusion.eval.metrics import report_per_output
 from avfusion.utils.output import json_safe
 from avfusion.utils.distributed import DistInfo, gather_objects, shard_indices
@@ -231,10 +233,12 @@ def evaluate_source(model: torch.nn.Module, source: str | Path | Source, labels:
     if labels_path is None:
         raise ConfigError(f"{src.spec}: evaluation needs a label map (--labels)")
     if task is None:
-        if rows is None and not LabelMap.read(labels_path).heads:
-            raise ConfigError(f"{src.spec}: streamed shards do not tell single- from multi-label: pass the task "
+        meta = read_shard_meta(src.shards[0]) if rows is None and not LabelMap.read(labels_path).heads else {}
+        if meta is None or (rows is None and not meta.get("task")):
+            raise ConfigError(f"{src.spec}: streamed shards written without a {SHARD_META} member (by an older "
+                              "avfusion prepare) do not tell single- from multi-label: pass the task "
                               "(--task single | multilabel)")
-        task = infer_task(labels_path, rows or [])
+        task = meta["task"] if rows is None and meta else infer_task(labels_path, rows or [])
     label_map = LabelMap.read(labels_path, task)
     if label_map.num_classes != model.cfg.num_classes:
         raise InputError(f"the label map has {label_map.num_classes} classes but the model predicts "
@@ -249,9 +253,7 @@ def evaluate_source(model: torch.nn.Module, source: str | Path | Source, labels:
 
 
 def infer_task(labels: str | Path, rows: list) -> str:
-    if LabelMap.read(labels).heads:
-        return "multihead"
-    return "single" if rows and all(len(r.labels) == 1 for r in rows) else "multilabel"
+    return task_of(bool(LabelMap.read(labels).heads), (len(r.labels) for r in rows))
 
 
 def write_plots(report: dict[str, Any], out: Path) -> list[Path]:

@@ -28,7 +28,8 @@ class DataConfig:
     train: str | None = None
     val: str | None = None
     labels: str | None = None  # label map, AudioSet's class_labels_indices.csv layout
-    task: Literal["auto", "multilabel", "single", "multihead"] = "auto"  # auto: from the label map / rows
+    # auto: from the label map and the rows (streamed shards: their __meta__)
+    task: Literal["auto", "multilabel", "single", "multihead"] = "auto"
     batch_size: int = 8
     eval_batch_size: int = 8
     num_workers: int = 2
@@ -44,8 +45,9 @@ class DataConfig:
     # epochs, e.g. the demo); clips are still cut, cropped and featurised per sample.
     cache_decoded: bool = False
     shuffle_buffer: int = 1000  # streamed shards: samples in the shuffle buffer
-    # Streamed shards: samples in an epoch, all ranks together (default: the folder's prepare.json
-    # "ok"); every rank runs epoch_samples // (world x batch_size) steps.
+    # Streamed shards: samples in an epoch, all ranks together (default: what the shards say, from
+    # a prepare.json beside them or their __meta__; another number is refused); every rank runs
+    # epoch_samples // (world x batch_size) steps.
     epoch_samples: int | None = None
     # A shard folder that prepare has not finished, or that lacks shards it wrote, is refused
     # naming what is missing; true uses the shards that are there (avfusion.data.sources.resolve).

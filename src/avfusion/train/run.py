@@ -15,12 +15,14 @@ from typing import Any
 import torch
 
 from avfusion.data.clips import ClipConfig
-from avfusion.data.datasets import collate, dataset_for, open_source, rows_of
+from avfusion.data.datasets import collate, dataset_for, open_source, rows_of, streamed
 from avfusion.data.features import BatchFeatures
 from avfusion.data.manifest import LabelMap
 from avfusion.data.mixup import mixup
 from avfusion.data.samplers import balanced_sampler
-from avfusion.errors import ConfigError
+from avfusion.data.shards import StreamFacts, stream_facts
+from avfusion.data.sources import Source
+from avfusion.errors import ConfigError, UserError
 from avfusion.eval.evaluate import evaluate_source, infer_task
 from avfusion.eval.retrieval import save_projectors
 from avfusion.heads.projector import ContrastiveHead
@@ -30,7 +32,7 @@ from avfusion.models.pretrained import load_config, load_pretrained
 from avfusion.train.checkpoint import candidates
 from avfusion.train.config import TrainConfig
 from avfusion.utils.device import resolve_device
-from avfusion.utils.distributed import DistInfo, cleanup, init_distributed
+from avfusion.utils.distributed import DistInfo, cleanup, gather_objects, init_distributed
 from avfusion.train.loop import FitResult, fit
 from avfusion.utils.lock import lock_run_folder
 from avfusion.utils.files import atomic_write
@@ -38,14 +40,52 @@ from avfusion.train.task import Task
 from avfusion.zoo import HF_HUB_PREFIX, is_pretrained_name, resolve_model
 
 
-def resolve_task(cfg: TrainConfig, labels_path: str, rows: list | None) -> str:
+def resolve_task(cfg: TrainConfig, labels_path: str, rows: list | None, facts: StreamFacts | None = None) -> str:
     """The task kind: as configured, else from the label map (heads -> multihead) and the rows
-    (every row exactly one label -> single, else multilabel)."""
-    task = cfg.data.task
-    if task == "auto" and rows is None and not LabelMap.read(labels_path).heads:
-        raise ConfigError("streamed shards do not tell single- from multi-label before training: set data.task "
-                          "(single | multilabel)")
-    return task if task != "auto" else infer_task(labels_path, rows or [])
+    (every row exactly one label -> single, else multilabel); for streamed shards (no rows), what
+    their ``__meta__`` says (``facts``). ``data.task=single`` on shards that say multilabel (a row
+    without exactly one label) is refused; multilabel on single-label data is a choice, as for a
+    manifest."""
+    task, said = cfg.data.task, facts.task if facts is not None else None
+    if said is not None and task == "single" and said == "multilabel":
+        raise ConfigError(f"data.task=single, but {facts.where} says multilabel (rows without exactly one "  # type: ignore[union-attr]
+                          "label): leave data.task unset (auto), or set it to multilabel")
+    if task != "auto":
+        return task
+    if LabelMap.read(labels_path).heads or rows is not None:
+        return infer_task(labels_path, rows or [])
+    if said is None:
+        raise ConfigError("streamed shards written without a __meta__ member (by an older avfusion prepare) do not "
+                          "tell single- from multi-label before training: set data.task (single | multilabel)")
+    return said
+
+
+def epoch_length(cfg: TrainConfig, facts: StreamFacts | None) -> int | None:
+    """Streamed training's epoch in samples: ``data.epoch_samples``, else what the shards say; a
+    setting that differs from what they say is refused (it is not theirs: run.max_steps or
+    schedule.epochs shorten a run)."""
+    set_, said = cfg.data.epoch_samples, facts.samples if facts is not None else None
+    if set_ is not None and said is not None and set_ != said:
+        raise ConfigError(f"data.epoch_samples={set_}, but the shards hold {said} samples ({facts.where}): "  # type: ignore[union-attr]
+                          "leave data.epoch_samples unset, or shorten the run with run.max_steps / schedule.epochs")
+    return set_ if set_ is not None else said
+
+
+def shard_facts(cfg: TrainConfig, src: Source, info: DistInfo) -> StreamFacts | None:
+    """What streamed training shards say about themselves (None for other sources), read once on
+    the main rank and given to every rank (a one-line error too)."""
+    if not streamed(src, cfg.data.read_shards):
+        return None
+    got: tuple[StreamFacts | None, UserError | None] = (None, None)
+    if info.is_main:
+        try:  # counting every shard only when the setting does not say it
+            got = (stream_facts(src, count=cfg.data.epoch_samples is None), None)
+        except UserError as e:
+            got = (None, e)
+    facts, error = gather_objects(got, info)[0]  # type: ignore[misc]
+    if error is not None:
+        raise error
+    return facts
 
 
 def clip_config(model_cfg: Any, cfg: TrainConfig) -> ClipConfig:
@@ -132,9 +172,10 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     src, labels_path, rows = open_source(cfg.data.train, cfg.data.labels, cfg.data.allow_partial)
     if mode == "supervised" and labels_path is None:
         raise ConfigError("supervised training needs data.labels (a label map)")
+    facts = shard_facts(cfg, src, info)
     labels, task_kind = None, "multilabel"
     if labels_path:
-        task_kind = resolve_task(cfg, labels_path, rows)
+        task_kind = resolve_task(cfg, labels_path, rows, facts)
         labels = LabelMap.read(labels_path, task_kind)
     torch.manual_seed(cfg.run.seed)  # the initial weights depend on the seed only
     model = model_for_run(cfg, labels, task_kind)
@@ -149,7 +190,7 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
     # Contrastive pre-training reads no labels (a label map only sizes the heads for later).
     # Bad rows come back as markers that the loop (the main process) turns into one line or a
     # counted skip (data.skip_bad_samples), never a worker's traceback.
-    epoch_samples = cfg.data.epoch_samples or (src.prepared or {}).get("ok")
+    epoch_samples = epoch_length(cfg, facts)
     train_set = dataset_for(src, rows, labels if mode == "supervised" else None, clips, train=True, on_error="mark",
                             read=cfg.data.read_shards, epoch_samples=epoch_samples, batch_size=cfg.data.batch_size,
                             seed=cfg.run.seed, shuffle=cfg.data.shuffle_buffer, cache=cfg.data.cache_decoded)
