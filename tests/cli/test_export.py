@@ -103,6 +103,7 @@ def test_zorro_audio_only_export_is_its_exact_unimodal_path(dirs, tmp_path):
     assert got["logits"].abs().max() > 0.01  # real numbers, not a zero head
 
 
+@pytest.mark.slow  # slow tier: the ONNX exporter and onnxruntime (pt2 export stays in the default tier)
 def test_onnx_check_and_onnxruntime_alone(dirs, tmp_path, capsys):
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
@@ -164,6 +165,7 @@ def test_check_fails_when_the_file_differs(dirs, tmp_path, monkeypatch, capsys):
     assert rc == 1 and "FAILED" in captured.out and "differs from the eager model by 0.0002" in captured.err
 
 
+@pytest.mark.slow  # slow tier: Swin / HiP export (ViT and MBT export stay in the default tier)
 @pytest.mark.parametrize("name", ["zorro_swin_tiny", "zorro_hip_tiny"])
 def test_hierarchical_zorro_exports(name, tmp_path):
     model = load_pretrained(_model_dir(tmp_path, name))

@@ -22,6 +22,9 @@ from avfusion.models.registry import create_model
 
 from helpers.avclips import make_dataset, write_labels
 
+# Slow tier (make test-all): every command x workers against failing streams, in subprocesses.
+pytestmark = pytest.mark.slow
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
     [str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
 

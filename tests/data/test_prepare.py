@@ -78,6 +78,7 @@ def test_rerun_skips_done_shards_and_other_settings_are_refused(corpus, small_cf
         write_shards(rows[:-1], labels, small_cfg, out, max_count=4)
 
 
+@pytest.mark.slow  # slow tier: SIGKILL fault injection
 def test_killed_prepare_resumes_to_the_same_shards(corpus, tmp_path):
     out, ref = tmp_path / "killed", tmp_path / "ref"
     args = ["prepare", str(corpus.good_manifest), "--labels", str(corpus.labels), "--shard-size", "1", *SMALL]

@@ -221,6 +221,7 @@ def _kill_when(proc: subprocess.Popen, ready) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow  # slow tier: SIGKILL fault injection
 def test_predict_killed_then_rerun_gives_each_row_once_as_an_uninterrupted_run(corpus, zorro, tmp_path, capsys):
     out = tmp_path / "preds.jsonl"
     args = ["predict", "--data", str(corpus["many"]), "--model", str(corpus["models"]["zorro_vit_tiny"]),
@@ -242,6 +243,7 @@ def test_predict_killed_then_rerun_gives_each_row_once_as_an_uninterrupted_run(c
     _same_predictions(lines, _lines(uninterrupted))
 
 
+@pytest.mark.slow  # slow tier: SIGKILL fault injection
 def test_embed_killed_then_rerun_over_shards(corpus, tmp_path, capsys):
     # A pipe: source that holds the run after the first shard until the flag file goes:
     # the kill always comes mid-run.

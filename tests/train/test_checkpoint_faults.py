@@ -24,6 +24,9 @@ from avfusion.train.checkpoint import CHECKPOINTS_DIR, FAULT_POINTS, find_checkp
 from helpers.fit_script import run
 from helpers.runs import assert_same_weights, final_weights
 
+# Slow tier (make test-all): real SIGKILLs at every checkpoint-protocol point and damaged checkpoints.
+pytestmark = pytest.mark.slow
+
 HERE = Path(__file__).parent
 FIT_SCRIPT = HERE.parent / "helpers" / "fit_script.py"
 STEPS = 8  # checkpoints at 2, 4, 6, 8; the third save (step 6) is the one killed

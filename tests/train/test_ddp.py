@@ -10,6 +10,9 @@ import pytest
 
 from helpers.avclips import make_dataset, write_labels
 
+# Slow tier (make test-all): two torchrun processes.
+pytestmark = pytest.mark.slow
+
 
 def test_torchrun_two_processes_match_single_process_eval(tmp_path):
     train = make_dataset(tmp_path / "train", 3, seed=0)

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import avfusion
@@ -45,6 +46,7 @@ def test_resume_in_process_is_exact(tmp_path):
     assert_same_weights(final_weights(tmp_path / "full"), final_weights(tmp_path / "part"))
 
 
+@pytest.mark.slow  # slow tier: a real SIGKILL and resume (in-process resume stays in the default tier)
 def test_sigkill_and_resume_gives_identicalfinal_weights(tmp_path):
     full = tmp_path / "full"
     run(str(full), 10)

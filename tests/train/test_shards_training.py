@@ -146,6 +146,7 @@ def test_a_setting_the_shards_contradict_is_refused_in_one_line(data, tmp_path, 
 
 @pytest.mark.parametrize("read,workers,features", [("random", 0, "workers"), ("stream", 2, "workers"),
                                                     ("random", 1, "device")])
+@pytest.mark.slow  # slow tier: SIGKILL fault injection over shards
 def test_sigkill_and_resume_from_shards_is_exact(data, tmp_path, read, workers, features):
     """A run killed mid-way and started again ends with the same weights as an uninterrupted one:
     local shards by random access (the epoch sampler), streamed with two loader workers (each
