@@ -17,7 +17,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import IO, Any, Iterable, Iterator, Sequence
 
 import torch
 
@@ -108,15 +108,19 @@ def row_from_dict(d: dict[str, Any], base: Path | None = None, where: str = "", 
                extra={k: v for k, v in d.items() if k not in known}, line=line)
 
 
+def _open_table(path: str | os.PathLike, what: str) -> IO[str]:
+    """A manifest or label map opened for csv / line reading; a folder in its place is one line."""
+    try:
+        # utf-8-sig: a byte-order mark (Excel, Windows tools) is not part of the first column name
+        return open(path, newline="", encoding="utf-8-sig")
+    except IsADirectoryError:
+        raise ManifestError(f"{path}: is a folder, not {what}") from None
+
+
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
     """(line, record, problem) for every non-blank record of a CSV / JSONL manifest; a record is
     None when its line is malformed (then ``problem`` says why)."""
-    try:
-        # utf-8-sig: a byte-order mark (Excel, Windows tools) is not part of the first column name
-        f = open(path, newline="", encoding="utf-8-sig")
-    except IsADirectoryError:
-        raise ManifestError(f"{path}: is a folder, not a manifest file") from None
-    with f:
+    with _open_table(path, "a manifest file") as f:
         try:
             if path.suffix.lower() in (".jsonl", ".json"):
                 for i, line in enumerate(f, 1):
@@ -341,11 +345,7 @@ class LabelMap:
         """Read ``index,mid,display_name[,head]``; every malformed row is named with its line."""
         entries: list[LabelEntry] = []
         problems: list[str] = []
-        try:
-            f = open(path, newline="", encoding="utf-8-sig")
-        except IsADirectoryError:
-            raise ManifestError(f"{path}: is a folder, not a label map") from None
-        with f:
+        with _open_table(path, "a label map") as f:
             try:
                 reader = csv.reader(f)
                 header = [h.strip() for h in next(reader, [])]

@@ -630,13 +630,7 @@ def read_shard_meta(url: str) -> dict[str, Any] | None:
         stream.close()
     if data is None:
         return None
-    try:
-        meta = json.loads(data)
-    except ValueError as e:
-        raise InputError(f"{url}: its {SHARD_META} member is not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"{url}: its {SHARD_META} member is not an object ({type(meta).__name__})")
-    return meta
+    return _json_object(data, f"{url}: its {SHARD_META} member")
 
 
 @dataclass
@@ -713,13 +707,18 @@ def prepared_beside(urls: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
             text = f.read()
     else:
         return None
+    return where, _json_object(text, where)
+
+
+def _json_object(data: str | bytes, what: str) -> dict[str, Any]:
+    """``data`` parsed as a JSON object, or one line naming ``what`` and why not."""
     try:
-        prepared = json.loads(text)
+        obj = json.loads(data)
     except ValueError as e:
-        raise InputError(f"{where}: not valid JSON ({e})") from None
-    if not isinstance(prepared, dict):
-        raise InputError(f"{where}: not a JSON object")
-    return where, prepared
+        raise InputError(f"{what}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{what}: not a JSON object ({type(obj).__name__})")
+    return obj
 
 
 def _tar_reason(e: Exception) -> str:
