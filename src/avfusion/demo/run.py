@@ -45,7 +45,7 @@ from avfusion.models.pretrained import load_pretrained
 from avfusion.train.config import TrainConfig
 from avfusion.train.run import run_training
 from avfusion.train.signals import STOP_SIGNALS, TrainingInterrupted, signals_blocked
-from avfusion.utils.dataclass_config import build
+from avfusion.utils.dataclass_config import build, to_plain
 
 # The five models the demo compares: (registry name, label).
 MODELS: tuple[tuple[str, str], ...] = (
@@ -55,25 +55,15 @@ MODELS: tuple[tuple[str, str], ...] = (
     ("mbt_tiny_audio", "audio only"),
     ("mbt_tiny_video", "video only"),
 )
-# Tiny models at AV-digits' demo sizes, chosen for time (docs/demo.md "How the settings were
-# chosen"): 4 frames (every 6th at 12.5 fps: 0.48 s apart, spanning the whole 2 s clip) cropped to
-# 32 x 32 from a 36-pixel short side (2 x 4 x 4 = 32 video tokens in 2x8x8 tubelets), and 96 log-mel
-# frames x 32 mel bins (0.97 s around the clip's centre, which holds the whole spoken word; 12 x 4 =
-# 48 audio tokens in 8x8 patches).
-INPUTS: dict[str, Any] = {"num_frames": 4, "image_size": (32, 32), "spec_size": (96, 32),
-                          "preprocess.fps": 12.5, "preprocess.frame_stride": 6, "preprocess.short_side": 36}
-# Training augmentation (data.augment): a random square crop of (48 / 52)^2 = 85% of the 36 x 36
-# frames' area, resized to 32 x 32, no flip (digits are not symmetric), SpecAugment with one 6-bin
+# Tiny models at AV-digits' sizes: 8 frames (every 3rd of 12.5 fps: the whole 2 s clip) cropped
+# to 48 x 48 from 52 x 52, and 192 log-mel frames x 32 mel bins (1.93 s).
+INPUTS: dict[str, Any] = {"num_frames": 8, "image_size": (48, 48), "spec_size": (192, 32),
+                          "preprocess.fps": 12.5, "preprocess.frame_stride": 3, "preprocess.short_side": 52}
+# Training augmentation (data.augment): a random 48 x 48 crop of the 52 x 52 frames (a fixed area
+# of (48 / 52)^2, square), no flip (digits are not symmetric), SpecAugment with one 6-bin
 # frequency mask and one 24-frame time mask; evaluation takes the centre crop.
 AUGMENT: dict[str, Any] = {"crop_scale": [(48 / 52) ** 2] * 2, "crop_ratio": [1.0, 1.0], "flip": 0.0,
                            "freq_mask": 6, "time_mask": 24}
-
-
-# Zorro's per-output loss weights in the demo (loss.weights; the sum of the weighted losses, so
-# 1.0 everywhere is the paper's plain sum). Its audio and video streams share one stack with the
-# fusion tokens and, at the demo's few steps, learn more slowly than the dedicated models: weighing
-# their outputs double keeps them near those models (docs/demo.md "How the settings were chosen").
-ZORRO_LOSS_WEIGHTS: dict[str, float] = {"audio": 2.0, "video": 2.0, "fusion": 1.0, "global": 1.0}
 
 
 @dataclass
@@ -82,7 +72,7 @@ class DemoSettings:
     n_train: int = 600
     n_val: int = 150
     n_test: int = 200
-    steps: int = 800  # optimizer steps per model
+    steps: int = 1500  # optimizer steps per model
     batch_size: int = 32
     lr: float = 1e-3
     seed: int = 0
@@ -137,7 +127,9 @@ def _prepare(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, Pa
     for split in ("train", "val", "test"):
         shard_dir = folders[split] = root / "shards" / split
         done = shard_dir / "prepare.json"
-        if not (done.is_file() and json.loads(done.read_text()).get("complete")):
+        prepared = json.loads(done.read_text()) if done.is_file() else {}
+        # Reused only when complete and cut for these inputs (other INPUTS: prepared again).
+        if not (prepared.get("complete") and prepared.get("clips") == to_plain(clip_cfg)):
             shutil.rmtree(shard_dir, ignore_errors=True)
             res = write_shards(read_manifest(root / f"{split}.csv"), labels, clip_cfg, shard_dir,
                                max_count=SHARD_SIZE, workers=min(os.cpu_count() or 1, 8))
@@ -149,9 +141,7 @@ def _prepare(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, Pa
 
 def train_config(name: str, s: DemoSettings, shards: Path, labels: Path, out: Path) -> TrainConfig:
     """What `avfusion train --train SHARDS` runs for one demo model."""
-    base: dict[str, Any] = {"model": name, "model_overrides": dict(INPUTS), "data": {"augment": AUGMENT}}
-    if create_model(name).cfg.family == "masked":  # Zorro: its four outputs' losses summed, as the paper
-        base["loss"] = {"weights": dict(ZORRO_LOSS_WEIGHTS)}  # does, the unimodal ones weighed double
+    base = {"model": name, "model_overrides": dict(INPUTS), "data": {"augment": AUGMENT}}
     overrides = [f"data.train={shards}", f"data.labels={labels}", "data.task=single", "data.cache_decoded=true",
                  "data.features_on=device", f"run.out={out}", f"run.max_steps={s.steps}", f"run.seed={s.seed}",
                  "run.save_every=100000", "run.log_every=10", "run.tensorboard=false",
@@ -317,6 +307,9 @@ def _train_all(s: DemoSettings, shards: Path, labels: Path, out: Path) -> dict[s
                             f"({len(trained)}/{len(jobs)}, {time.perf_counter() - t0:.0f} s elapsed)")
                     elif kind == "interrupted":
                         interrupted.append(name)
+                        if not stopped["signum"]:  # signalled on its own, not through the demo
+                            error = error or RunError(f"training {name} was stopped by a signal sent to its process "
+                                                      "(its checkpoint is saved; run the same command to resume)")
                     elif kind == "error":
                         error = error or rest[1]
                     else:
