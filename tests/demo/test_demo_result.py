@@ -1,23 +1,29 @@
-"""The demo's expected result, checked on a reduced run (issue 6, docs/demo.md "Results").
+"""The demo's expected result, checked on the settings `avfusion demo` runs (docs/demo.md "Results").
 
 The default `avfusion demo` minus late fusion and the real-video prediction: the same data, seed,
 steps and settings for MBT, Zorro and the two unimodal baselines, trained two at a time with one
-thread each (about 12 minutes on 2 cores). What must hold:
+thread each (12-13 minutes on the 2-core AVX2 EPYC; `make test-all`). What must hold, as
+issue 23 states the story:
 
-- fusion beats the best unimodal model by a clear margin (MBT and Zorro's fusion output);
-- Zorro's audio and video outputs stay close to the dedicated unimodal baselines;
-- each unimodal model fails where its modality is destroyed (near chance, 0.1), which is what
-  makes fusion matter on AV-digits.
+- fusion beats the best unimodal model by at least 10 points (MBT, and Zorro's fusion output);
+- Zorro's audio and video outputs do not depend on the other modality (also with it withheld),
+  and are within 5 points of the dedicated unimodal models: NOT met at the current settings (8 and
+  3 points below in the documented run), an expected failure until issue 23 fixes it;
+- each unimodal model is near chance (0.1) where its modality is destroyed, which is what makes
+  fusion matter on AV-digits, and the fusion models recover those clips.
 
-The margins leave room for run-to-run noise: 200 test clips (one clip = 0.005), tiny models
-trained from scratch, and floating-point differences between CPUs.
+200 test clips (one clip = 0.005), tiny models trained from scratch; training is single-threaded
+and seeded, so on one machine the numbers repeat exactly, and other CPUs' floating point moves
+them by a few clips.
 """
 
 import json
 
+import pytest
+
 from avfusion.cli import main
 
-# In this order the two jobs finish together: MBT then video only, Zorro then audio only.
+# Started in this order, two at a time (the longest first).
 MODELS = ["mbt_tiny", "zorro_vit_tiny", "mbt_tiny_video", "mbt_tiny_audio"]
 
 
@@ -26,23 +32,27 @@ def _top1(summary, model, output="logits", condition=None):
     return conds[condition or next(iter(conds))]["outputs"][output]["top1"]
 
 
-def test_fusion_beats_unimodal_and_zorro_unimodal_outputs_match_baselines(tmp_path):
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
     assert main(["demo", "--out", str(out), "--models", *MODELS, "--no-bigbuckbunny"]) == 0
     s = json.loads((out / "results.json").read_text())
+    assert s["settings"]["steps"] == 1500  # the default run's settings
+    return s
 
+
+@pytest.mark.slow
+def test_fusion_beats_unimodal_and_unimodal_models_fail_where_their_modality_is_destroyed(demo):
+    s = demo
     audio_only, video_only = _top1(s, "mbt_tiny_audio"), _top1(s, "mbt_tiny_video")
     best_unimodal = max(audio_only, video_only)
     mbt, zorro = _top1(s, "mbt_tiny"), _top1(s, "zorro_vit_tiny", "fusion")
-    zorro_audio, zorro_video = _top1(s, "zorro_vit_tiny", "audio"), _top1(s, "zorro_vit_tiny", "video")
-    got = dict(mbt=mbt, zorro=zorro, audio_only=audio_only, video_only=video_only,
-               zorro_audio=zorro_audio, zorro_video=zorro_video)
+    got = dict(mbt=mbt, zorro=zorro, audio_only=audio_only, video_only=video_only)
 
-    assert mbt >= best_unimodal + 0.08, got
-    assert zorro >= best_unimodal + 0.06, got
-    assert abs(zorro_audio - audio_only) <= 0.1, got
-    assert abs(zorro_video - video_only) <= 0.1, got
+    assert mbt >= best_unimodal + 0.10, got
+    assert zorro >= best_unimodal + 0.10, got
     # Zorro's unimodal outputs do not depend on the other modality (also with it withheld).
+    zorro_audio, zorro_video = _top1(s, "zorro_vit_tiny", "audio"), _top1(s, "zorro_vit_tiny", "video")
     assert _top1(s, "zorro_vit_tiny", "audio", "audio only") == zorro_audio
     assert _top1(s, "zorro_vit_tiny", "video", "video only") == zorro_video
 
@@ -52,3 +62,15 @@ def test_fusion_beats_unimodal_and_zorro_unimodal_outputs_match_baselines(tmp_pa
     for fused in ("mbt_tiny", "zorro_vit_tiny"):  # fusion recovers the clips either modality fails on
         assert by_cond[fused]["noisy_audio"] >= by_cond["mbt_tiny_audio"]["noisy_audio"] + 0.15, by_cond
         assert by_cond[fused]["occluded_video"] >= by_cond["mbt_tiny_video"]["occluded_video"] + 0.15, by_cond
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 23: Zorro's audio / video outputs are 8 and 3 points below the "
+                   "dedicated models at the demo's settings (0.365 / 0.455 against 0.445 / 0.485)")
+def test_zorro_unimodal_outputs_within_5_points_of_the_dedicated_models(demo):
+    s = demo
+    audio_only, video_only = _top1(s, "mbt_tiny_audio"), _top1(s, "mbt_tiny_video")
+    zorro_audio, zorro_video = _top1(s, "zorro_vit_tiny", "audio"), _top1(s, "zorro_vit_tiny", "video")
+    got = dict(audio_only=audio_only, video_only=video_only, zorro_audio=zorro_audio, zorro_video=zorro_video)
+    assert abs(zorro_audio - audio_only) <= 0.05, got
+    assert abs(zorro_video - video_only) <= 0.05, got

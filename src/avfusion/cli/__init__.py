@@ -65,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     try:
         return int(module.main(rest) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if debug:
             raise
-        print(f"avfusion {name}: interrupted", file=sys.stderr)
-        return 130
+        # An interruption that says more (the demo's, the trainer's) carries its message and its
+        # exit status (128 + the signal: 143 for SIGTERM); a plain Ctrl-C is 130.
+        print(f"avfusion {name}: {_one_line(e) if str(e) else 'interrupted'}", file=sys.stderr)
+        return int(getattr(e, "exit_status", 130))
     except (UserError, OSError) as e:
         # An expected failure (bad input or value, a damaged or missing file, a full disk, a busy
         # run folder): one clear line, exit 2. Anything else, a plain ValueError or KeyError

@@ -305,6 +305,14 @@ def _plan(split: str, n: int, seed: int, labels: np.ndarray, voices: list[str],
     return plan
 
 
+def _ignore_sigint() -> None:
+    """Encoder workers leave Ctrl-C (sent to the whole process group) to the parent, which stops
+    them: no traceback from each worker."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def generate(out_dir: str | os.PathLike, n_train: int = 600, n_val: int = 150, n_test: int = 200,
              seed: int = 0, *, size: int = 64, fps: float = 12.5, duration: float = 2.0,
              conditions: dict[str, float] | None = None, workers: int | None = None,
@@ -359,11 +367,15 @@ def generate(out_dir: str | os.PathLike, n_train: int = 600, n_val: int = 150, n
 
         # fork is fastest where it exists; the workers only run numpy and PyAV.
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as ex:
-            for _ in ex.map(_make_clip, specs, chunksize=8):
-                done += 1
-                if progress:
-                    progress(done, len(specs))
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint) as ex:
+            try:
+                for _ in ex.map(_make_clip, specs, chunksize=8):
+                    done += 1
+                    if progress:
+                        progress(done, len(specs))
+            except BaseException:  # interrupted (or a failure): drop the clips not started yet
+                ex.shutdown(wait=True, cancel_futures=True)
+                raise
     else:
         for spec in specs:
             _make_clip(spec)

@@ -13,9 +13,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import resource
 import shutil
+import signal
+import sys
+import threading
 import time
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +37,15 @@ from avfusion.data.shards import ShardSamples
 from avfusion.data.validate import summary as validation_summary
 from avfusion.data.validate import validate_rows
 from avfusion.demo.avdigits import generate
-from avfusion.errors import RunError
+from avfusion.errors import RunError, UserError
 from avfusion.eval.evaluate import evaluate_source
 from avfusion.models import create_model
 from avfusion.models.flops import count_flops
 from avfusion.models.pretrained import load_pretrained
 from avfusion.train.config import TrainConfig
 from avfusion.train.run import run_training
-from avfusion.utils.dataclass_config import build
+from avfusion.train.signals import STOP_SIGNALS, TrainingInterrupted, signals_blocked
+from avfusion.utils.dataclass_config import build, to_plain
 from avfusion.utils.output import print_table
 
 # The five models the demo compares: (registry name, label).
@@ -95,14 +104,21 @@ def _validate(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, A
     out = {}
     for split in ("train", "val", "test"):
         rows = read_manifest(root / f"{split}.csv")
-        probs = validate_rows(rows, labels, clip_cfg)
+        # Without decoding: step 3 decodes every row once and runs the same check (check_row) on
+        # that decode, so decoding here as well would only do the work twice.
+        probs = validate_rows(rows, labels, clip_cfg, decode_check=False)
         out[split] = validation_summary(rows, probs)
     bad = {k: v for k, v in out.items() if v.get("errors")}
-    say(f"[2/7] validated the manifests: {sum(v['rows'] for v in out.values())} rows, "
+    say(f"[2/7] validated the manifests (files, streams, timelines, labels, ids; the decoding of every row is "
+        f"checked as step 3 prepares it): {sum(v['rows'] for v in out.values())} rows, "
         f"{sum(v.get('errors', 0) for v in out.values())} errors, {sum(v.get('warnings', 0) for v in out.values())} warnings")
     if bad:
         raise RunError(f"AV-digits failed validation: {bad}")
     return out
+
+
+# Clips per shard: small enough that every core has shards to write (600 training clips: 6 shards).
+SHARD_SIZE = 100
 
 
 def _prepare(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, Path]:
@@ -112,9 +128,12 @@ def _prepare(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, Pa
     for split in ("train", "val", "test"):
         shard_dir = folders[split] = root / "shards" / split
         done = shard_dir / "prepare.json"
-        if not (done.is_file() and json.loads(done.read_text()).get("complete")):
+        prepared = json.loads(done.read_text()) if done.is_file() else {}
+        # Reused only when complete and cut for these inputs (other INPUTS: prepared again).
+        if not (prepared.get("complete") and prepared.get("clips") == to_plain(clip_cfg)):
             shutil.rmtree(shard_dir, ignore_errors=True)
-            res = write_shards(read_manifest(root / f"{split}.csv"), labels, clip_cfg, shard_dir)
+            res = write_shards(read_manifest(root / f"{split}.csv"), labels, clip_cfg, shard_dir,
+                               max_count=SHARD_SIZE, workers=min(os.cpu_count() or 1, 8))
             if res.failed:
                 raise RunError(f"prepare failed for {res.failed} {split} clip(s): {res.failures[:3]}")
     say(f"[3/7] prepared WebDataset shards in {time.perf_counter() - t:.0f} s")
@@ -141,59 +160,243 @@ def _train_one(args: tuple) -> tuple[str, dict[str, Any]]:
     return name, {"seconds": time.perf_counter() - t, "history": result.history, "dir": str(out / name)}
 
 
+class DemoInterrupted(KeyboardInterrupt):
+    """The demo stopped on SIGINT / SIGTERM; ``exit_status`` is 128 + the signal (130 / 143)."""
+
+    def __init__(self, signum: int, what: str) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name} {what}")
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise DemoInterrupted(signum, "")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(handler: Callable[[int, Any], None] = _raise_interrupted) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``handler`` while active (main thread only; an ignored signal
+    stays ignored): by default both raise DemoInterrupted, so SIGTERM ends the demo with one line
+    and exit status 143 like Ctrl-C does with 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent dies (a SIGKILLed demo leaves no job training)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _job_process(conn: Any, job: tuple, parent: int) -> None:
+    """One training job in its own process (forked). Signals reach it only from the demo, which
+    forwards SIGINT / SIGTERM once: the trainer then finishes its step, saves a checkpoint and
+    stops; the job says so in one line (no traceback) and exits with 128 + the signal."""
+    name = job[0]
+    os.setpgrp()  # a terminal's Ctrl-C goes to the demo alone, which forwards it exactly once
+    _die_with_parent()
+    # Until the trainer installs its own handlers (and after), a signal stops the job at once.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_interrupted)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    if os.getppid() != parent:  # the demo died before the death signal was armed
+        os._exit(1)
+    try:
+        conn.send(("done", *_train_one(job)))
+        status = 0
+    except TrainingInterrupted as e:  # the trainer stopped after a step and saved a checkpoint
+        print(f"      {name}: {e}", file=sys.stderr, flush=True)
+        conn.send(("interrupted", name, e.signum))
+        status = e.exit_status
+    except KeyboardInterrupt as e:  # before training started, or a second signal during it
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"      {name}: stopped before a checkpoint was saved", file=sys.stderr, flush=True)
+        conn.send(("interrupted", name, signum))
+        status = 128 + signum
+    except BaseException as e:  # noqa: BLE001 - reported to the demo, which raises it
+        if not isinstance(e, UserError):
+            traceback.print_exc()  # a bug: keep its traceback
+        try:
+            conn.send(("error", name, e))
+        except Exception:  # an exception that does not pickle
+            conn.send(("error", name, RunError(f"{name}: {type(e).__name__}: {e}")))
+        status = 1
+    finally:
+        conn.close()
+    sys.stdout.flush()
+    os._exit(status)  # no atexit handlers or finalisers of the forked demo
+
+
 def _train_all(s: DemoSettings, shards: Path, labels: Path, out: Path) -> dict[str, dict[str, Any]]:
-    """Train the models ``s.jobs`` at a time in separate processes."""
+    """Train the models ``s.jobs`` at a time, each in its own process (one CPU thread each), in the
+    order of ``s.models`` (put the longest first). SIGINT / SIGTERM: every running job finishes its
+    step, saves a checkpoint and ends with one line; no job starts after it; DemoInterrupted."""
     import multiprocessing as mp
+    from multiprocessing.connection import wait
 
     jobs = [(name, s, shards, labels, out) for name in s.models]  # started in this order
     t0 = time.perf_counter()
     trained: dict[str, dict[str, Any]] = {}
-    if s.jobs > 1 and "fork" in mp.get_all_start_methods():
-        with mp.get_context("fork").Pool(s.jobs) as pool:
-            for name, res in pool.imap_unordered(_train_one, jobs):
-                trained[name] = res
-                last = res["history"][-1]["loss"] if res["history"] else float("nan")
-                say(f"      {name}: done in {res['seconds']:.0f} s, final training loss {last:.3f} "
-                    f"({len(trained)}/{len(jobs)}, {time.perf_counter() - t0:.0f} s elapsed)")
-    else:
-        for job in jobs:
+    if s.jobs <= 1 or "fork" not in mp.get_all_start_methods():
+        for job in jobs:  # here: the trainer's own signal handling, TrainingInterrupted
             name, res = _train_one(job)
             trained[name] = res
             say(f"      {name}: done in {res['seconds']:.0f} s")
+        return trained
+
+    ctx = mp.get_context("fork")
+    pending = list(jobs)
+    running: dict[Any, tuple[Any, str]] = {}  # connection -> (process, model)
+    stopped = {"signum": 0}
+    interrupted: list[str] = []
+    error: BaseException | None = None
+
+    def forward(signum: int, frame: Any) -> None:
+        first = not stopped["signum"]
+        stopped["signum"] = stopped["signum"] or signum
+        for proc, _ in running.values():  # the second signal stops the jobs at once
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signum)
+        if not first:
+            say("      (asked again: the jobs stop now)")
+
+    with _stop_on_signals(forward):
+        try:
+            while running or (pending and not stopped["signum"] and error is None):
+                while pending and len(running) < s.jobs and not stopped["signum"] and error is None:
+                    job = pending.pop(0)
+                    parent_end, child_end = ctx.Pipe(duplex=False)
+                    # Blocked while forking (the child unblocks them once its handlers are set) and
+                    # until the job is registered, so that a signal is forwarded to it too.
+                    with signals_blocked():
+                        proc = ctx.Process(target=_job_process, args=(child_end, job, os.getpid()),
+                                           name=f"demo-{job[0]}")
+                        proc.start()
+                        running[parent_end] = (proc, job[0])
+                    child_end.close()
+                for conn in wait(list(running), timeout=1.0):
+                    proc, name = running.pop(conn)
+                    try:
+                        kind, *rest = conn.recv()
+                    except (EOFError, OSError):
+                        kind, rest = "died", []
+                    proc.join()
+                    if kind == "done":
+                        res = trained[rest[0]] = rest[1]
+                        last = res["history"][-1]["loss"] if res["history"] else float("nan")
+                        say(f"      {name}: done in {res['seconds']:.0f} s, final training loss {last:.3f} "
+                            f"({len(trained)}/{len(jobs)}, {time.perf_counter() - t0:.0f} s elapsed)")
+                    elif kind == "interrupted":
+                        interrupted.append(name)
+                        if not stopped["signum"]:  # signalled on its own, not through the demo
+                            error = error or RunError(f"training {name} was stopped by a signal sent to its process "
+                                                      "(its checkpoint is saved; run the same command to resume)")
+                    elif kind == "error":
+                        error = error or rest[1]
+                    else:
+                        error = error or RunError(f"training {name} ended without a result (exit status "
+                                                  f"{proc.exitcode})")
+                    if error is not None:  # stop the other jobs, then raise it
+                        for p, _ in running.values():
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(p.pid, signal.SIGTERM)
+        finally:
+            for conn, (proc, _) in running.items():  # only on an exception of this loop itself
+                proc.terminate()
+                proc.join()
+                conn.close()
+    if error is not None:
+        raise error
+    if stopped["signum"]:
+        raise DemoInterrupted(stopped["signum"], f"while training: {len(trained)} of {len(jobs)} models done, "
+                              f"{', '.join(interrupted) or 'none'} stopped with a checkpoint; run the same "
+                              "command to resume")
     return {name: trained[name] for name in s.models}
 
 
+class Stages:
+    """Wall-clock and CPU seconds (this process and its finished children) of each named stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, dict[str, float]] = {}
+
+    @staticmethod
+    def cpu() -> float:
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        w, c = time.perf_counter(), self.cpu()
+        try:
+            yield
+        finally:
+            self.seconds[name] = {"wall": round(time.perf_counter() - w, 2), "cpu": round(self.cpu() - c, 2)}
+
+
 def run_demo(s: DemoSettings) -> dict[str, Any]:
+    """The seven steps; SIGINT / SIGTERM stop it with DemoInterrupted (exit status 130 / 143)."""
+    with _stop_on_signals():
+        return _run_demo(s)
+
+
+def _run_demo(s: DemoSettings) -> dict[str, Any]:
     out = Path(s.out)
     root = out / "avdigits"
     t0 = time.perf_counter()
+    stage = Stages()
     out.mkdir(parents=True, exist_ok=True)
-    data_info = _data(s, root)
+    with stage("generate"):
+        data_info = _data(s, root)
     labels = LabelMap.read(root / "labels.csv", "single")
     probe_cfg = create_model("mbt_tiny", num_classes=10, task="single", **INPUTS).cfg
     clip_cfg = ClipConfig.from_model(probe_cfg)
-    validation = _validate(root, labels, clip_cfg)
-    shards = _prepare(root, labels, clip_cfg)
+    with stage("validate"):
+        validation = _validate(root, labels, clip_cfg)
+    with stage("prepare"):
+        shards = _prepare(root, labels, clip_cfg)
 
     say(f"[4/7] training {len(s.models)} models ({', '.join(s.models)}): {s.steps} steps of {s.batch_size} "
         f"clips each, {s.jobs} at a time")
-    trained = _train_all(s, shards["train"], root / "labels.csv", out / "models")
+    with stage("train"):
+        trained = _train_all(s, shards["train"], root / "labels.csv", out / "models")
 
     say("[5/7] evaluating on the test split (unseen voices and writers)")
     results: dict[str, Any] = {}
     test_rows = read_manifest(root / "test.csv")
     conditions_col = [r.extra.get("condition", "") for r in test_rows]
     audio_visual = []
-    for name in s.models:
-        model = load_pretrained(out / "models" / name)
-        if len(model.cfg.modalities) == 2:
-            audio_visual.append(name)
-        report = evaluate_source(model, shards["test"], root / "labels.csv", "single", batch_size=64, eval_clips=1,
-                                 eval_crops=1)
-        flops = count_flops(model.cfg)
-        results[name] = {"report": report, "gflops": flops.gflops, "params": flops.params,
-                         "train_seconds": trained[name]["seconds"], "history": trained[name]["history"],
-                         "by_condition": _by_condition(report, [r.id for r in test_rows], conditions_col)}
+    with stage("evaluate"):
+        for name in s.models:
+            model = load_pretrained(out / "models" / name)
+            if len(model.cfg.modalities) == 2:
+                audio_visual.append(name)
+            report = evaluate_source(model, shards["test"], root / "labels.csv", "single", batch_size=64,
+                                     eval_clips=1, eval_crops=1)
+            flops = count_flops(model.cfg)
+            results[name] = {"report": report, "gflops": flops.gflops, "params": flops.params,
+                             "train_seconds": trained[name]["seconds"], "history": trained[name]["history"],
+                             "by_condition": _by_condition(report, [r.id for r in test_rows], conditions_col)}
     best = max(audio_visual, key=lambda n: _top1(results[n]["report"]))
     best_dir = out / "best"
     shutil.rmtree(best_dir, ignore_errors=True)
@@ -204,24 +407,28 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     say("[6/7] predicting on test clips and on a real video")
     from avfusion.infer.predict import predict_file
 
-    model = load_pretrained(best_dir)
-    predictions = [predict_file(model, r.path, top_k=3, clips=1) | {"truth": r.labels[0], "condition": r.extra.get("condition")}
-                   for r in test_rows[:4]]
-    if s.predict_bigbuckbunny:
-        bbb = bigbuckbunny_path()
-        if bbb is not None:
-            predictions.append(predict_file(model, bbb, top_k=3, clips=2) | {"truth": "(not a digit)"})
+    with stage("predict"):
+        model = load_pretrained(best_dir)
+        predictions = [predict_file(model, r.path, top_k=3, clips=1)
+                       | {"truth": r.labels[0], "condition": r.extra.get("condition")} for r in test_rows[:4]]
+        if s.predict_bigbuckbunny:
+            bbb = bigbuckbunny_path()
+            if bbb is not None:
+                predictions.append(predict_file(model, bbb, top_k=3, clips=2) | {"truth": "(not a digit)"})
 
     say("[7/7] writing the report")
     from avfusion.demo.report import write_report
 
-    summary = {"settings": s.__dict__ | {"models": list(s.models)}, "data": data_info, "validation": validation,
-               "results": results, "best": best, "predictions": predictions,
-               "seconds": time.perf_counter() - t0}
+    summary = {"settings": s.__dict__ | {"models": list(s.models)}, "inputs": INPUTS, "data": data_info,
+               "validation": validation, "results": results, "best": best, "predictions": predictions,
+               "stages": stage.seconds, "seconds": time.perf_counter() - t0}
+    with stage("report"):
+        test_set = ShardSamples(shards["test"], labels, ClipConfig.from_model(probe_cfg, eval_clips=1, eval_crops=1),
+                                train=False)
+        report = write_report(summary, out, test_set, model_dirs={n: out / "models" / n for n in s.models})
+    summary["seconds"] = time.perf_counter() - t0
+    summary["cpu_seconds"] = round(sum(v["cpu"] for v in stage.seconds.values()), 1)
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    test_set = ShardSamples(shards["test"], labels, ClipConfig.from_model(probe_cfg, eval_clips=1, eval_crops=1),
-                            train=False)
-    report = write_report(summary, out, test_set, model_dirs={n: out / "models" / n for n in s.models})
     summary["report"] = str(report)
     return summary
 
