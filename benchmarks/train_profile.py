@@ -5,8 +5,10 @@ The step is the shared harness's (``../shared/peers/bench_side.py``, workload ``
 batch 1, 8 frames of 224 x 224 + an 800 x 128 spectrogram, the model in train mode, loss = the
 sum of the means of its outputs' logits, backward, gradients cleared; no optimizer. The step is
 run under ``torch.profiler`` once per CPU GEMM setting (``avfusion.layers.set_cpu_gemm``:
-``aten`` = MKL as ``nn.Linear``, ``onednn`` = the default), after ``--warmup`` unprofiled steps,
-and the operators' self times are summed into kinds:
+``aten`` = MKL as ``nn.Linear``, ``onednn`` = every product on oneDNN, ``auto`` = the default,
+each product on the backend a trial found fastest on this host; its choices are measured afresh,
+in a temporary ``AVFUSION_HOME``, during the warm-up), after ``--warmup`` unprofiled steps, and the
+operators' self times are summed into kinds:
 
 - ``linear GEMMs``: the products of the linear layers (aten ``mm`` / ``addmm``, oneDNN ``_linear_pointwise``);
 - ``attention``: SDPA forward and backward kernels (and ``bmm`` / ``softmax`` where a path uses them);
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import tempfile
 import time
 from collections import defaultdict
 
@@ -33,7 +37,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import avfusion
-from avfusion.layers.linear import set_cpu_gemm
+from avfusion.layers.gemm_tune import TUNER
+from avfusion.layers.linear import gemm_choices, set_cpu_gemm
 
 KINDS: list[tuple[str, tuple[str, ...]]] = [
     ("linear GEMMs", ("aten::mm", "aten::addmm", "mkldnn::_linear_pointwise")),
@@ -92,8 +97,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
+    os.environ["AVFUSION_HOME"] = tempfile.mkdtemp(prefix="avfusion-train-profile-")
+    TUNER.reset()
     step, compiled = make_step(args.model, args.frames, args.compile)
-    backends = ("aten", "onednn")
+    backends = ("aten", "onednn", "auto")
     runs = {b: step for b in backends}
     if compiled is not None:
         runs["compile"] = compiled
@@ -101,13 +108,13 @@ def main() -> None:
         compiled()
         print(f"torch.compile: first step {time.perf_counter() - t:.1f} s")
     for b, fn in runs.items():
-        set_cpu_gemm("onednn" if b == "compile" else b)
+        set_cpu_gemm("auto" if b == "compile" else b)
         for _ in range(args.warmup):
             fn()
     times: dict[str, list[float]] = {b: [] for b in runs}
     for _ in range(args.reps):  # taking turns, so load from elsewhere hits all alike
         for b, fn in runs.items():
-            set_cpu_gemm("onednn" if b == "compile" else b)
+            set_cpu_gemm("auto" if b == "compile" else b)
             t = time.perf_counter()
             fn()
             times[b].append(time.perf_counter() - t)
@@ -115,7 +122,7 @@ def main() -> None:
     for b in backends:
         set_cpu_gemm(b)
         profiles[b] = profile_step(step)
-    set_cpu_gemm("onednn")
+    set_cpu_gemm("auto")
     kinds = [k for k, _ in KINDS] + ["other"]
     print(f"{args.model} training step, {args.frames} frames, {args.threads} thread(s); seconds (share)")
     print("| kind | " + " | ".join(f"CPU GEMM = {b}" for b in backends) + " |")
@@ -129,13 +136,16 @@ def main() -> None:
         print(f"| {k} | " + " | ".join(cells) + " |")
     med = {b: statistics.median(v) for b, v in times.items()}
     print("| step, median of %d unprofiled (s) | " % args.reps + " | ".join(f"{med[b]:.2f}" for b in backends) + " |")
-    print(f"speed-up of onednn over aten: {med['aten'] / med['onednn']:.2f}x")
+    print(f"speed-up over aten: onednn {med['aten'] / med['onednn']:.2f}x, auto {med['aten'] / med['auto']:.2f}x")
+    chosen = gemm_choices()
+    print("auto's choices: " + ", ".join(f"{b} {sum(v == b for v in chosen.values())}" for b in ("aten", "onednn"))
+          + " of %d product keys" % len(chosen))
     if "compile" in med:
-        print(f"torch.compile step, median: {med['compile']:.2f} s ({med['onednn'] / med['compile']:.2f}x the eager default)")
+        print(f"torch.compile step, median: {med['compile']:.2f} s ({med['auto'] / med['compile']:.2f}x the eager default)")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(dict(model=args.model, frames=args.frames, threads=args.threads, torch=torch.__version__,
-                           step_s=times, profile_s=profiles), fh, indent=1)
+                           step_s=times, profile_s=profiles, auto_choices=chosen), fh, indent=1)
 
 
 if __name__ == "__main__":
