@@ -13,10 +13,14 @@ shape and the thread count, so the choice is measured, not written down:
   operands: one warm-up call each (oneDNN builds its primitive then), then rounds taking turns
   (the order reversed every other round) until at least :data:`MIN_ROUNDS` rounds and either
   :data:`BUDGET_S` seconds or :data:`MAX_ROUNDS` rounds have passed; the fastest call of each
-  backend counts (load from elsewhere only adds time). With one thread the clock is the thread's
-  CPU time, so that other processes on a busy host do not decide. A backend other than ``aten``
-  must win by :data:`MARGIN` and by the fixed cost of the path that carries it (passed in).
-  The caller gets the chosen backend's own result, so the first call equals every later one.
+  backend counts. The clock is CPU time, not wall time: the calling thread's with one thread,
+  the process's (all its threads) with more. On a busy host other processes take the CPU away
+  from a trial for whole time slices; with two threads under a load of 15 a 5 ms product read
+  70-120 ms of wall time, but a steady 8-11 ms of CPU time per thread, each backend's rank kept
+  (what CPU time cannot see is a backend leaving a thread asleep; both keep every thread busy at
+  the sizes where the choice matters). A backend other than ``aten`` must win by :data:`MARGIN`
+  and by the fixed cost of the path that carries it (passed in). The caller gets the chosen
+  backend's own result, so the first call equals every later one.
 - The choice is written at once to ``$AVFUSION_HOME/gemm/<host key>.json`` (default
   ``~/.cache/avfusion``), the host key being the CPU model, a digest of its flags and the torch
   version: later processes on the same host read it and measure nothing. Writing takes a lock
@@ -105,14 +109,14 @@ def product_key(direction: str, m: int, k: int, n: int, bias: bool = False, thre
     return f"{direction}{b} m{m_bucket(m)} k{k} n{n} f32 t{threads}"
 
 
-def _clock() -> Callable[[], float]:
-    # one thread: the product runs in this thread, whose CPU time other processes cannot inflate
-    return time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+def clock() -> Callable[[], float]:
+    """The trial's clock: CPU time, which other processes cannot inflate (module docstring)."""
+    return time.thread_time if torch.get_num_threads() == 1 else time.process_time
 
 
 def trial(runs: dict[str, Callable[[], torch.Tensor]]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Time each backend's call (see the module docstring): ({backend: fastest seconds}, {backend: its last result})."""
-    clock = _clock()
+    now = clock()
     names = list(runs)
     outs = {b: runs[b]() for b in names}  # warm-up
     best = dict.fromkeys(names, math.inf)
@@ -120,9 +124,9 @@ def trial(runs: dict[str, Callable[[], torch.Tensor]]) -> tuple[dict[str, float]
     rounds = 0
     while rounds < MIN_ROUNDS or (rounds < MAX_ROUNDS and time.perf_counter() - start < BUDGET_S):
         for b in (names if rounds % 2 == 0 else names[::-1]):
-            t = clock()
+            t = now()
             outs[b] = runs[b]()
-            best[b] = min(best[b], clock() - t)
+            best[b] = min(best[b], now() - t)
         rounds += 1
     return best, outs
 
@@ -242,5 +246,5 @@ class Tuner:
 
 TUNER = Tuner()
 
-__all__ = ["BACKENDS", "DIRECTIONS", "TUNER", "Tuner", "cache_dir", "host_info", "host_key", "m_bucket", "pick",
+__all__ = ["BACKENDS", "DIRECTIONS", "TUNER", "Tuner", "cache_dir", "clock", "host_info", "host_key", "m_bucket", "pick",
            "product_key", "read_cache", "trial"]

@@ -34,7 +34,6 @@ rounding, as it would with ``AVFUSION_CPU_GEMM`` changed.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +42,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from avfusion.errors import ConfigError
-from avfusion.layers.gemm_tune import BACKENDS, TUNER, product_key
+from avfusion.layers.gemm_tune import BACKENDS, TUNER, clock, product_key
 
 CPU_GEMMS: tuple[str, ...] = ("auto", *BACKENDS)
 
@@ -127,14 +126,14 @@ def _path_cost_s() -> float:
             calls = {"plain": lambda: F.linear(x, w).sum().backward(),
                      "function": lambda: _TunedLinear.apply(x, w, None, plan).sum().backward()}
             best = dict.fromkeys(calls, float("inf"))
-            clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+            now = clock()
             for r in range(12):
                 for name in (calls if r % 2 == 0 else reversed(calls)):
-                    t = clock()
+                    t = now()
                     for _ in range(4):
                         calls[name]()
                     if r >= 2:
-                        best[name] = min(best[name], (clock() - t) / 4)
+                        best[name] = min(best[name], (now() - t) / 4)
         _FIXED_COST_S = max(0.0, best["function"] - best["plain"])
     return _FIXED_COST_S
 
