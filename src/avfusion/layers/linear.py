@@ -4,7 +4,7 @@ PyTorch sends a float32 ``nn.Linear`` on the CPU to its BLAS (MKL in the officia
 only bfloat16 / reduced-precision float32 to oneDNN. Which of the two is faster depends on the
 CPU: on an AVX512 AMD EPYC oneDNN's float32 GEMMs at ViT-B shapes are 10-45% ahead of MKL's
 (an MBT-B training step 1.06-1.13x faster), on an AVX2-only EPYC MKL is ahead in every product
-(benchmarks/cpu_gemm.py, benchmarks/README.md "Training step on CPU"). So each of the three
+at one thread (benchmarks/cpu_gemm.py, benchmarks/README.md "Training step on CPU"). So each of the three
 products of a layer (forward ``x W^T + b``, input gradient ``dy W``, weight gradient ``dy^T x``)
 runs on whichever backend a short trial at its first use found fastest, per shape and thread
 count, and the choice is kept in the user's cache for later runs on the same host
