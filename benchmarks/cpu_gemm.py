@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Float32 CPU GEMMs of a ViT-B layer: torch's BLAS (MKL) against oneDNN, per product.
 
-``avfusion.layers.Linear`` runs its float32 CPU products on oneDNN (``AVFUSION_CPU_GEMM=onednn``,
-the default) or as ``nn.Linear`` does (``aten``: MKL in the official wheels). This script shows
-which is faster on the machine it runs on, for the shapes of an MBT-B / Zorro-B training step:
+``avfusion.layers.Linear`` runs each float32 CPU product on the backend a trial at its first use
+found fastest (``AVFUSION_CPU_GEMM=auto``, the default; avfusion.layers.gemm_tune), or forced:
+``onednn``, or ``aten`` as ``nn.Linear`` does (MKL in the official wheels). This script shows
+which is faster on the machine it runs on, and what the trial chose, for the shapes of an
+MBT-B / Zorro-B training step:
 tokens M (785: 8 frames of 224^2 + CLS; 401: 800 x 128 spectrogram + CLS) x the four ViT-B
 linear layers (qkv 768 -> 2304, proj 768 -> 768, fc1 768 -> 3072, fc2 3072 -> 768), and for each
 of the three products of a training step:
@@ -12,7 +14,9 @@ of the three products of a training step:
 - ``dgrad`` dx = dy W          (M, N) x (N, K)
 - ``wgrad`` dW = dy^T x        (N, M) x (M, K)
 
-and for the whole layer (forward + backward through ``avfusion.layers.Linear`` with each setting).
+and for the whole layer (forward + backward through ``avfusion.layers.Linear`` with each setting,
+``auto`` included: its choices, measured afresh in a temporary ``AVFUSION_HOME``, are printed as
+``a`` / ``o`` for aten / oneDNN, forward, input gradient, weight gradient).
 With ``--xla`` (run it with the peers' venv, which has JAX: ../shared/peers/README.md) the same
 three products jitted in JAX are added: what XLA's CPU GEMMs reach, the official Flax MBT's side.
 Each timed call uses a different weight from a ring of ``--ring`` (12) so weights come from memory
@@ -29,14 +33,17 @@ import argparse
 import json
 import os
 import platform
-import sys
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 
 import torch
 
-from avfusion.layers.linear import Linear, _mm, cpu_gemm, set_cpu_gemm
+from avfusion.layers import linear as linear_mod
+from avfusion.layers.gemm_tune import TUNER, product_key
+from avfusion.layers.linear import Linear, _mm, set_cpu_gemm
 
 SHAPES = [(m, k, n) for m in (785, 401) for (k, n) in ((768, 2304), (768, 768), (768, 3072), (3072, 768))]
 
@@ -91,12 +98,13 @@ def measure(m: int, k: int, n: int, ring: int, reps: int, xla: bool = False) -> 
     def layer_step(i: int) -> None:
         layers[i](xg[i]).backward(gys[i])
 
-    for backend in ("aten", "onednn"):
+    for backend in ("aten", "onednn", "auto"):
         previous = set_cpu_gemm(backend)
         try:
             out[f"layer {backend}"] = _rate(layer_step, 3 * f, ring, reps)
         finally:
             set_cpu_gemm(previous)
+    out["auto chose"] = "".join(TUNER.known(product_key(d, m, k, n, bias=True))[0] for d in ("fwd", "dgrad", "wgrad"))
     return out
 
 
@@ -115,22 +123,29 @@ def main() -> None:
             os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         if "jax" in sys.modules:
             raise SystemExit("jax was imported before the thread settings")
-    if cpu_gemm() != "onednn":
-        raise SystemExit("this torch has no oneDNN linear (or AVFUSION_CPU_GEMM=aten is set): nothing to compare")
+    if not linear_mod._ONEDNN:
+        raise SystemExit("this torch has no oneDNN linear: nothing to compare")
+    os.environ["AVFUSION_HOME"] = tempfile.mkdtemp(prefix="avfusion-cpu-gemm-")  # auto measures afresh
+    TUNER.reset()
     rows = []
     print(f"threads {args.threads}; GFLOP/s, median of {args.reps} rounds over a ring of {args.ring} weights")
     xcol = " XLA |" if args.xla else ""
-    print("| M x K -> N | product | aten (MKL) | oneDNN | oneDNN / aten |" + xcol)
-    print("|---|---|---|---|---|" + ("---|" if args.xla else ""))
+    print("| M x K -> N | product | aten (MKL) | oneDNN | oneDNN / aten |" + xcol + " auto |")
+    print("|---|---|---|---|---|" + ("---|" if args.xla else "") + "---|")
     for m, k, n in SHAPES:
         r = measure(m, k, n, args.ring, args.reps, args.xla)
         for what in ("fwd", "dgrad", "wgrad", "layer"):
             a, o, x = r[f"{what} aten"], r[f"{what} onednn"], r.get(f"{what} xla")
             rows.append(dict(m=m, k=k, n=n, product=what, aten_gflops=a, onednn_gflops=o, ratio=o / a, xla_gflops=x))
             xcell = "" if not args.xla else (f" {x:.0f} |" if x is not None else " - |")
-            print(f"| {m} x {k} -> {n} | {what} | {a:.0f} | {o:.0f} | {o / a:.2f}x |" + xcell, flush=True)
+            auto = f" {r['layer auto']:.0f} ({r['auto chose']}) |" if what == "layer" else " |"
+            if what == "layer":
+                rows[-1].update(auto_gflops=r["layer auto"], auto_chose=r["auto chose"])
+            print(f"| {m} x {k} -> {n} | {what} | {a:.0f} | {o:.0f} | {o / a:.2f}x |" + xcell + auto, flush=True)
     layer = [r["ratio"] for r in rows if r["product"] == "layer"]
     print(f"whole layer (fwd + bwd), geometric mean oneDNN / aten: {statistics.geometric_mean(layer):.2f}x")
+    auto = [r["auto_gflops"] / r["aten_gflops"] for r in rows if r["product"] == "layer"]
+    print(f"whole layer (fwd + bwd), geometric mean auto / aten: {statistics.geometric_mean(auto):.2f}x")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(dict(threads=args.threads, torch=torch.__version__, machine=platform.processor() or

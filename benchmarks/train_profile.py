@@ -5,8 +5,10 @@ The step is the shared harness's (``../shared/peers/bench_side.py``, workload ``
 batch 1, 8 frames of 224 x 224 + an 800 x 128 spectrogram, the model in train mode, loss = the
 sum of the means of its outputs' logits, backward, gradients cleared; no optimizer. The step is
 run under ``torch.profiler`` once per CPU GEMM setting (``avfusion.layers.set_cpu_gemm``:
-``aten`` = MKL as ``nn.Linear``, ``onednn`` = the default), after ``--warmup`` unprofiled steps,
-and the operators' self times are summed into kinds:
+``aten`` = MKL as ``nn.Linear``, ``onednn`` = every product on oneDNN, ``auto`` = the default,
+each product on the backend a trial found fastest on this host; its choices are measured afresh,
+in a temporary ``AVFUSION_HOME``, during the warm-up), after ``--warmup`` unprofiled steps, and the
+operators' self times are summed into kinds:
 
 - ``linear GEMMs``: the products of the linear layers (aten ``mm`` / ``addmm``, oneDNN ``_linear_pointwise``);
 - ``attention``: SDPA forward and backward kernels (and ``bmm`` / ``softmax`` where a path uses them);
@@ -16,7 +18,8 @@ and the operators' self times are summed into kinds:
 
 Also times ``--reps`` unprofiled steps per setting, taking turns; ``--compile`` adds the step
 through ``torch.compile(model)`` (inductor picks its own kernels for the linear layers) as a third
-participant, timed only. Command used for benchmarks/README.md:
+participant, timed only. ``--batch``, ``--image``, ``--spec`` set other input sizes (the demo's:
+``--model mbt_tiny --batch 32 --image 48 --spec 192x32``). Command used for benchmarks/README.md:
 
     PYTHONPATH=src taskset -c 0,1 python benchmarks/train_profile.py --threads 2 --out benchmarks/results/train_profile_t2.json
 """
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import tempfile
 import time
 from collections import defaultdict
 
@@ -33,7 +38,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import avfusion
-from avfusion.layers.linear import set_cpu_gemm
+from avfusion.layers.gemm_tune import TUNER
+from avfusion.layers.linear import gemm_choices, set_cpu_gemm
 
 KINDS: list[tuple[str, tuple[str, ...]]] = [
     ("linear GEMMs", ("aten::mm", "aten::addmm", "mkldnn::_linear_pointwise")),
@@ -53,13 +59,15 @@ def kind_of(name: str) -> str:
     return "other"
 
 
-def make_step(model_name: str, frames: int, compile_too: bool = False):
-    kw = dict(num_classes=527, num_frames=frames, spec_size=(800, 128))
-    if model_name.startswith("mbt"):
+def make_step(model_name: str, frames: int, compile_too: bool = False, batch: int = 1, image: int = 224,
+              spec: tuple[int, int] = (800, 128)):
+    kw = dict(num_classes=527, num_frames=frames, spec_size=spec, image_size=(image, image))
+    if model_name.startswith("mbt") and "tiny" not in model_name:
         kw["fusion_layer"] = 8
     model = avfusion.create_model(model_name, **kw).train()
     g = torch.Generator().manual_seed(0)
-    inputs = {"video": torch.randn(1, 3, frames, 224, 224, generator=g), "audio": torch.randn(1, 800, 128, generator=g)}
+    inputs = {"video": torch.randn(batch, 3, frames, image, image, generator=g),
+              "audio": torch.randn(batch, *spec, generator=g)}
 
     def make(fn):
         def step() -> None:
@@ -87,13 +95,19 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--image", type=int, default=224, help="frame size (square)")
+    p.add_argument("--spec", default="800x128", help="spectrogram frames x mel bins")
     p.add_argument("--compile", action="store_true", help="also time the step under torch.compile")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
-    step, compiled = make_step(args.model, args.frames, args.compile)
-    backends = ("aten", "onednn")
+    os.environ["AVFUSION_HOME"] = tempfile.mkdtemp(prefix="avfusion-train-profile-")
+    TUNER.reset()
+    spec = tuple(int(v) for v in args.spec.split("x"))
+    step, compiled = make_step(args.model, args.frames, args.compile, args.batch, args.image, spec)
+    backends = ("aten", "onednn", "auto")
     runs = {b: step for b in backends}
     if compiled is not None:
         runs["compile"] = compiled
@@ -101,21 +115,23 @@ def main() -> None:
         compiled()
         print(f"torch.compile: first step {time.perf_counter() - t:.1f} s")
     for b, fn in runs.items():
-        set_cpu_gemm("onednn" if b == "compile" else b)
+        set_cpu_gemm("auto" if b == "compile" else b)
         for _ in range(args.warmup):
             fn()
     times: dict[str, list[float]] = {b: [] for b in runs}
+    cpu: dict[str, list[float]] = {b: [] for b in runs}
     for _ in range(args.reps):  # taking turns, so load from elsewhere hits all alike
         for b, fn in runs.items():
-            set_cpu_gemm("onednn" if b == "compile" else b)
-            t = time.perf_counter()
+            set_cpu_gemm("auto" if b == "compile" else b)
+            t, c = time.perf_counter(), time.process_time()
             fn()
             times[b].append(time.perf_counter() - t)
+            cpu[b].append(time.process_time() - c)
     profiles = {}
     for b in backends:
         set_cpu_gemm(b)
         profiles[b] = profile_step(step)
-    set_cpu_gemm("onednn")
+    set_cpu_gemm("auto")
     kinds = [k for k, _ in KINDS] + ["other"]
     print(f"{args.model} training step, {args.frames} frames, {args.threads} thread(s); seconds (share)")
     print("| kind | " + " | ".join(f"CPU GEMM = {b}" for b in backends) + " |")
@@ -129,13 +145,20 @@ def main() -> None:
         print(f"| {k} | " + " | ".join(cells) + " |")
     med = {b: statistics.median(v) for b, v in times.items()}
     print("| step, median of %d unprofiled (s) | " % args.reps + " | ".join(f"{med[b]:.2f}" for b in backends) + " |")
-    print(f"speed-up of onednn over aten: {med['aten'] / med['onednn']:.2f}x")
+    cmed = {b: statistics.median(v) for b, v in cpu.items()}
+    print("| step, median CPU time (s, all threads) | " + " | ".join(f"{cmed[b]:.2f}" for b in backends) + " |")
+    print(f"speed-up over aten: onednn {med['aten'] / med['onednn']:.2f}x, auto {med['aten'] / med['auto']:.2f}x; "
+          f"in CPU time onednn {cmed['aten'] / cmed['onednn']:.2f}x, auto {cmed['aten'] / cmed['auto']:.2f}x")
+    chosen = gemm_choices()
+    print("auto's choices: " + ", ".join(f"{b} {sum(v == b for v in chosen.values())}" for b in ("aten", "onednn"))
+          + " of %d product keys" % len(chosen))
     if "compile" in med:
-        print(f"torch.compile step, median: {med['compile']:.2f} s ({med['onednn'] / med['compile']:.2f}x the eager default)")
+        print(f"torch.compile step, median: {med['compile']:.2f} s ({med['auto'] / med['compile']:.2f}x the eager default)")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(dict(model=args.model, frames=args.frames, threads=args.threads, torch=torch.__version__,
-                           step_s=times, profile_s=profiles), fh, indent=1)
+                           batch=args.batch, image=args.image, spec=args.spec, step_s=times, cpu_s=cpu,
+                           profile_s=profiles, auto_choices=chosen), fh, indent=1)
 
 
 if __name__ == "__main__":

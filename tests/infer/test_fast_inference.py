@@ -20,6 +20,7 @@ from avfusion.cli.predict import PRECISIONS as CLI_PRECISIONS
 from avfusion.errors import ConfigError
 from avfusion.infer import fast
 from avfusion.models.pretrained import model_fingerprint
+from avfusion.utils.cpu import onednn_int8
 from avfusion.infer.fast import (PRECISIONS, Int8Linear, PackedLinear, check_precision, cpu_bf16,
                                 inference_settings, prepare_for_inference)
 from avfusion.models.pretrained import save_pretrained
@@ -29,7 +30,7 @@ from helpers.avclips import write_clip, write_labels
 
 CLASSES = ["c0", "c1", "c2", "c3"]
 needs_bf16 = pytest.mark.skipif(cpu_bf16() is None, reason="this CPU has neither AVX512-BF16 nor AMX")
-needs_onednn = pytest.mark.skipif(not fast._onednn_int8(), reason="this torch has no oneDNN int8 kernels")
+needs_onednn = pytest.mark.skipif(not onednn_int8(), reason="this torch has no oneDNN int8 kernels")
 # Agreement with fp32 on 32 random inputs of a tiny model with random weights (std 0.2, logits ~1):
 # measured top-1 agreement 1.0 and max probability difference <= 3e-4 (bf16) / 1.6e-3 (int8) on an
 # AVX512-VNNI host; on an AVX2-only host (7-bit weights) int8 differs by <= 2.3e-3 and flips 2 near-ties.
@@ -108,7 +109,7 @@ def test_swapped_layers_equal_what_they_replace(gelu: str | None) -> None:
         assert torch.allclose(PackedLinear(lin, torch.float32, gelu)(x), want, atol=1e-5)
         if cpu_bf16() is not None:
             assert torch.allclose(PackedLinear(lin, torch.bfloat16, gelu)(x).float(), want, atol=0.05)
-        if fast._onednn_int8():
+        if onednn_int8():
             got = Int8Linear(lin, gelu)(x)
             assert got.dtype == torch.float32 and got.shape == want.shape
             assert (got - want).abs().max().item() <= 0.02 * want.abs().max().item()

@@ -47,7 +47,6 @@ measured in benchmarks/README.md ("Inference on CPU"); docs/evaluation.md says h
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -62,23 +61,12 @@ from avfusion.errors import ConfigError
 from avfusion.layers.block import Mlp
 from avfusion.layers.linear import Linear
 from avfusion.models.pretrained import model_fingerprint
+from avfusion.utils.cpu import cpu_info, onednn_int8, onednn_linear
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 
 
 # -- what the machine can do ----------------------------------------------------------------------
-
-
-@functools.cache  # read once: every int8 layer asks
-def _cpu_flags() -> frozenset[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def cpu_bf16() -> str | None:
@@ -93,19 +81,11 @@ def cpu_bf16() -> str | None:
 
 def cpu_int8() -> str | None:
     """The CPU feature that makes int8 products fast here ('AMX', 'AVX512-VNNI', 'AVX-VNNI'), or None."""
-    flags = _cpu_flags()
+    flags = cpu_info()[1]
     for flag, name in (("amx_int8", "AMX"), ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI")):
         if flag in flags:
             return name
     return None
-
-
-def _onednn_linear() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def _onednn_int8() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
 
 
 def check_precision(precision: str, device: torch.device | str = "cpu") -> None:
@@ -125,7 +105,7 @@ def check_precision(precision: str, device: torch.device | str = "cpu") -> None:
         if device.type != "cpu":
             raise ConfigError("--precision int8 (dynamic quantisation) runs on the CPU: use --device cpu, or "
                               "--precision bf16 on the GPU")
-        if not _onednn_int8():
+        if not onednn_int8():
             raise ConfigError("--precision int8 needs a torch built with oneDNN (torch.ops.onednn.qlinear_pointwise); "
                               "this one has none: use --precision fp32")
 
@@ -322,7 +302,7 @@ class InferenceModel(nn.Module):
 
     def _swap(self) -> None:
         """The eager CPU path: swap the linear layers (see the module docstring)."""
-        if self.device.type != "cpu" or not _onednn_linear() or self.swapped:
+        if self.device.type != "cpu" or not onednn_linear() or self.swapped:
             return
         heads = _head_ids(self.model)
         with torch.no_grad():
