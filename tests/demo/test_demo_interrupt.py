@@ -12,7 +12,10 @@ import subprocess
 import sys
 import time
 
+import pytest
 
+
+@pytest.mark.slow  # slow tier (make test-all): a real demo run, its data and two training jobs, then SIGTERM
 def test_sigterm_ends_each_running_job_with_one_line(tmp_path):
     out = tmp_path / "demo"
     # 40 training clips (one batch of 32 per epoch); far more steps than run before the signal.
