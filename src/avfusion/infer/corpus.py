@@ -93,7 +93,7 @@ class RowResult:
     path: str | None = None  # the media file (manifest rows)
     error: str | None = None
     sample: dict[str, Any] = field(default_factory=dict)  # what decoding found: flags, damage, notes, padding
-    streams: dict[str, Any] = field(default_factory=dict)  # eval.predict.segment_streams
+    streams: dict[str, Any] = field(default_factory=dict)  # infer.predict.segment_streams
     scores: dict[str, torch.Tensor] = field(default_factory=dict)  # output -> (C,) logits, mean over clips
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # output -> (D,) features, mean over clips
     notes: list[str] = field(default_factory=list)  # ModelOutput.notes of the row's forward pass
@@ -524,7 +524,7 @@ def result_line(result: RowResult) -> dict[str, Any]:
 
 def predict_line(result: RowResult, cfg: Any, top_k: int) -> dict[str, Any]:
     """One output line: id, path (manifest rows), and either the prediction (flags, top labels per
-    output, notes, coverage: eval.predict.answer, as single-file predict) or ``error``."""
+    output, notes, coverage: infer.predict.answer, as single-file predict) or ``error``."""
     head = _head(result)
     if result.error is not None:
         return {**head, "error": result.error}

@@ -290,7 +290,7 @@ def _reads_per_window(read: StreamRead, chunk: list[_Window]) -> list[StreamRead
 
 def _account(acc: dict[str, Any], mod: str, requested: int, valid: int, missing: int, errors: list[str],
              decoded: bool) -> None:
-    """A window's share of one modality, in the sample keys eval.predict.coverage reads."""
+    """A window's share of one modality, in the sample keys infer.predict.coverage reads."""
     acc[f"has_{mod}"] = decoded
     acc[f"{mod}_requested"] = requested
     acc[f"{mod}_padded"] = requested - valid
