@@ -66,6 +66,8 @@ def test_failing_pipe_is_one_error(corpus, small_cfg):
 
 
 def test_cached_shard_samples_equal_uncached(shard_dir, corpus, small_cfg):
+    """The decoded cache gives the same frames; its audio starts on the cached log-mel's 10 ms
+    grid (tests below), so clips whose audio was asked for on that grid are equal throughout."""
     from avfusion.data.shards import ShardSamples
     from avfusion.utils.seeding import seed_all
 
@@ -79,9 +81,83 @@ def test_cached_shard_samples_equal_uncached(shard_dir, corpus, small_cfg):
         a = plain[i]
         seed_all(i)
         b = cached[i]
-        for k in ("video", "audio"):
-            if a.get(f"has_{k}"):
-                assert torch.equal(a[k], b[k]), (i, k)
+        assert a["has_video"] == b["has_video"] and a["has_audio"] == b["has_audio"]
+        if a["has_video"]:
+            assert torch.equal(a["video"], b["video"]), i
+        if a["has_audio"]:
+            assert a["audio"].shape == b["audio"].shape and a["audio_padded"] == b["audio_padded"], i
+
+
+def _raws(shard_dir):
+    from avfusion.data.shards import _group
+
+    return [raw for shard in resolve(shard_dir).shards for raw in _group(shard)]
+
+
+def test_cached_log_mel_is_the_fbank_of_the_clip_it_gives(shard_dir, small_cfg):
+    """A clip read from a cached sample starts on the grid of the cached log-mel (at most half a
+    frame shift from where it was asked), its waveform is what the uncached sample gives there,
+    and its frames are exactly the fbank of that waveform; a clip reaching past the cache (or
+    the uncached sample) is computed as before."""
+    import numpy as np
+
+    from avfusion.data.audio import fbank
+    from avfusion.data.shards import ShardSegment
+
+    spec, n = small_cfg.fbank_spec, small_cfg.audio_samples
+    checked = past = 0
+    for raw in _raws(shard_dir):
+        plain = ShardSegment(raw)
+        if not plain.has_audio:
+            continue
+        cached = ShardSegment(raw).decode_all(fbank=spec)
+        stored = len(plain._pcm) / plain.sr
+        for t0 in np.linspace(plain.base - 0.05, plain.base + stored + 0.01, 23):
+            span = [(float(t0), float(t0) + n / plain.sr)]
+            assert plain.read(np.zeros(1), span, n).features is None
+            got = cached.read(np.zeros(1), span, n)
+            if got.features is None:  # only a clip reaching past the padded cache
+                past += 1
+                assert t0 + n / plain.sr > plain.base + stored or t0 < plain.base
+                continue
+            checked += 1
+            # the waveform the uncached sample has within half a frame shift of t0
+            shifts = [d for d in range(-spec.hop // 2, spec.hop // 2 + 1)
+                      if np.array_equal(plain.read(np.zeros(1), [(t0 + d / plain.sr, t0 + (d + n) / plain.sr)], n).audio,
+                                        got.audio)]
+            assert shifts, t0
+            assert got.features.shape == (1, spec.num_frames(n), spec.num_mel_bins)
+            torch.testing.assert_close(got.features, fbank(torch.from_numpy(got.audio), spec), rtol=0, atol=1e-5)
+    assert checked >= 20 and past >= 1
+
+
+def test_unimodal_training_reads_only_its_modality(shard_dir, corpus, small_cfg):
+    """ClipConfig.modalities (training sets the model's): the other stream is neither decoded
+    into the cache nor cut, and the samples say only what they carry."""
+    import dataclasses
+
+    from avfusion.data.shards import ShardSamples
+
+    labels = LabelMap.read(corpus.labels)
+    audio = ShardSamples(shard_dir, labels, dataclasses.replace(small_cfg, modalities=("audio",)), train=True,
+                         cache=True)
+    audio.fill_cache()
+    assert all(seg._all is None for seg in audio.cache.values())  # no frames decoded
+    video = ShardSamples(shard_dir, labels, dataclasses.replace(small_cfg, modalities=("video",)), train=True,
+                         cache=True)
+    video.fill_cache()
+    assert all(seg._mel is None for seg in video.cache.values())
+    both = 0
+    for i in range(len(audio)):
+        a, v = audio[i], video[i]
+        seg = audio.cache[i]
+        if seg.has_audio and seg.has_video:
+            both += 1
+            assert "video" not in a and not a["has_video"] and a["has_audio"], i
+            assert "audio" not in v and not v["has_audio"] and v["has_video"], i
+        else:  # a stream the model does not read is all there is: the sample has it (and is refused later)
+            assert a["has_video"] == v["has_video"] == seg.has_video, i
+    assert both >= 4
 
 
 def test_partial_shard_folders_are_refused_naming_what_is_missing(corpus, small_cfg, tmp_path):

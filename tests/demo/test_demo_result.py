@@ -37,7 +37,7 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     assert main(["demo", "--out", str(out), "--models", *MODELS, "--no-bigbuckbunny"]) == 0
     s = json.loads((out / "results.json").read_text())
-    assert s["settings"]["steps"] == 1500  # the default run's settings
+    assert s["settings"]["steps"] == 1000  # the default run's settings
     return s
 
 

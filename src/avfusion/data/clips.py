@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -24,7 +25,7 @@ from avfusion.data import audio as A
 from avfusion.data import video as V
 from avfusion.data.decode import Decoded, DecodeError, decode, open_container, read_timeline
 from avfusion.data.timeline import judge
-from avfusion.core.config import ModelConfig, PreprocessConfig
+from avfusion.core.config import MODALITIES, ModelConfig, PreprocessConfig
 from avfusion.errors import ConfigError
 
 
@@ -54,10 +55,16 @@ class ClipConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_clips: int = 4  # K temporal clips at evaluation
     eval_crops: int = 3  # 1 (centre) or 3 (three-crop)
-    audio_output: str = "fbank"  # "fbank": normalised (T_a, F) log-mel; "waveform": raw samples
+    # "fbank": normalised (T_a, F) log-mel (with SpecAugment when training); "log_mel": the same
+    # without augmentation (BatchFeatures augments the batch); "waveform": raw samples
+    audio_output: str = "fbank"
     # "normalized": float (3, T, h, w); "uint8": the cropped, flipped frames as uint8 (3, T, h, w),
     # normalised (and colour-jittered) on the batch by avfusion.data.features.BatchFeatures
     video_output: str = "normalized"
+    # The modalities a sample carries: training sets the model's (data.clips for train), so that a
+    # unimodal model's loader neither decodes nor featurises the other stream. A segment with
+    # none of them still gives what it has (the caller then refuses it as before).
+    modalities: tuple[str, ...] = MODALITIES
 
     @classmethod
     def from_model(cls, cfg: ModelConfig, **kw: Any) -> "ClipConfig":
@@ -114,6 +121,9 @@ class ClipRead:
     video_valid: int = 0  # frames that are real (the rest repeat the nearest real frame)
     audio: np.ndarray | None = None  # (K, N) float32 waveforms; None: no audio
     audio_valid: int = 0  # samples that are real (the rest are zeros)
+    # (K, T_a, F) log-mel (Kaldi fbank, not normalised) of exactly ``audio``, when the segment
+    # keeps its stream's log-mel (a decoded shard cache): then no fbank runs per sample
+    features: torch.Tensor | None = None
     damage: list[str] = field(default_factory=list)  # what decoding found (a media file only)
     notes: list[str] = field(default_factory=list)
     lost: dict[str, int] = field(default_factory=lambda: {"video": 0, "audio": 0})  # positions damage took
@@ -129,10 +139,11 @@ class MediaSegment(Protocol):
     has_video: bool
     has_audio: bool
 
-    def read(self, times: np.ndarray, spans: Sequence[tuple[float, float]], samples: int) -> ClipRead:
+    def read(self, times: np.ndarray, spans: Sequence[tuple[float, float]], samples: int,
+             modalities: Collection[str] = MODALITIES) -> ClipRead:
         """The frames shown at ``times`` (every clip's frame times, clip order) and ``samples``
         audio samples from the start of each of the K ``spans`` (one per clip); a modality the
-        segment lacks is None."""
+        segment lacks, or that is not in ``modalities``, is None (and not decoded)."""
         ...
 
 
@@ -159,23 +170,25 @@ class FileSegment:
         return decode(self.path, video_times, audio_span, fps=p.fps, sample_rate=p.sample_rate,
                       short_side=p.short_side, threads=self.threads, timeline=self.timeline)
 
-    def read(self, times: np.ndarray, spans: Sequence[tuple[float, float]], samples: int) -> ClipRead:
+    def read(self, times: np.ndarray, spans: Sequence[tuple[float, float]], samples: int,
+             modalities: Collection[str] = MODALITIES) -> ClipRead:
         """See :class:`MediaSegment`; one decode pass for all clips (frames in time order, audio
         over the spans' union), judged against the file's timeline for damage."""
+        use_video, use_audio = self.has_video and "video" in modalities, self.has_audio and "audio" in modalities
         union = (min(s[0] for s in spans), max(s[1] for s in spans))
         order = np.argsort(times, kind="stable")
-        d = self.decode(times[order] if self.has_video else None, union if self.has_audio else None)
+        d = self.decode(times[order] if use_video else None, union if use_audio else None)
         tl, got = self.timeline, ClipRead()
         got.notes += tl.ignored  # cover art: the file is audio-only, and says why
         verdicts = []
-        if self.has_video:
+        if use_video:
             v = judge(tl, "video", d.video_read, (float(times.min()), float(times.max())), positions=times[order])
             verdicts.append(v)
             got.lost["video"] = v.missing["video"]
             if d.rotation:
                 got.notes.append(f"video turned {d.rotation} degrees counter-clockwise, as its display matrix says")
         sr = self.cfg.preprocess.sample_rate
-        if self.has_audio:
+        if use_audio:
             v = judge(tl, "audio", d.audio_read, union, rate=sr)
             verdicts.append(v)
             got.lost["audio"] = v.missing["audio"]
@@ -206,6 +219,12 @@ class ClipProcessor:
     def __init__(self, cfg: ClipConfig, train: bool) -> None:
         self.cfg, self.train = cfg, train
 
+    def modalities(self, seg: MediaSegment) -> tuple[str, ...]:
+        """What to read of ``seg``: the configured modalities it has, or all it has when it has none
+        of them (the sample then says what it is, and the caller refuses it as without the setting)."""
+        have = tuple(m for m, h in (("audio", seg.has_audio), ("video", seg.has_video)) if h)
+        return tuple(m for m in have if m in self.cfg.modalities) or have
+
     # -- placement -------------------------------------------------------------------------
     def centres(self, seg: MediaSegment, generator: torch.Generator | None = None) -> list[float]:
         length = max(self.cfg.video_seconds if seg.has_video else 0.0,
@@ -216,9 +235,9 @@ class ClipProcessor:
     # -- one segment -> sample --------------------------------------------------------------
     def __call__(self, seg: MediaSegment, generator: torch.Generator | None = None) -> dict[str, Any]:
         cfg = self.cfg
-        centres = self.centres(seg, generator)
+        centres = self.centres(seg, generator)  # placed by every stream the segment has, read or not
         times = np.concatenate([cfg.video_times(c) for c in centres])  # (K * T,)
-        got = seg.read(times, [cfg.audio_span(c) for c in centres], cfg.audio_samples)
+        got = seg.read(times, [cfg.audio_span(c) for c in centres], cfg.audio_samples, self.modalities(seg))
         frames, audio = got.frames, got.audio
         out: dict[str, Any] = {"has_video": frames is not None, "has_audio": audio is not None,
                                "damage": got.damage, "notes": got.notes}
@@ -231,7 +250,7 @@ class ClipProcessor:
             out["video_lost"] = min(got.lost["video"], out["video_padded"])
         if audio is not None:
             wav = torch.from_numpy(np.ascontiguousarray(audio))  # (K, N)
-            out["audio"] = self.audio_views(wav, generator)
+            out["audio"] = self.audio_views(wav, generator, got.features)
             out["audio_padded"] = int(wav.numel() - got.audio_valid)
             out["audio_requested"] = int(wav.numel())
             out["audio_lost"] = min(got.lost["audio"], out["audio_padded"])
@@ -275,8 +294,10 @@ class ClipProcessor:
             return torch.stack([v.transpose(0, 1) for v in views])  # (V, 3, T, h, w) uint8
         return torch.stack([V.tchw_to_normalized(v, p.video_norm) for v in views])  # (V, 3, T, h, w)
 
-    def audio_views(self, wav: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def audio_views(self, wav: torch.Tensor, generator: torch.Generator | None = None,
+                    features: torch.Tensor | None = None) -> torch.Tensor:
         """(K, N) waveform -> train: (T_a, F) (or (N,) waveform); eval: (K * crops, T_a, F).
+        ``features``: the waveform's log-mel (K, T_a, F) when the segment had it (not recomputed).
 
         Audio does not change across spatial crops: each clip's spectrogram is repeated so that
         views line up with the video views."""
@@ -284,8 +305,8 @@ class ClipProcessor:
         if cfg.audio_output == "waveform":
             x = wav
         else:
-            x = audio_features(wav, cfg)  # (K, T_a, F)
-            if self.train:
+            x = audio_features(wav, cfg, features)  # (K, T_a, F)
+            if self.train and cfg.audio_output != "log_mel":
                 a = cfg.augment
                 if a.freq_jitter:
                     x = A.freq_jitter(x, a.freq_jitter, generator)
@@ -301,11 +322,12 @@ def take(x: np.ndarray, start: int, n: int) -> np.ndarray:
     return out if len(out) == n else np.pad(out, (0, n - len(out)))
 
 
-def audio_features(wav: torch.Tensor, cfg: ClipConfig) -> torch.Tensor:
+def audio_features(wav: torch.Tensor, cfg: ClipConfig, log_mel: torch.Tensor | None = None) -> torch.Tensor:
     """Waveform (..., N) -> normalised log-mel (..., spec_frames, F); batched, any device.
+    ``log_mel``: the waveform's fbank when it is already known (a segment's cached log-mel).
 
     Use it on the GPU with ``audio_output="waveform"`` datasets to move fbank off the loaders."""
-    spec = A.fbank(wav, cfg.fbank_spec)
+    spec = A.fbank(wav, cfg.fbank_spec) if log_mel is None else log_mel
     # Short waveforms were already zero-padded to the clip length; fit_frames is a guard.
     spec = A.fit_frames(spec, cfg.spec_frames, math.log(torch.finfo(torch.float32).eps))
     return A.normalize_spec(spec, cfg.preprocess)

@@ -3,7 +3,9 @@
 With ``ClipConfig(audio_output="waveform", video_output="uint8")`` workers only decode, place,
 crop, resize and flip; :class:`BatchFeatures` then turns the batch into model inputs on its
 device: video uint8 -> float, normalised (and colour-jittered when training); audio waveform ->
-Kaldi fbank -> normalised log-mel, with SpecAugment and frequency jitter when training. The
+Kaldi fbank -> normalised log-mel, with SpecAugment and frequency jitter when training. With
+``audio_output="log_mel"`` (a decoded shard cache, which keeps each sample's log-mel) the
+workers give the normalised log-mel and only the augmentation runs on the batch. The
 results equal the workers' (tested) except for which random masks and jitters are drawn: here
 from the step's generator (seeded from the run's seed and the step, so resume stays exact),
 there from each sample's seed. Training switch: ``data.features_on`` (``auto``: the device when
@@ -43,8 +45,8 @@ class BatchFeatures:
                 shift = torch.tensor([m / x for m, x in zip(mean, std)], device=video.device).view(shape)
                 batch["video"] = video.float().mul_(scale).sub_(shift)
         audio = batch.get("audio")
-        if audio is not None and cfg.audio_output == "waveform":  # (B, [V,] N)
-            x = audio_features(audio, cfg)  # (B, [V,] T_a, F)
+        if audio is not None and cfg.audio_output in ("waveform", "log_mel"):  # (B, [V,] N) / (B, [V,] T_a, F)
+            x = audio_features(audio, cfg) if cfg.audio_output == "waveform" else audio  # (B, [V,] T_a, F)
             if self.train:
                 a = cfg.augment
                 if a.freq_jitter:

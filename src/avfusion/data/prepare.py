@@ -188,7 +188,10 @@ def _as_written_now(settings: dict[str, Any]) -> dict[str, Any]:
     """Saved settings as this version writes them: the clips' preprocessing through
     PreprocessConfig (a folder started when audio_mean / audio_std were always stored has them
     as numbers where they are now null, the preset's)."""
-    pre = settings.get("clips", {}).get("preprocess") if isinstance(settings.get("clips"), dict) else None
+    clips = settings.get("clips")
+    if isinstance(clips, dict) and "modalities" not in clips:  # written before ClipConfig.modalities
+        clips["modalities"] = to_plain(ClipConfig().modalities)
+    pre = clips.get("preprocess") if isinstance(clips, dict) else None
     if isinstance(pre, dict):
         try:
             settings["clips"]["preprocess"] = to_plain(PreprocessConfig(**pre))

@@ -50,6 +50,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from avfusion.core.config import MODALITIES
+from avfusion.data import audio as A
+from avfusion.data.audio import FbankSpec
 from avfusion.data.clips import ClipConfig, ClipProcessor, ClipRead, take
 from avfusion.data.decode import decode_video
 from avfusion.data.manifest import LabelMap, ManifestError, Row, UnknownLabel
@@ -212,11 +215,31 @@ class ShardSegment:
             raise InputError(f"{where}: has audio but no audio.pcm member")
         self._pcm = np.frombuffer(sample["audio.pcm"], dtype="<i2") if self.has_audio else None
         self._all: np.ndarray | None = None  # every stored frame, once decode_all() ran
+        # log-mel of [zeros, the stored audio, zeros] on the grid of its frame shift, once
+        # decode_all(fbank=...) ran
+        self._mel: torch.Tensor | None = None
+        self._mel_spec: FbankSpec | None = None
+        self._mel_lead = 0  # zero samples before stored sample 0 in the log-mel's signal
 
-    def decode_all(self) -> "ShardSegment":
+    def decode_all(self, video: bool = True, fbank: FbankSpec | None = None) -> "ShardSegment":
         """Decode every stored frame now and keep them (uint8 (N, H, W, 3)): a cache for data read
-        many times (small data sets, the demo); clips then only index into memory."""
-        if self.has_video and self._all is None:
+        many times (small data sets, the demo); clips then only index into memory. ``video=False``:
+        keep the frames compressed (a reader that never asks for them: an audio-only model).
+
+        ``fbank``: also keep the log-mel of the whole stored audio, computed once. Kaldi fbank
+        frames are local (each reads its own 25 ms), so a clip whose audio starts on this frame
+        grid has exactly these frames as its log-mel: :meth:`read` then starts each audio span on
+        the nearest grid point (at most half a frame shift, 5 ms, from where it was asked) and
+        gives the frames with the waveform, and no fbank runs per clip."""
+        if fbank is not None and self.has_audio and self._mel is None:
+            assert self._pcm is not None
+            pcm = torch.from_numpy(self._pcm.astype(np.float32) / 32767.0)  # as audio() reads it
+            # Zeros around it (what a window reaching past the stored audio reads), the leading
+            # ones a whole number of frame shifts: the grid holds stored sample 0.
+            lead = -(-fbank.win // fbank.hop) * fbank.hop
+            self._mel_spec, self._mel_lead = fbank, lead
+            self._mel = A.fbank(torch.cat([torch.zeros(lead), pcm, torch.zeros(fbank.win)]), fbank)  # (T_all, F)
+        if video and self.has_video and self._all is None:
             n = int(self.meta["num_frames"])
             if self._jpegs is not None:
                 self._all = decode_jpegs(self._jpegs)
@@ -256,17 +279,39 @@ class ShardSegment:
         valid = sum(max(0, min(b, s0 + m) - max(a, s0)) for a, b in self.audio_real) if m else 0
         return out, valid
 
-    def read(self, times: np.ndarray, spans: Sequence[tuple[float, float]], samples: int) -> ClipRead:
+    def read(self, times: np.ndarray, spans: Sequence[tuple[float, float]], samples: int,
+             modalities: Collection[str] = MODALITIES) -> ClipRead:
         """See :class:`~avfusion.data.clips.MediaSegment`: stored frames and samples; no damage
         or notes (prepare judged the row when it stored it)."""
         got = ClipRead()
-        if self.has_video:
+        if self.has_video and "video" in modalities:
             got.frames, got.video_valid = self.frames(times)
-        if self.has_audio:
+        if self.has_audio and "audio" in modalities:
+            cut = self._cached_log_mel(spans, samples)
+            if cut is not None:
+                spans, got.features = cut
             parts = [self.audio(*s) for s in spans]
             got.audio = np.stack([take(wav, 0, samples) for wav, _ in parts])  # (K, N)
             got.audio_valid = sum(valid for _, valid in parts)
         return got
+
+    def _cached_log_mel(self, spans: Sequence[tuple[float, float]],
+                        samples: int) -> tuple[list[tuple[float, float]], torch.Tensor] | None:
+        """The spans moved onto the cached log-mel's frame grid and their frames (K, T_a, F); None
+        without a cache or when a span reaches further than it (the caller computes them)."""
+        spec, mel = self._mel_spec, self._mel
+        if spec is None or mel is None:
+            return None
+        frames, lead = spec.num_frames(samples), self._mel_lead
+        out, cuts = [], []
+        for t0, _ in spans:
+            j = int(round(((t0 - self.base) * self.sr + lead) / spec.hop))  # nearest grid frame
+            if j < 0 or j + frames > len(mel):
+                return None
+            start = self.base + (j * spec.hop - lead) / self.sr
+            out.append((start, start + samples / self.sr))
+            cuts.append(mel[j : j + frames])
+        return out, torch.stack(cuts)
 
 
 def split_shards(shards: Sequence[str], rank: int, world_size: int, worker: int, num_workers: int) -> list[str]:
@@ -417,7 +462,10 @@ class ShardSamples(Dataset):
             return ShardSegment(self.raw(i))
         seg = self.cache.get(i)
         if seg is None:
-            seg = self.cache[i] = ShardSegment(self.raw(i)).decode_all()
+            # The log-mel too where samples are featurised here (not on the batch's device).
+            cfg = self.cfg
+            fbank = cfg.fbank_spec if "audio" in cfg.modalities and cfg.audio_output != "waveform" else None
+            seg = self.cache[i] = ShardSegment(self.raw(i)).decode_all(video="video" in cfg.modalities, fbank=fbank)
         return seg
 
     def fill_cache(self) -> None:

@@ -56,10 +56,16 @@ MODELS: tuple[tuple[str, str], ...] = (
     ("mbt_tiny_audio", "audio only"),
     ("mbt_tiny_video", "video only"),
 )
-# Tiny models at AV-digits' sizes: 8 frames (every 3rd of 12.5 fps: the whole 2 s clip) cropped
-# to 48 x 48 from 52 x 52, and 192 log-mel frames x 32 mel bins (1.93 s).
-INPUTS: dict[str, Any] = {"num_frames": 8, "image_size": (48, 48), "spec_size": (192, 32),
-                          "preprocess.fps": 12.5, "preprocess.frame_stride": 3, "preprocess.short_side": 52}
+# Tiny models at AV-digits' sizes (1 s clips): 2 frames 0.48 s apart (every 6th of 12.5 fps)
+# cropped to 48 x 48 from 52 x 52, each cut into 8 x 8 patches of its own (1 x 8 x 8 tubelets:
+# 2 x 36 = 72 tokens), and 96 log-mel frames x 32 mel bins (0.97 s) in 8 x 8 patches (48 tokens).
+# Why these (docs/demo.md "How the settings were chosen"): patches this fine learn much faster
+# per step than coarser ones (4-frame tubelets, 16 x 8 spectrogram patches), while the frames of
+# a moving digit repeat each other, and a 1 s clip holds the whole word.
+INPUTS: dict[str, Any] = {"num_frames": 2, "image_size": (48, 48), "tubelet": (1, 8, 8), "spec_size": (96, 32),
+                          "preprocess.fps": 12.5, "preprocess.frame_stride": 6, "preprocess.short_side": 52}
+# Seconds per AV-digits clip: the spoken word (0.3-0.65 s, centred +-0.1 s) fits in any 1 s clip.
+CLIP_SECONDS = 1.0
 # Training augmentation (data.augment): a random 48 x 48 crop of the 52 x 52 frames (a fixed area
 # of (48 / 52)^2, square), no flip (digits are not symmetric), SpecAugment with one 6-bin
 # frequency mask and one 24-frame time mask; evaluation takes the centre crop.
@@ -73,7 +79,7 @@ class DemoSettings:
     n_train: int = 600
     n_val: int = 150
     n_test: int = 200
-    steps: int = 1500  # optimizer steps per model
+    steps: int = 1000  # optimizer steps per model
     batch_size: int = 32
     lr: float = 1e-3
     seed: int = 0
@@ -88,13 +94,13 @@ def say(msg: str) -> None:
 
 def _data(s: DemoSettings, root: Path) -> dict[str, Any]:
     meta = root / "avdigits.json"
-    want = {"n_train": s.n_train, "n_val": s.n_val, "n_test": s.n_test, "seed": s.seed}
+    want = {"n_train": s.n_train, "n_val": s.n_val, "n_test": s.n_test, "seed": s.seed, "duration": CLIP_SECONDS}
     if meta.is_file() and all(json.loads(meta.read_text())["params"].get(k) == v for k, v in want.items()):
         say(f"[1/7] AV-digits already in {root} (delete it to regenerate)")
         return json.loads(meta.read_text())
     shutil.rmtree(root, ignore_errors=True)
     t = time.perf_counter()
-    info = generate(root, s.n_train, s.n_val, s.n_test, s.seed)
+    info = generate(root, s.n_train, s.n_val, s.n_test, s.seed, duration=CLIP_SECONDS)
     say(f"[1/7] generated AV-digits: {s.n_train} train / {s.n_val} val / {s.n_test} test clips "
         f"in {time.perf_counter() - t:.0f} s -> {root}")
     return info

@@ -42,7 +42,9 @@ class DataConfig:
     # as a manifest); URLs are streamed. "stream" streams local shards too.
     read_shards: str = "auto"  # auto | random | stream
     # Local shards: keep each sample decoded in memory once read (small data sets read for many
-    # epochs, e.g. the demo); clips are still cut, cropped and featurised per sample.
+    # epochs, e.g. the demo), the frames and the audio's log-mel (computed once per sample: a
+    # clip's audio then starts on its 10 ms frame grid); clips are still cut, cropped and
+    # augmented per sample. Only the model's modalities are kept.
     cache_decoded: bool = False
     shuffle_buffer: int = 1000  # streamed shards: samples in the shuffle buffer
     # Streamed shards: samples in an epoch, all ranks together (default: what the shards say, from

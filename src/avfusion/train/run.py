@@ -90,7 +90,9 @@ def shard_facts(cfg: TrainConfig, src: Source, info: DistInfo) -> StreamFacts | 
 
 def clip_config(model_cfg: Any, cfg: TrainConfig) -> ClipConfig:
     d = cfg.data
-    return ClipConfig.from_model(model_cfg, augment=d.augment, eval_clips=d.eval_clips, eval_crops=d.eval_crops)
+    # Samples carry only what the model reads: a unimodal model's loader skips the other stream.
+    return ClipConfig.from_model(model_cfg, augment=d.augment, eval_clips=d.eval_clips, eval_crops=d.eval_crops,
+                                 modalities=tuple(model_cfg.modalities))
 
 
 def model_for_run(cfg: TrainConfig, labels: LabelMap | None, task: str):
@@ -185,7 +187,10 @@ def _run_locked(cfg: TrainConfig, mode: str, info: DistInfo) -> FitResult:
         cfg.data.features_on == "auto" and resolve_device(cfg.run.device, info.local_rank).type == "cuda")
     features = None
     if on_device:  # the workers only decode and crop; the batch gets its features on the device
-        clips = dataclasses.replace(clips, audio_output="waveform", video_output="uint8")
+        # With the decoded cache each clip's log-mel is cut from its sample's, computed once; the
+        # batch gets its augmentation (and the video's conversion).
+        audio_output = "log_mel" if cfg.data.cache_decoded else "waveform"
+        clips = dataclasses.replace(clips, audio_output=audio_output, video_output="uint8")
         features = BatchFeatures(clips, train=True)
     # Contrastive pre-training reads no labels (a label map only sizes the heads for later).
     # Bad rows come back as markers that the loop (the main process) turns into one line or a
