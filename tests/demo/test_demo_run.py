@@ -56,7 +56,7 @@ def test_demo_flags_reach_the_settings(monkeypatch, capsys):
     s = seen["s"]
     assert (s.seed, s.steps, s.n_train, s.n_val, s.n_test, s.models, s.jobs, s.predict_bigbuckbunny) == (
         3, 7, 5, 6, 7, ("mbt_tiny",), 1, False)
-    assert main(["demo"]) == 0 and seen["s"].seed == 0 and seen["s"].steps == 1000  # the documented defaults
+    assert main(["demo"]) == 0 and seen["s"].seed == 0 and seen["s"].steps == 900  # the documented defaults
 
 
 def test_training_curves_compare_losses_per_output():

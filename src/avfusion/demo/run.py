@@ -79,7 +79,7 @@ class DemoSettings:
     n_train: int = 600
     n_val: int = 150
     n_test: int = 200
-    steps: int = 1000  # optimizer steps per model
+    steps: int = 900  # optimizer steps per model (docs/demo.md: why 900)
     batch_size: int = 32
     lr: float = 1e-3
     seed: int = 0
