@@ -268,3 +268,29 @@ def test_training_on_a_broken_file_is_one_line_or_a_counted_skip(hostile, tmp_pa
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     n = rows[-1]["skipped_samples"]
     assert 1 <= n <= 6 and err.count("skipped sample (") == n  # each one named on stderr
+
+
+@pytest.mark.parametrize("modality", ["audio", "video"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_unimodal_training_sample_reads_one_stream_with_the_same_verdict(case, modality, hostile, small_cfg):
+    """ClipConfig.modalities (a unimodal model's training): the same verdict as reading both
+    streams, and the model's stream the same tensor; the other stream is not in the sample
+    unless it is all the file has."""
+    import dataclasses
+
+    labels = LabelMap.read(hostile["labels"])
+    (row,) = [r for r in read_manifest(hostile["manifest"]) if r.id == case.name]
+    # no SpecAugment: its masks are drawn after the video's crop, which an audio-only read skips
+    cfg = dataclasses.replace(small_cfg, augment=dataclasses.replace(small_cfg.augment, freq_mask=0, time_mask=0))
+    one_cfg = dataclasses.replace(cfg, modalities=(modality,))
+    both = VideoDataset([row], labels, cfg, train=True, seed=0, on_error="mark")[0]
+    one = VideoDataset([row], labels, one_cfg, train=True, seed=0, on_error="mark")[0]
+    assert ("error" in one) == ("error" in both), (one.get("error"), both.get("error"))
+    if "error" in both:
+        return
+    other = "video" if modality == "audio" else "audio"
+    if both[f"has_{modality}"]:
+        assert torch.equal(one[modality], both[modality])
+        assert not one[f"has_{other}"] and other not in one
+    else:  # the file lacks the model's stream: the sample is what the file has, as before
+        assert one[f"has_{other}"] == both[f"has_{other}"]

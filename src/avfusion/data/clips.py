@@ -14,8 +14,8 @@ docs/data.md.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -306,11 +306,8 @@ class ClipProcessor:
             x = wav
         else:
             x = audio_features(wav, cfg, features)  # (K, T_a, F)
-            if self.train and cfg.audio_output != "log_mel":
-                a = cfg.augment
-                if a.freq_jitter:
-                    x = A.freq_jitter(x, a.freq_jitter, generator)
-                x = A.spec_augment(x, a.freq_mask, a.time_mask, a.num_freq_masks, a.num_time_masks, 0.0, generator)
+            if self.train and cfg.audio_output != "log_mel":  # "log_mel": BatchFeatures augments the batch
+                x = augment_log_mel(x, cfg.augment, generator)
         if self.train:
             return x[0]
         return x.repeat_interleave(cfg.eval_crops if cfg.eval_crops else 1, dim=0)
@@ -320,6 +317,14 @@ def take(x: np.ndarray, start: int, n: int) -> np.ndarray:
     """x[start : start + n], zero-padded at the end if rounding left it short."""
     out = x[start : start + n]
     return out if len(out) == n else np.pad(out, (0, n - len(out)))
+
+
+def augment_log_mel(x: torch.Tensor, a: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training augmentation of a normalised log-mel (..., T_a, F), per sample or on a batch:
+    frequency jitter, then SpecAugment (masked to 0, the normalised mean)."""
+    if a.freq_jitter:
+        x = A.freq_jitter(x, a.freq_jitter, generator)
+    return A.spec_augment(x, a.freq_mask, a.time_mask, a.num_freq_masks, a.num_time_masks, 0.0, generator)
 
 
 def audio_features(wav: torch.Tensor, cfg: ClipConfig, log_mel: torch.Tensor | None = None) -> torch.Tensor:

@@ -18,9 +18,8 @@ from typing import Any
 
 import torch
 
-from avfusion.data import audio as A
 from avfusion.data import video as V
-from avfusion.data.clips import ClipConfig, audio_features
+from avfusion.data.clips import ClipConfig, audio_features, augment_log_mel
 
 
 class BatchFeatures:
@@ -47,10 +46,5 @@ class BatchFeatures:
         audio = batch.get("audio")
         if audio is not None and cfg.audio_output in ("waveform", "log_mel"):  # (B, [V,] N) / (B, [V,] T_a, F)
             x = audio_features(audio, cfg) if cfg.audio_output == "waveform" else audio  # (B, [V,] T_a, F)
-            if self.train:
-                a = cfg.augment
-                if a.freq_jitter:
-                    x = A.freq_jitter(x, a.freq_jitter, generator)
-                x = A.spec_augment(x, a.freq_mask, a.time_mask, a.num_freq_masks, a.num_time_masks, 0.0, generator)
-            batch["audio"] = x
+            batch["audio"] = augment_log_mel(x, cfg.augment, generator) if self.train else x
         return batch

@@ -178,6 +178,12 @@ def encode_row(row: Row, labels: LabelMap, cfg: ClipConfig, video_format: str = 
 # -- reading -------------------------------------------------------------------------------
 
 
+def _mel_lead(spec: FbankSpec) -> int:
+    """Zero samples before stored sample 0 in a cached log-mel's signal: at least a window, and a
+    whole number of frame shifts, so that stored sample 0 lies on the cache's frame grid."""
+    return -(-spec.win // spec.hop) * spec.hop
+
+
 class ShardSegment:
     """A prepared sample as a :class:`~avfusion.data.clips.MediaSegment`: frames decode lazily.
 
@@ -219,7 +225,6 @@ class ShardSegment:
         # decode_all(fbank=...) ran
         self._mel: torch.Tensor | None = None
         self._mel_spec: FbankSpec | None = None
-        self._mel_lead = 0  # zero samples before stored sample 0 in the log-mel's signal
 
     def decode_all(self, video: bool = True, fbank: FbankSpec | None = None) -> "ShardSegment":
         """Decode every stored frame now and keep them (uint8 (N, H, W, 3)): a cache for data read
@@ -234,11 +239,9 @@ class ShardSegment:
         if fbank is not None and self.has_audio and self._mel is None:
             assert self._pcm is not None
             pcm = torch.from_numpy(self._pcm.astype(np.float32) / 32767.0)  # as audio() reads it
-            # Zeros around it (what a window reaching past the stored audio reads), the leading
-            # ones a whole number of frame shifts: the grid holds stored sample 0.
-            lead = -(-fbank.win // fbank.hop) * fbank.hop
-            self._mel_spec, self._mel_lead = fbank, lead
-            self._mel = A.fbank(torch.cat([torch.zeros(lead), pcm, torch.zeros(fbank.win)]), fbank)  # (T_all, F)
+            # Zeros around it: what a window reaching past the stored audio reads.
+            self._mel_spec = fbank
+            self._mel = A.fbank(torch.cat([torch.zeros(_mel_lead(fbank)), pcm, torch.zeros(fbank.win)]), fbank)  # (T_all, F)
         if video and self.has_video and self._all is None:
             n = int(self.meta["num_frames"])
             if self._jpegs is not None:
@@ -302,7 +305,7 @@ class ShardSegment:
         spec, mel = self._mel_spec, self._mel
         if spec is None or mel is None:
             return None
-        frames, lead = spec.num_frames(samples), self._mel_lead
+        frames, lead = spec.num_frames(samples), _mel_lead(spec)
         out, cuts = [], []
         for t0, _ in spans:
             j = int(round(((t0 - self.base) * self.sr + lead) / spec.hop))  # nearest grid frame
