@@ -25,7 +25,7 @@ def test_reduced_demo_run(tmp_path, capsys):
     assert zorro["audio only"]["outputs"]["audio"] == zorro["audio+video"]["outputs"]["audio"]
     assert zorro["video only"]["outputs"]["video"] == zorro["audio+video"]["outputs"]["video"]
     assert set(summary["results"]["mbt_tiny_audio"]["report"]["conditions"]) == {"audio"}
-    # Zorro trains with the paper's 8 fusion tokens (demo.run.MODEL_OVERRIDES), recorded in the summary.
+    # Zorro trains with 8 fusion tokens, as zorro_vit_base (demo.run.MODEL_OVERRIDES), recorded in the summary.
     zorro_cfg = json.loads((out / "models" / "zorro_vit_tiny" / "config.json").read_text())
     assert zorro_cfg["num_fusion_tokens"] == 8 and summary["model_overrides"]["zorro_vit_tiny"]["num_fusion_tokens"] == 8
     for r in summary["results"].values():

@@ -64,9 +64,10 @@ MODELS: tuple[tuple[str, str], ...] = (
 # a moving digit repeat each other, and a 1 s clip holds the whole word.
 INPUTS: dict[str, Any] = {"num_frames": 2, "image_size": (48, 48), "tubelet": (1, 8, 8), "spec_size": (96, 32),
                           "preprocess.fps": 12.5, "preprocess.frame_stride": 6, "preprocess.short_side": 52}
-# One model's settings on top of INPUTS: Zorro-ViT with the paper's 8 fusion tokens (the registry's
-# tiny Zorro has 4, like MBT-tiny's 4 bottlenecks). At the demo's 900 steps 8 learn faster: every
-# output 3-7 points higher on 1000 test clips at two seeds (docs/demo.md "How the settings were chosen").
+# One model's settings on top of INPUTS: Zorro-ViT with 8 fusion tokens, as zorro_vit_base has (the
+# paper leaves the count open: docs/models.md); the registry's tiny Zorro has 4, like MBT-tiny's 4
+# bottlenecks. At the demo's 900 steps 8 learn faster: every output 3-7 points higher on 1000 test
+# clips at two seeds (docs/demo.md "Zorro at 900 steps, over seeds").
 MODEL_OVERRIDES: dict[str, dict[str, Any]] = {"zorro_vit_tiny": {"num_fusion_tokens": 8}}
 # Seconds per AV-digits clip: the spoken word (0.3-0.65 s, centred +-0.1 s) fits in any 1 s clip.
 CLIP_SECONDS = 1.0
