@@ -66,8 +66,8 @@ INPUTS: dict[str, Any] = {"num_frames": 2, "image_size": (48, 48), "tubelet": (1
                           "preprocess.fps": 12.5, "preprocess.frame_stride": 6, "preprocess.short_side": 52}
 # One model's settings on top of INPUTS: Zorro-ViT with 8 fusion tokens, as zorro_vit_base has (the
 # paper leaves the count open: docs/models.md); the registry's tiny Zorro has 4, like MBT-tiny's 4
-# bottlenecks. At the demo's 900 steps 8 learn faster: every output 3-7 points higher on 1000 test
-# clips at two seeds (docs/demo.md "Zorro at 900 steps, over seeds").
+# bottlenecks. At the demo's 900 steps 8 learn faster: every output 2-8 points higher on 1000 test
+# clips at each of three seeds (docs/demo.md "Zorro at 900 steps, over seeds").
 MODEL_OVERRIDES: dict[str, dict[str, Any]] = {"zorro_vit_tiny": {"num_fusion_tokens": 8}}
 # Seconds per AV-digits clip: the spoken word (0.3-0.65 s, centred +-0.1 s) fits in any 1 s clip.
 CLIP_SECONDS = 1.0
