@@ -27,7 +27,7 @@ from datetime import date
 import torch
 import torch.nn.functional as F
 
-from avfusion.demo.run import INPUTS, MODEL_OVERRIDES, MODELS, DemoSettings
+from avfusion.demo.run import INPUTS, MODEL_OVERRIDES, MODELS, DemoSettings, model_overrides
 from avfusion.layers.gemm_tune import TUNER
 from avfusion.models import create_model
 from avfusion.utils.cpu import cpu_info
@@ -35,7 +35,7 @@ from avfusion.utils.cpu import cpu_info
 
 def make_step(name: str, batch: int):
     """A closure running one training step of the demo's ``name`` on fixed random inputs."""
-    model = create_model(name, num_classes=10, task="single", **(INPUTS | MODEL_OVERRIDES.get(name, {}))).train()
+    model = create_model(name, num_classes=10, task="single", **model_overrides(name)).train()
     cfg = model.cfg
     g = torch.Generator().manual_seed(0)
     inputs = {}
@@ -82,10 +82,11 @@ def main() -> None:
     model_name, flags = cpu_info()
     simd = sorted(f for f in flags if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
     print(f"{model_name}; {' '.join(simd)}; torch {torch.__version__}; {args.threads} thread(s), batch {args.batch}")
-    print("| model | step, median CPU time (s) | x 900 steps (s) |")
+    n_steps = DemoSettings.steps  # the demo's steps per model
+    print(f"| model | step, median CPU time (s) | x {n_steps} steps (s) |")
     print("|---|---|---|")
     for m, v in med.items():
-        print(f"| {m} | {v:.3f} | {900 * v:.0f} |")
+        print(f"| {m} | {v:.3f} | {n_steps * v:.0f} |")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(dict(date=date.today().isoformat(), cpu=model_name, simd=simd, torch=torch.__version__,

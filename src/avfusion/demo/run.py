@@ -151,9 +151,14 @@ def _prepare(root: Path, labels: LabelMap, clip_cfg: ClipConfig) -> dict[str, Pa
     return folders
 
 
+def model_overrides(name: str) -> dict[str, Any]:
+    """The registry model ``name`` as the demo trains it: INPUTS, then its own MODEL_OVERRIDES."""
+    return INPUTS | MODEL_OVERRIDES.get(name, {})
+
+
 def train_config(name: str, s: DemoSettings, shards: Path, labels: Path, out: Path) -> TrainConfig:
     """What `avfusion train --train SHARDS` runs for one demo model."""
-    base = {"model": name, "model_overrides": INPUTS | MODEL_OVERRIDES.get(name, {}), "data": {"augment": AUGMENT}}
+    base = {"model": name, "model_overrides": model_overrides(name), "data": {"augment": AUGMENT}}
     overrides = [f"data.train={shards}", f"data.labels={labels}", "data.task=single", "data.cache_decoded=true",
                  "data.features_on=device", f"run.out={out}", f"run.max_steps={s.steps}", f"run.seed={s.seed}",
                  "run.save_every=100000", "run.log_every=10", "run.tensorboard=false",
