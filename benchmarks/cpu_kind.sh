@@ -44,12 +44,12 @@ PYTHONPATH=src "$py" - "$out/info.json" <<'EOF'
 import json, os, platform, subprocess, sys
 from datetime import datetime, timezone
 import torch
-from avfusion.utils.cpu import cpu_info
+from avfusion.utils.cpu import cpu_info, simd_flags
 model, flags = cpu_info()
 commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
         "cpu_model": model, "cores": os.cpu_count(), "torch": torch.__version__,
-        "isa_flags": sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c"))),
+        "isa_flags": simd_flags(),
         "flags": sorted(flags), "load_1_5_15": os.getloadavg(), "python": platform.python_version()}
 json.dump(info, open(sys.argv[1], "w"), indent=1)
 print(f"[cpu_kind] {model}, {info['cores']} cores, {' '.join(info['isa_flags'])}; torch {torch.__version__}; "
@@ -75,7 +75,7 @@ if want peers; then
     side 0,1 t2_train --threads 2 --workloads mbt_train --reps 3 --warmup 2
     side 0,1 t2_fwd --threads 2 --workloads mbt_fwd --reps 3 --warmup 1
     side 0,1 t2_zorro --threads 2 --workloads zorro_train --reps 3 --warmup 1
-    cp -r "$home/gemm" "$out/gemm_choices" 2>/dev/null || true
+    mkdir -p "$out/gemm_choices" && cp "$home"/gemm/*.json "$out/gemm_choices/" 2>/dev/null || true  # not the locks
     rm -rf "$home"
   else
     say "peers: skipped, no $peers_py or ../shared/peers (../shared/peers/README.md sets them up)"

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from avfusion.demo.run import INPUTS, MODEL_OVERRIDES, MODELS, DemoSettings, model_overrides
 from avfusion.layers.gemm_tune import TUNER
 from avfusion.models import create_model
-from avfusion.utils.cpu import cpu_info
+from avfusion.utils.cpu import cpu_info, simd_flags
 
 
 def make_step(name: str, batch: int):
@@ -79,8 +79,7 @@ def main() -> None:
             fn()
             cpu[m].append(time.process_time() - c)
     med = {m: statistics.median(v) for m, v in cpu.items()}
-    model_name, flags = cpu_info()
-    simd = sorted(f for f in flags if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
+    model_name, simd = cpu_info()[0], simd_flags()
     print(f"{model_name}; {' '.join(simd)}; torch {torch.__version__}; {args.threads} thread(s), batch {args.batch}")
     n_steps = DemoSettings.steps  # the demo's steps per model
     print(f"| model | step, median CPU time (s) | x {n_steps} steps (s) |")

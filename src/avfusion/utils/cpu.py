@@ -30,6 +30,12 @@ def cpu_info() -> tuple[str, frozenset[str]]:
     return model or platform.processor() or platform.machine(), frozenset(flags.split())
 
 
+def simd_flags() -> list[str]:
+    """The vector-instruction flags of this CPU (avx*, amx*, fma, f16c), sorted: what a benchmark
+    records beside its numbers to name the CPU kind."""
+    return sorted(f for f in cpu_info()[1] if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
+
+
 def onednn_linear() -> bool:
     """torch has oneDNN's float / bfloat16 linear kernel (torch.ops.mkldnn._linear_pointwise)."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
