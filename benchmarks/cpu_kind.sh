@@ -23,6 +23,9 @@ root=$(git rev-parse --show-toplevel)
 cd "$root"
 parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(info step peers demo test)
+for p in "${parts[@]}"; do
+  case $p in info|step|peers|demo|test) ;; *) echo "cpu_kind.sh: unknown part '$p' (info step peers demo test)" >&2; exit 2 ;; esac
+done
 py=${PYTHON:-.venv/bin/python}
 peers_py=${PEERS_PY:-../peers-venv/bin/python}
 [ -x "$py" ] || { echo "cpu_kind.sh: $py not found: run 'make test' (or set PYTHON) first" >&2; exit 2; }
